@@ -1,0 +1,71 @@
+import type { Server } from 'node:http';
+import type { Redis } from 'ioredis';
+import { type Config, requireApiToken } from '../config/index.js';
+import { type MllpServer, startMllpServer } from '../hl7/mllp-server.js';
+import { createApp } from '../http/app.js';
+import { createScreeningQueue, type ScreeningQueue } from '../jobs/queue.js';
+import { connectRedis, waitReady } from '../jobs/redis.js';
+import type { Logger } from '../observability/log.js';
+import { Intake } from '../orders/intake.js';
+import { loadMappings } from '../orders/mappings.js';
+import { OrderStore } from '../orders/store.js';
+
+export interface Gateway {
+  mllp: MllpServer;
+  httpPort: number;
+  redis: Redis;
+  queue: ScreeningQueue;
+  store: OrderStore;
+  intake: Intake;
+  stop(): Promise<void>;
+}
+
+/** Starts the MLLP listener and the HTTP API against Redis. Redis may be down at start: intake NAKs until it returns. */
+export async function startGateway(config: Config, log: Logger): Promise<Gateway> {
+  const apiToken = requireApiToken(config);
+  const mappings = loadMappings(config.mappingsFile);
+  const redis = connectRedis(config.redisUrl, config.redisTimeoutMs);
+  redis.on('error', (e: Error) => log.debug('redis.error', { error: e.message }));
+  let redisUp = false;
+  redis.on('ready', () => {
+    if (!redisUp) log.info('redis.up', {});
+    redisUp = true;
+  });
+  redis.on('close', () => {
+    if (redisUp) log.warn('redis.down', {});
+    redisUp = false;
+  });
+  if (!(await waitReady(redis, 3000))) log.warn('redis.unavailable-at-start', { note: 'orders are NAKed (AE/CE) until Redis answers' });
+  const queue = createScreeningQueue(redis, config.queueName, config.redisPrefix);
+  const store = new OrderStore(redis, config.redisPrefix, { dedupeDays: config.dedupeTtlDays, retentionDays: config.messageRetentionDays });
+  const intake = new Intake({ store, queue, mappings: () => mappings, log, appName: config.appName, facilityName: config.facilityName });
+  const mllp = await startMllpServer(
+    config.mllp,
+    {
+      message: async (data, peer) => (await intake.handle(data, peer)).ack,
+      oversized: async (head, size, peer) => (await intake.handleOversized(head, size, config.mllp.maxMessageBytes, peer)).ack,
+    },
+    log,
+  );
+  const app = createApp({ apiToken, redis, queue, store, intake, log });
+  const http: Server = await new Promise((resolve, reject) => {
+    const s = app.listen(config.httpPort, config.httpHost, () => resolve(s));
+    s.once('error', reject);
+  });
+  const httpPort = (http.address() as { port: number }).port;
+  log.info('http.listening', { host: config.httpHost, port: httpPort });
+  return {
+    mllp,
+    httpPort,
+    redis,
+    queue,
+    store,
+    intake,
+    stop: async () => {
+      await mllp.close();
+      await new Promise<void>((r) => http.close(() => r()));
+      await queue.close().catch(() => {});
+      redis.disconnect();
+    },
+  };
+}

@@ -1,0 +1,125 @@
+import Router from '@koa/router';
+import type { Redis } from 'ioredis';
+import Koa from 'koa';
+import type { ScreeningQueue } from '../jobs/queue.js';
+import type { Logger } from '../observability/log.js';
+import type { Intake } from '../orders/intake.js';
+import type { MessageKind, OrderStore } from '../orders/store.js';
+import { requireBearer } from './auth.js';
+
+export interface HttpDeps {
+  apiToken: string;
+  redis: Redis;
+  queue: ScreeningQueue;
+  store: OrderStore;
+  intake: Intake;
+  log: Logger;
+}
+
+const KINDS: MessageKind[] = ['dead-letter', 'ignored'];
+const JOB_STATES = ['waiting', 'active', 'delayed', 'prioritized', 'completed', 'failed'] as const;
+type JobState = (typeof JOB_STATES)[number];
+
+function intParam(v: unknown, def: number, max: number): number {
+  const n = Number(v);
+  return Number.isInteger(n) && n >= 0 ? Math.min(n, max) : def;
+}
+
+export function createApp(deps: HttpDeps): Koa {
+  const app = new Koa();
+  const open = new Router();
+  const api = new Router({ prefix: '/api' });
+
+  app.use(async (ctx, next) => {
+    const started = performance.now();
+    try {
+      await next();
+    } catch (e) {
+      const err = e as { status?: number; expose?: boolean; message: string };
+      ctx.status = err.status ?? 500;
+      ctx.body = { error: ctx.status >= 500 ? 'internal error' : err.message };
+      if (ctx.status >= 500) deps.log.error('http.error', { path: ctx.path, error: err.message });
+    }
+    deps.log.debug('http.request', { method: ctx.method, path: ctx.path, status: ctx.status, ms: Math.round(performance.now() - started) });
+  });
+
+  open.get('/health', async (ctx) => {
+    let redis = 'down';
+    try {
+      redis = (await deps.redis.ping()) === 'PONG' ? 'up' : 'down';
+    } catch {
+      redis = 'down';
+    }
+    ctx.status = redis === 'up' ? 200 : 503;
+    ctx.body = { status: redis === 'up' ? 'ok' : 'degraded', redis };
+  });
+
+  api.use(requireBearer(deps.apiToken));
+
+  api.get('/jobs', async (ctx) => {
+    const state = String(ctx.query.state ?? 'waiting') as JobState;
+    if (!JOB_STATES.includes(state)) return ctx.throw(400, `state must be one of ${JOB_STATES.join(', ')}`);
+    const offset = intParam(ctx.query.offset, 0, 1_000_000);
+    const limit = intParam(ctx.query.limit, 50, 500) || 50;
+    const [jobs, counts] = await Promise.all([deps.queue.getJobs([state], offset, offset + limit - 1), deps.queue.getJobCounts()]);
+    ctx.body = {
+      counts,
+      items: jobs.map((j) => ({
+        id: j.id,
+        state,
+        receivedAt: j.data.receivedAt,
+        orderControl: j.data.order.orderControl,
+        procedure: j.data.order.procedure.code,
+        priority: j.data.order.priority,
+        sender: j.data.order.sender,
+        attemptsMade: j.attemptsMade,
+        failedReason: j.failedReason,
+      })),
+    };
+  });
+
+  api.get('/jobs/:id', async (ctx) => {
+    const job = await deps.queue.getJob(ctx.params.id ?? '');
+    const record = await deps.store.getOrder(ctx.params.id ?? '');
+    if (!job && !record) return ctx.throw(404, 'no such job');
+    ctx.body = {
+      id: ctx.params.id,
+      state: job ? await job.getState() : 'removed',
+      status: record?.status,
+      history: record?.history ?? [],
+      order: job?.data.order ?? record?.order,
+      attemptsMade: job?.attemptsMade,
+      failedReason: job?.failedReason,
+    };
+  });
+
+  api.get('/messages', async (ctx) => {
+    const kind = String(ctx.query.kind ?? 'dead-letter') as MessageKind;
+    if (!KINDS.includes(kind)) return ctx.throw(400, `kind must be one of ${KINDS.join(', ')}`);
+    const offset = intParam(ctx.query.offset, 0, 1_000_000);
+    const limit = intParam(ctx.query.limit, 50, 500) || 50;
+    ctx.body = await deps.store.listMessages(kind, offset, limit);
+  });
+
+  api.get('/messages/:id', async (ctx) => {
+    const msg = await deps.store.getMessage(ctx.params.id ?? '');
+    if (!msg) return ctx.throw(404, 'no such message');
+    ctx.body = msg;
+  });
+
+  /** Re-runs intake on a stored message with the current mappings (after an operator fixed them). */
+  api.post('/messages/:id/replay', async (ctx) => {
+    const id = ctx.params.id ?? '';
+    const msg = await deps.store.getMessage(id);
+    if (!msg) return ctx.throw(404, 'no such message');
+    const result = await deps.intake.handle(Buffer.from(msg.raw, 'utf8'), { remoteAddress: `replay:${msg.remoteAddress}`, replay: true });
+    if (result.outcome === 'error') return ctx.throw(503, result.reason);
+    await deps.store.recordReplay(id, { at: new Date().toISOString(), ackCode: result.ackCode, outcome: result.outcome });
+    deps.log.info('message.replayed', { id, outcome: result.outcome, ack: result.ackCode });
+    ctx.body = { id, ackCode: result.ackCode, outcome: result.outcome, jobIds: result.jobIds, reason: result.reason };
+  });
+
+  app.use(open.routes()).use(open.allowedMethods());
+  app.use(api.routes()).use(api.allowedMethods());
+  return app;
+}

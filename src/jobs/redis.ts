@@ -1,0 +1,32 @@
+import { Redis } from 'ioredis';
+
+/**
+ * A Redis connection for request/response paths (MLLP intake, HTTP): commands fail fast while Redis is
+ * unreachable instead of queueing in memory, so the sender gets a NAK and retries.
+ */
+export function connectRedis(url: string, commandTimeoutMs: number): Redis {
+  return new Redis(url, {
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 1,
+    commandTimeout: commandTimeoutMs,
+    connectTimeout: Math.max(commandTimeoutMs, 1000),
+    retryStrategy: (times) => Math.min(100 * 2 ** Math.min(times, 5), 2000),
+    lazyConnect: false,
+  });
+}
+
+/** Resolves when the connection is ready, or after `ms` (the caller decides what down means). */
+export function waitReady(redis: Redis, ms: number): Promise<boolean> {
+  if (redis.status === 'ready') return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const t = setTimeout(() => {
+      redis.off('ready', onReady);
+      resolve(false);
+    }, ms);
+    const onReady = () => {
+      clearTimeout(t);
+      resolve(true);
+    };
+    redis.once('ready', onReady);
+  });
+}

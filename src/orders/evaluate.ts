@@ -1,0 +1,74 @@
+import type { AckError } from '../hl7/ack.js';
+import { type MshHeader, namespaceOf, readHeader } from '../hl7/header.js';
+import { Hl7ParseError, parseMessage } from '../hl7/message.js';
+import { type ChestCtDecision, decideChestCt, extractOrders, OrderError, SUPPORTED_MESSAGES } from './extract.js';
+import type { Mappings } from './mappings.js';
+import { actionFor, type Order, type OrderAction } from './order.js';
+
+export interface EvaluatedOrder {
+  order: Order;
+  chestCt: ChestCtDecision;
+  action: OrderAction;
+}
+
+/** What a message means, decided without any I/O: rejected (AR) with a reason, or a list of orders. */
+export type Evaluation = { kind: 'reject'; header: MshHeader | null; error: AckError } | { kind: 'orders'; header: MshHeader; orders: EvaluatedOrder[] };
+
+const reject = (header: MshHeader | null, error: AckError): Evaluation => ({ kind: 'reject', header, error });
+
+export function evaluateMessage(text: string, mappings: Mappings): Evaluation {
+  const header = readHeader(text);
+  if (!header) return reject(null, { kind: 'segmentSequence', reason: 'no MSH segment found: not an HL7 v2 message', segment: 'MSH' });
+  if (header.controlId === '') return reject(header, { kind: 'requiredFieldMissing', reason: 'MSH-10 message control id is empty', segment: 'MSH', field: 10 });
+  if (!/^2\.[1-8](\.\d+)?$/.test(header.version)) {
+    return reject(header, {
+      kind: 'unsupportedVersionId',
+      reason: `MSH-12 version "${header.version.slice(0, 10)}" is not HL7 v2.1–2.8`,
+      segment: 'MSH',
+      field: 12,
+    });
+  }
+  const events = SUPPORTED_MESSAGES[header.messageType];
+  if (!events) {
+    return reject(header, {
+      kind: 'unsupportedMessageType',
+      reason: `message type "${header.messageType.slice(0, 8)}" is not taken on this port (orders only: ORM^O01, OMI^O23)`,
+      segment: 'MSH',
+      field: 9,
+    });
+  }
+  if (!events.includes(header.triggerEvent)) {
+    return reject(header, {
+      kind: 'unsupportedEventCode',
+      reason: `event "${header.messageType}^${header.triggerEvent.slice(0, 8)}" is not supported`,
+      segment: 'MSH',
+      field: 9,
+    });
+  }
+  if (!['P', 'D', 'T'].includes(header.processingId)) {
+    return reject(header, {
+      kind: 'unsupportedProcessingId',
+      reason: `MSH-11 processing id "${header.processingId.slice(0, 4)}" is not P, D or T`,
+      segment: 'MSH',
+      field: 11,
+    });
+  }
+  const facility = namespaceOf(header.sendingFacility, header.componentSep);
+  if (!mappings.facilityAllowed(facility)) {
+    return reject(header, {
+      kind: 'internalError',
+      reason: `sending facility "${facility.slice(0, 40)}" is not in allowedFacilities`,
+      segment: 'MSH',
+      field: 4,
+    });
+  }
+  try {
+    const msg = parseMessage(text);
+    const orders = extractOrders(msg, mappings).map((order) => ({ order, chestCt: decideChestCt(order, mappings), action: actionFor(order.orderControl) }));
+    return { kind: 'orders', header, orders };
+  } catch (e) {
+    if (e instanceof OrderError) return reject(header, e.ackError);
+    if (e instanceof Hl7ParseError) return reject(header, { kind: 'segmentSequence', reason: e.message });
+    return reject(header, { kind: 'internalError', reason: `unexpected parse failure: ${(e as Error).message}` });
+  }
+}

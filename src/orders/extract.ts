@@ -1,0 +1,208 @@
+import type { AckError } from '../hl7/ack.js';
+import { namespaceOf } from '../hl7/header.js';
+import type { ParsedMessage, Segment } from '../hl7/message.js';
+import type { FieldName, Mappings } from './mappings.js';
+import type { Order } from './order.js';
+
+/** HL7 table 0119 order control codes (v2.5.1). */
+const ORDER_CONTROL_CODES = new Set(
+  'AF CA CH CN CR DC DE DF DR FU HD HR LI NA NW OC OD OE OF OH OK OP OR PA PR PY RA RE RF RL RO RP RQ RR RU SC SN SR SS UA UC UD UF UH UM UN UR UX XO XR XX'.split(
+    ' ',
+  ),
+);
+
+export const SUPPORTED_MESSAGES: Record<string, string[]> = { ORM: ['O01'], OMI: ['O23'] };
+
+export class OrderError extends Error {
+  constructor(readonly ackError: AckError) {
+    super(ackError.reason);
+    this.name = 'OrderError';
+  }
+}
+
+/** One ORC with the OBR (and IPC/ZDS) that follow it. */
+interface OrderGroup {
+  segments: Map<string, Segment>;
+}
+
+function orderGroups(msg: ParsedMessage): OrderGroup[] {
+  const groups: OrderGroup[] = [];
+  let current: OrderGroup | undefined;
+  for (const s of msg.segments) {
+    if (s.type === 'ORC') {
+      current = { segments: new Map([['ORC', s]]) };
+      groups.push(current);
+    } else if (current && ['OBR', 'IPC', 'ZDS', 'TQ1', 'OBX', 'NTE'].includes(s.type) && !current.segments.has(s.type)) {
+      current.segments.set(s.type, s);
+    }
+  }
+  return groups;
+}
+
+/** Reads `SEG-n[.c]` from the group first, then from the message (PID, PV1, Z-segments). */
+function readPath(msg: ParsedMessage, g: OrderGroup, path: string): string {
+  const m = /^([A-Z][A-Z0-9]{2})-(\d+)(?:\.(\d+))?$/.exec(path);
+  if (!m) return '';
+  const [, seg = '', field, comp] = m;
+  const s = g.segments.get(seg) ?? msg.first(seg);
+  return s ? s.get(Number(field), comp ? Number(comp) : 1) : '';
+}
+
+function firstOf(msg: ParsedMessage, g: OrderGroup, mappings: Mappings, facility: string, name: FieldName) {
+  for (const path of mappings.fieldPaths(facility, name)) {
+    const v = readPath(msg, g, path);
+    if (v !== '') return { value: v, path };
+  }
+  return { value: '', path: mappings.fieldPaths(facility, name)[0] ?? '' };
+}
+
+/** HL7 DTM/TS (YYYY[MM[DD[HH[MM[SS[.S+]]]]]][+/-ZZZZ]) to ISO 8601; undefined when it does not parse. */
+export function hl7DateTimeToIso(v: string): string | undefined {
+  const m = /^(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(?:\.\d+)?([+-]\d{4})?$/.exec(v.trim());
+  if (!m) return undefined;
+  const [, y, mo, d, h, mi, s, tz] = m;
+  if (mo && (Number(mo) < 1 || Number(mo) > 12)) return undefined;
+  if (d && (Number(d) < 1 || Number(d) > 31)) return undefined;
+  if (h && Number(h) > 23) return undefined;
+  if (mi && Number(mi) > 59) return undefined;
+  if (s && Number(s) > 59) return undefined;
+  if (!mo) return y;
+  if (!d) return `${y}-${mo}`;
+  if (!h) return `${y}-${mo}-${d}`;
+  const zone = tz ? `${tz.slice(0, 3)}:${tz.slice(3)}` : '';
+  return `${y}-${mo}-${d}T${h}:${mi ?? '00'}:${s ?? '00'}${zone}`;
+}
+
+function birthDate(v: string): string | undefined {
+  const iso = hl7DateTimeToIso(v);
+  return iso && iso.length >= 10 ? iso.slice(0, 10) : undefined;
+}
+
+function sexOf(v: string): Order['patient']['sex'] {
+  switch (v.toUpperCase()) {
+    case 'M':
+      return 'male';
+    case 'F':
+      return 'female';
+    case 'O':
+    case 'A':
+    case 'N':
+      return 'other';
+    case '':
+      return undefined;
+    default:
+      return 'unknown';
+  }
+}
+
+function priorityOf(code: string): string | undefined {
+  const c = code.toUpperCase();
+  if (c === '') return undefined;
+  if (c === 'S' || c === 'STAT') return 'stat';
+  if (c === 'A' || c === 'ASAP') return 'asap';
+  if (c === 'R' || c === 'ROUTINE') return 'routine';
+  return c.toLowerCase();
+}
+
+const fail = (kind: AckError['kind'], reason: string, segment?: string, field?: number): never => {
+  throw new OrderError({ kind, reason, segment, field });
+};
+
+/**
+ * Reads every order group of an ORM^O01 / OMI^O23 into Orders, using the mappings for field positions.
+ * Throws OrderError (with the HL7 error to report) when the message cannot yield a valid order.
+ */
+export function extractOrders(msg: ParsedMessage, mappings: Mappings): Order[] {
+  const h = msg.header;
+  const facility = namespaceOf(h.sendingFacility, h.componentSep);
+  const application = namespaceOf(h.sendingApp, h.componentSep);
+  const pid = msg.first('PID');
+  if (!pid) fail('requiredFieldMissing', 'PID segment missing', 'PID');
+  const identifiers = (pid as Segment)
+    .repetitions(3)
+    .map((c) => ({ value: (c[0] ?? '').trim(), authority: (c[3] ?? '').split('&')[0]?.trim() ?? '', type: (c[4] ?? '').trim() }))
+    .filter((i) => i.value !== '');
+  if (identifiers.length === 0) fail('requiredFieldMissing', 'PID-3 patient identifier list is empty', 'PID', 3);
+  const groups = orderGroups(msg);
+  if (groups.length === 0) fail('segmentSequence', 'no ORC segment: an order message needs ORC and OBR', 'ORC');
+  const p = pid as Segment;
+  const patient: Order['patient'] = {
+    identifiers,
+    name: { family: p.get(5, 1), given: [p.get(5, 2), p.get(5, 3)].filter((s) => s !== '') },
+    birthDate: birthDate(p.get(7)),
+    sex: sexOf(p.get(8)),
+  };
+  return groups.map((g) => {
+    const orc = g.segments.get('ORC') as Segment;
+    const obr = g.segments.get('OBR');
+    if (!obr) fail('segmentSequence', 'ORC is not followed by an OBR', 'OBR');
+    const control = orc.get(1).toUpperCase();
+    if (control === '') fail('requiredFieldMissing', 'ORC-1 order control is empty', 'ORC', 1);
+    if (!ORDER_CONTROL_CODES.has(control)) fail('tableValueNotFound', `ORC-1 order control "${control.slice(0, 4)}" is not in HL7 table 0119`, 'ORC', 1);
+    const placer = firstOf(msg, g, mappings, facility, 'placerOrderNumber');
+    if (placer.value === '')
+      fail('requiredFieldMissing', `placer order number missing (looked in ${mappings.fieldPaths(facility, 'placerOrderNumber').join(', ')})`, 'ORC', 2);
+    const o = obr as Segment;
+    const code = o.get(4, 1);
+    const text = o.get(4, 2);
+    if (code === '' && text === '') fail('requiredFieldMissing', 'OBR-4 universal service identifier is empty', 'OBR', 4);
+    const tq1 = g.segments.get('TQ1');
+    const priority = priorityOf(tq1?.get(9) || orc.get(7, 6) || o.get(27, 6) || o.get(5));
+    const provider = orc.get(12, 1) || orc.get(12, 2) ? orc.repetitions(12)[0] : o.repetitions(16)[0];
+    const accession = firstOf(msg, g, mappings, facility, 'accessionNumber').value;
+    const studyUid = firstOf(msg, g, mappings, facility, 'studyInstanceUid').value;
+    if (studyUid !== '' && !/^[0-2](\.(0|[1-9]\d*))+$/.test(studyUid)) {
+      fail('dataTypeError', 'StudyInstanceUID is not a valid DICOM UID', 'IPC', 3);
+    }
+    const order: Order = {
+      sender: { application, facility },
+      message: { type: `${h.messageType}^${h.triggerEvent}`, controlId: h.controlId, version: h.version, processingId: h.processingId },
+      orderControl: control,
+      placerOrderNumber: placer.value,
+      placerAuthority: (placer.path.startsWith('ORC') ? orc.get(2, 2) : o.get(2, 2)) || undefined,
+      fillerOrderNumber: firstOf(msg, g, mappings, facility, 'fillerOrderNumber').value || undefined,
+      accessionNumber: accession || undefined,
+      studyInstanceUid: studyUid || undefined,
+      procedure: {
+        code,
+        text,
+        system: o.get(4, 3),
+        alternate: o.get(4, 4) ? { code: o.get(4, 4), text: o.get(4, 5), system: o.get(4, 6) } : undefined,
+      },
+      priority,
+      orderingProvider: provider ? { id: provider[0] ?? '', family: provider[1] ?? '', given: provider[2] ?? '' } : undefined,
+      orderDateTime: hl7DateTimeToIso(orc.get(9)),
+      patient,
+    };
+    return order;
+  });
+}
+
+export interface ChestCtDecision {
+  chestCt: boolean;
+  /** Why, e.g. "code CPT 71250" or "text matches /…/", or why not. */
+  because: string;
+}
+
+/** Is this order a chest CT by the mappings' codes and text patterns? Alternate codes (OBR-4.4–6) count too. */
+export function decideChestCt(order: Order, mappings: Mappings): ChestCtDecision {
+  const codes = mappings.chestCtCodes(order.sender.facility);
+  const { alternate, ...primary } = order.procedure;
+  const candidates = [primary, ...(alternate ? [alternate] : [])];
+  for (const c of candidates) {
+    if (c.code === '') continue;
+    const sys = mappings.canonicalSystem(c.system);
+    const hit = codes.find(
+      (k) => k.code.toUpperCase() === c.code.toUpperCase() && (!k.system || c.system === '' || mappings.canonicalSystem(k.system) === sys),
+    );
+    if (hit) return { chestCt: true, because: `code ${hit.system ?? 'local'} ${hit.code}` };
+  }
+  for (const c of candidates) {
+    if (c.text === '') continue;
+    const excluded = mappings.excludeTextPatterns.find((r) => r.test(c.text));
+    if (excluded) continue;
+    const matched = mappings.textPatterns.find((r) => r.test(c.text));
+    if (matched) return { chestCt: true, because: `text matches ${matched}` };
+  }
+  return { chestCt: false, because: 'procedure code and text match no chest-CT mapping' };
+}

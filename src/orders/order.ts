@@ -1,0 +1,44 @@
+/** An imaging order as ctgate understands it, read from one ORC/OBR group of an ORM^O01 or OMI^O23. */
+export interface Order {
+  sender: { application: string; facility: string };
+  message: { type: string; controlId: string; version: string; processingId: string };
+  /** ORC-1: NW new, CA cancel request, DC discontinue, OC cancelled, XO change, others ignored. */
+  orderControl: string;
+  placerOrderNumber: string;
+  placerAuthority?: string;
+  fillerOrderNumber?: string;
+  accessionNumber?: string;
+  studyInstanceUid?: string;
+  procedure: { code: string; text: string; system: string; alternate?: { code: string; text: string; system: string } };
+  /** Normalized priority: stat, asap, routine (or the raw code when unknown). */
+  priority?: string;
+  orderingProvider?: { id: string; family: string; given: string };
+  /** ORC-9 as ISO 8601 when it parses. */
+  orderDateTime?: string;
+  patient: {
+    identifiers: { value: string; authority: string; type: string }[];
+    name: { family: string; given: string[] };
+    /** YYYY-MM-DD */
+    birthDate?: string;
+    sex?: 'male' | 'female' | 'other' | 'unknown';
+  };
+}
+
+/** Order controls that act on a job; any other valid ORC-1 is acknowledged and recorded as ignored. */
+export const ACTIONABLE_CONTROLS = ['NW', 'CA', 'DC', 'OC', 'XO'] as const;
+export type OrderAction = 'create' | 'cancel' | 'update' | 'none';
+
+export function actionFor(orderControl: string): OrderAction {
+  switch (orderControl) {
+    case 'NW':
+      return 'create';
+    case 'CA':
+    case 'DC':
+    case 'OC':
+      return 'cancel';
+    case 'XO':
+      return 'update';
+    default:
+      return 'none';
+  }
+}
