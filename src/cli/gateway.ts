@@ -17,13 +17,19 @@ export interface Gateway {
   queue: ScreeningQueue;
   store: OrderStore;
   intake: Intake;
+  /** Re-reads the mappings file; on error keeps the current mappings and throws MappingsError. */
+  reloadMappings(): void;
   stop(): Promise<void>;
 }
 
 /** Starts the MLLP listener and the HTTP API against Redis. Redis may be down at start: intake NAKs until it returns. */
 export async function startGateway(config: Config, log: Logger): Promise<Gateway> {
   const apiToken = requireApiToken(config);
-  const mappings = loadMappings(config.mappingsFile);
+  let mappings = loadMappings(config.mappingsFile);
+  const reloadMappings = () => {
+    mappings = loadMappings(config.mappingsFile);
+    log.info('mappings.reloaded', { file: config.mappingsFile });
+  };
   const redis = connectRedis(config.redisUrl, config.redisTimeoutMs);
   redis.on('error', (e: Error) => log.debug('redis.error', { error: e.message }));
   let redisUp = false;
@@ -47,7 +53,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
     },
     log,
   );
-  const app = createApp({ apiToken, redis, queue, store, intake, log });
+  const app = createApp({ apiToken, redis, queue, store, intake, log, reloadMappings });
   const http: Server = await new Promise((resolve, reject) => {
     const s = app.listen(config.httpPort, config.httpHost, () => resolve(s));
     s.once('error', reject);
@@ -61,6 +67,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
     queue,
     store,
     intake,
+    reloadMappings,
     stop: async () => {
       await mllp.close();
       await new Promise<void>((r) => http.close(() => r()));

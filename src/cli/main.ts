@@ -27,6 +27,13 @@ async function serve(): Promise<number> {
   };
   process.on('SIGTERM', () => void stop('SIGTERM'));
   process.on('SIGINT', () => void stop('SIGINT'));
+  process.on('SIGHUP', () => {
+    try {
+      gw.reloadMappings();
+    } catch (e) {
+      log.error('mappings.reload-failed', { error: (e as Error).message });
+    }
+  });
   log.info('gateway.ready', { mllpPort: gw.mllp.port, httpPort: gw.httpPort });
   return new Promise<number>(() => {});
 }

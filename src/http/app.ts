@@ -4,6 +4,7 @@ import Koa from 'koa';
 import type { ScreeningQueue } from '../jobs/queue.js';
 import type { Logger } from '../observability/log.js';
 import type { Intake } from '../orders/intake.js';
+import { MappingsError } from '../orders/mappings.js';
 import type { MessageKind, OrderStore } from '../orders/store.js';
 import { requireBearer } from './auth.js';
 
@@ -14,6 +15,7 @@ export interface HttpDeps {
   store: OrderStore;
   intake: Intake;
   log: Logger;
+  reloadMappings: () => void;
 }
 
 const KINDS: MessageKind[] = ['dead-letter', 'ignored'];
@@ -117,6 +119,19 @@ export function createApp(deps: HttpDeps): Koa {
     await deps.store.recordReplay(id, { at: new Date().toISOString(), ackCode: result.ackCode, outcome: result.outcome });
     deps.log.info('message.replayed', { id, outcome: result.outcome, ack: result.ackCode });
     ctx.body = { id, ackCode: result.ackCode, outcome: result.outcome, jobIds: result.jobIds, reason: result.reason };
+  });
+
+  /** After editing mappings: validate and load them without a restart (the old ones stay on error). */
+  api.post('/mappings/reload', async (ctx) => {
+    try {
+      deps.reloadMappings();
+    } catch (e) {
+      if (!(e instanceof MappingsError)) throw e;
+      ctx.status = 400;
+      ctx.body = { error: 'invalid mappings; the previous mappings stay in force', problems: e.problems };
+      return;
+    }
+    ctx.body = { reloaded: true };
   });
 
   app.use(open.routes()).use(open.allowedMethods());

@@ -1,0 +1,58 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { ConfigError, loadConfig, requireApiToken } from '../../src/config/index.js';
+
+const throwsKey = (env: Record<string, string>, key: RegExp) =>
+  assert.throws(
+    () => loadConfig(env),
+    (e: unknown) => e instanceof ConfigError && key.test(e.message),
+  );
+
+describe('config', () => {
+  it('has the contract defaults', () => {
+    const c = loadConfig({});
+    assert.equal(c.redisUrl, 'redis://127.0.0.1:6379');
+    assert.equal(c.mllp.port, 2575);
+    assert.equal(c.httpPort, 8080);
+    assert.equal(c.logPhi, false);
+    assert.equal(c.apiToken, undefined);
+  });
+
+  it('names the bad key and what it expected', () => {
+    throwsKey({ CTGATE_MLLP_PORT: 'abc' }, /^CTGATE_MLLP_PORT: expected an integer 0\.\.65535, got "abc"$/);
+    throwsKey({ CTGATE_HTTP_PORT: '70000' }, /CTGATE_HTTP_PORT/);
+    throwsKey({ CTGATE_REDIS_URL: 'http://x' }, /CTGATE_REDIS_URL: expected a redis:\/\//);
+    throwsKey({ CTGATE_LOG_PHI: 'maybe' }, /CTGATE_LOG_PHI: expected true or false/);
+    throwsKey({ CTGATE_API_TOKEN: 'short' }, /CTGATE_API_TOKEN: expected a token of at least 16/);
+    throwsKey({ CTGATE_MLLP_ALLOW_IPS: '10.0.0.0/8,not an ip' }, /CTGATE_MLLP_ALLOW_IPS/);
+    throwsKey({ CTGATE_MLLP_TLS_CERT_FILE: '/x.pem' }, /CTGATE_MLLP_TLS_KEY_FILE/);
+  });
+
+  it('does not echo a rejected token', () => {
+    try {
+      loadConfig({ CTGATE_API_TOKEN: 'secret' });
+      assert.fail('should throw');
+    } catch (e) {
+      assert.ok(!(e as Error).message.includes('secret'));
+    }
+  });
+
+  it('reads a config file and lets the environment override it', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ctgate-cfg-'));
+    const file = join(dir, 'ctgate.yaml');
+    writeFileSync(file, 'mllpPort: 3000\nhttpPort: 9000\nmllpAllowIps: [10.0.0.0/8, 127.0.0.1]\n');
+    const c = loadConfig({ CTGATE_CONFIG_FILE: file, CTGATE_HTTP_PORT: '9100' });
+    assert.equal(c.mllp.port, 3000);
+    assert.equal(c.httpPort, 9100);
+    assert.deepEqual(c.mllp.allowIps, ['10.0.0.0/8', '127.0.0.1']);
+    writeFileSync(file, 'mllpPrt: 3000\n');
+    assert.throws(() => loadConfig({ CTGATE_CONFIG_FILE: file }), /mllpPrt/);
+  });
+
+  it('refuses to serve HTTP without a token', () => {
+    assert.throws(() => requireApiToken(loadConfig({})), /CTGATE_API_TOKEN/);
+  });
+});

@@ -1,0 +1,135 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { describe, it } from 'node:test';
+import { parseMessage } from '../../src/hl7/message.js';
+import { decodeMessageBytes } from '../../src/hl7/text.js';
+import { evaluateMessage } from '../../src/orders/evaluate.js';
+import { decideChestCt, extractOrders, hl7DateTimeToIso } from '../../src/orders/extract.js';
+import { loadMappings, MappingsError, parseMappings } from '../../src/orders/mappings.js';
+import { orm } from '../helpers/hl7.js';
+
+const mappings = loadMappings('mappings/orders.yaml');
+const fixture = readFileSync('fixtures/hl7/orm-chest-ct.hl7');
+
+const evalOrm = (o: Parameters<typeof orm>[0]) => evaluateMessage(orm(o), mappings);
+const rejectKind = (o: Parameters<typeof orm>[0] | string) => {
+  const ev = typeof o === 'string' ? evaluateMessage(o, mappings) : evalOrm(o);
+  return ev.kind === 'reject' ? ev.error.kind : 'accepted';
+};
+
+describe('order extraction', () => {
+  it('reads every field the intake needs from an ORM^O01', () => {
+    const [o] = extractOrders(parseMessage(decodeMessageBytes(fixture)), mappings);
+    assert.ok(o);
+    assert.deepEqual(o.sender, { application: 'EPIC', facility: 'GENHOSP' });
+    assert.equal(o.orderControl, 'NW');
+    assert.equal(o.placerOrderNumber, 'PLC1001');
+    assert.equal(o.fillerOrderNumber, 'FIL2001');
+    assert.equal(o.accessionNumber, 'ACC3001');
+    assert.deepEqual([o.procedure.code, o.procedure.system], ['71250', 'C4']);
+    assert.equal(o.priority, 'stat');
+    assert.equal(o.orderDateTime, '2026-11-27T10:14:00');
+    assert.deepEqual(o.patient.identifiers, [{ value: 'MRN12345', authority: 'GENHOSP', type: 'MR' }]);
+    assert.equal(o.patient.birthDate, '1980-01-02');
+    assert.equal(o.patient.sex, 'female');
+    assert.equal(o.orderingProvider?.family, 'ORDERING');
+  });
+
+  it('handles a BOM and LF or CRLF line ends the same as CR', () => {
+    const text = fixture.toString('utf8');
+    for (const variant of [`\uFEFF${text}`, text.replace(/\r?\n|\r/g, '\r\n'), text.replace(/\r?\n|\r/g, '\r')]) {
+      const ev = evaluateMessage(decodeMessageBytes(Buffer.from(variant, 'utf8')), mappings);
+      assert.equal(ev.kind, 'orders');
+    }
+  });
+
+  it('reads OMI^O23 with IPC accession and study UID', () => {
+    const msg = orm({ controlId: 'OMI1', type: 'OMI^O23^OMI_O23', accession: '', extraSegments: ['IPC|IPCACC9|RP1|1.2.840.113619.2.55.3.1|SPS1|CT'] });
+    const ev = evaluateMessage(msg, mappings);
+    assert.equal(ev.kind, 'orders');
+    if (ev.kind !== 'orders') return;
+    assert.equal(ev.orders[0]?.order.accessionNumber, 'IPCACC9');
+    assert.equal(ev.orders[0]?.order.studyInstanceUid, '1.2.840.113619.2.55.3.1');
+  });
+
+  it('reads every order group of a message', () => {
+    const msg = `${orm({ controlId: 'G1', placer: 'A1' })}\rORC|NW|A2^EPIC\rOBR|2|A2^EPIC||24627-2^CT Chest^LN`;
+    const ev = evaluateMessage(msg, mappings);
+    assert.equal(ev.kind === 'orders' && ev.orders.map((o) => o.order.placerOrderNumber).join(','), 'A1,A2');
+  });
+
+  it('converts HL7 date/times without losing precision', () => {
+    assert.equal(hl7DateTimeToIso('20261127101459'), '2026-11-27T10:14:59');
+    assert.equal(hl7DateTimeToIso('202611271014-0500'), '2026-11-27T10:14:00-05:00');
+    assert.equal(hl7DateTimeToIso('19800102'), '1980-01-02');
+    assert.equal(hl7DateTimeToIso('20261327'), undefined);
+    assert.equal(hl7DateTimeToIso('notadate'), undefined);
+  });
+});
+
+describe('rejections carry the right HL7 error', () => {
+  it('by message type, event, version, processing id and control id', () => {
+    assert.equal(rejectKind({ controlId: 'R1', type: 'ORU^R01' }), 'unsupportedMessageType');
+    assert.equal(rejectKind({ controlId: 'R2', type: 'ADT^A01' }), 'unsupportedMessageType');
+    assert.equal(rejectKind({ controlId: 'R3', type: 'ORM^O02' }), 'unsupportedEventCode');
+    assert.equal(rejectKind({ controlId: 'R4', version: '3.0' }), 'unsupportedVersionId');
+    assert.equal(rejectKind(orm({ controlId: 'R5' }).replace('|P|2.5.1', '|X|2.5.1')), 'unsupportedProcessingId');
+    assert.equal(rejectKind(orm({ controlId: 'R6' }).replace('|R6|', '||')), 'requiredFieldMissing');
+    assert.equal(rejectKind('not hl7 at all'), 'segmentSequence');
+  });
+
+  it('by missing or invalid order content', () => {
+    assert.equal(rejectKind(orm({ controlId: 'R7' }).replace(/\rPID\|[^\r]*/, '')), 'requiredFieldMissing');
+    assert.equal(rejectKind(orm({ controlId: 'R8' }).replace(/\rOBR\|[^\r]*/, '')), 'segmentSequence');
+    assert.equal(rejectKind({ controlId: 'R9', control: 'ZZ' }), 'tableValueNotFound');
+    assert.equal(rejectKind({ controlId: 'R10', placer: '' }), 'requiredFieldMissing');
+    assert.equal(rejectKind({ controlId: 'R11', extraSegments: ['ZDS|not.a.uid'] }), 'dataTypeError');
+  });
+
+  it('by facilities not allowed', () => {
+    const m = parseMappings({ ...mappings.doc, allowedFacilities: ['GENHOSP'] });
+    const ev = evaluateMessage(orm({ controlId: 'F1', facility: 'OTHERHOSP' }), m);
+    assert.equal(ev.kind, 'reject');
+    assert.equal(evaluateMessage(orm({ controlId: 'F2' }), m).kind, 'orders');
+  });
+});
+
+describe('chest CT decision', () => {
+  const decide = (o: Parameters<typeof orm>[0]) => {
+    const ev = evalOrm(o);
+    assert.equal(ev.kind, 'orders');
+    return ev.kind === 'orders' ? ev.orders[0]?.chestCt : undefined;
+  };
+  it('matches shipped codes under each system alias', () => {
+    assert.equal(decide({ controlId: 'C1', code: '24627-2', codeSystem: 'LN', codeText: 'x' })?.chestCt, true);
+    assert.equal(decide({ controlId: 'C2', code: '71260', codeSystem: 'CPT4', codeText: 'x' })?.chestCt, true);
+    assert.equal(decide({ controlId: 'C3', code: '71260', codeSystem: 'LN', codeText: 'x' })?.chestCt, false);
+  });
+  it('matches text patterns but not excluded procedures', () => {
+    assert.equal(decide({ controlId: 'T1', code: 'X1', codeSystem: 'L', codeText: 'CT CHEST WITHOUT CONTRAST' })?.chestCt, true);
+    assert.equal(decide({ controlId: 'T2', code: 'X2', codeSystem: 'L', codeText: 'CTA CHEST PE PROTOCOL' })?.chestCt, false);
+    assert.equal(decide({ controlId: 'T3', code: 'X3', codeSystem: 'L', codeText: 'MRI BRAIN' })?.chestCt, false);
+  });
+  it('uses per-facility local codes', () => {
+    assert.equal(decide({ controlId: 'L1', code: 'CTCHEST', codeSystem: '', codeText: '', facility: 'EXAMPLE_RIS_HOSPITAL' })?.chestCt, true);
+    assert.equal(decide({ controlId: 'L2', code: 'CTCHEST', codeSystem: '', codeText: '', facility: 'GENHOSP' })?.chestCt, false);
+  });
+  it('reads the alternate identifier OBR-4.4', () => {
+    const ev = evaluateMessage(orm({ controlId: 'ALT', code: 'LOCAL9', codeText: 'X', codeSystem: 'L' }).replace('LOCAL9^X^L', 'LOCAL9^X^L^24627-2^CT Chest^LN'), mappings);
+    assert.equal(ev.kind === 'orders' && decideChestCt(ev.orders[0]!.order, mappings).chestCt, true);
+  });
+});
+
+describe('mappings validation', () => {
+  it('names the bad entry', () => {
+    assert.throws(
+      () => parseMappings({ ...mappings.doc, fields: { ...mappings.doc.fields, accessionNumber: ['OBR18'] } }),
+      (e: unknown) => e instanceof MappingsError && /fields\.accessionNumber\.0: a field path/.test(e.message),
+    );
+    assert.throws(
+      () => parseMappings({ ...mappings.doc, chestCt: { ...mappings.doc.chestCt, textPatterns: ['(unclosed'] } }),
+      (e: unknown) => e instanceof MappingsError && /chestCt\.textPatterns\.0/.test(e.message),
+    );
+    assert.throws(() => loadMappings('/nonexistent.yaml'), /cannot read/);
+  });
+});
