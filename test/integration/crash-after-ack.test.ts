@@ -1,0 +1,65 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { describe, it } from 'node:test';
+import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
+import { jobIdFor } from '../../src/jobs/queue.js';
+import { TEST_TOKEN } from '../helpers/gateway.js';
+import { ackField, mllpSend, orm } from '../helpers/hl7.js';
+import { deleteKeys, REDIS_URL, requireRedis } from '../helpers/redis.js';
+
+async function waitForPort(url: string, ms: number): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    try {
+      if ((await fetch(url)).ok) return;
+    } catch {}
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`gateway did not answer ${url} within ${ms} ms`);
+}
+
+describe('durability: the gateway killed right after the ACK', () => {
+  it('leaves the acknowledged order in the queue', async () => {
+    await requireRedis();
+    const prefix = `ctgate-test-${randomBytes(4).toString('hex')}`;
+    const mllpPort = 20000 + (process.pid % 5000);
+    const httpPort = mllpPort + 1;
+    const child = spawn(process.execPath, ['bin/ctgate.mjs', 'serve'], {
+      env: {
+        ...process.env,
+        CTGATE_REDIS_URL: REDIS_URL,
+        CTGATE_REDIS_PREFIX: prefix,
+        CTGATE_MLLP_PORT: String(mllpPort),
+        CTGATE_HTTP_PORT: String(httpPort),
+        CTGATE_API_TOKEN: TEST_TOKEN,
+      },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.on('data', (d) => {
+      stderr += d;
+    });
+    try {
+      await waitForPort(`http://127.0.0.1:${httpPort}/health`, 20_000);
+      const [ack] = await mllpSend(mllpPort, [orm({ controlId: 'KILL-1', placer: 'PL-KILL' })]);
+      assert.equal(ackField(ack ?? '', 'MSA', 1), 'AA');
+      child.kill('SIGKILL');
+      await once(child, 'exit');
+      const connection = new Redis(REDIS_URL, { maxRetriesPerRequest: null });
+      const queue = new Queue(process.env.CTGATE_QUEUE_NAME ?? 'screening', { connection, prefix: `${prefix}:bull` });
+      const job = await queue.getJob(jobIdFor({ application: 'EPIC', facility: 'GENHOSP' }, 'PL-KILL'));
+      assert.ok(job, `job survives the crash (gateway log: ${stderr.slice(-500)})`);
+      assert.equal(await job.getState(), 'waiting');
+      assert.equal(job.data.order.placerOrderNumber, 'PL-KILL');
+      await queue.close();
+      connection.disconnect();
+      assert.doesNotMatch(stderr, /MRN0001|TEST\^PATIENT|PATIENT/, 'no PHI in the gateway log');
+    } finally {
+      if (child.exitCode === null) child.kill('SIGKILL');
+      await deleteKeys(prefix);
+    }
+  });
+});
