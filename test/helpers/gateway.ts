@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { loadConfig } from '../../src/config/index.js';
 import { type Gateway, startGateway } from '../../src/cli/gateway.js';
+import { loadConfig } from '../../src/config/index.js';
 import { silentLogger } from '../../src/observability/log.js';
 import { deleteKeys, REDIS_URL, requireRedis } from './redis.js';
 

@@ -1,8 +1,8 @@
 import { execFile } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import net from 'node:net';
 import tls from 'node:tls';
 import { promisify } from 'node:util';
 import { encodeFrame, MllpDecoder } from '../../src/hl7/mllp-framing.js';
@@ -27,7 +27,24 @@ export interface OrmOptions {
 /** Builds an order message; defaults make a valid chest-CT ORM^O01 new order. */
 export function orm(o: OrmOptions): string {
   const placer = o.placer ?? `P-${o.controlId}`;
-  const msh = ['MSH', '^~\\&', o.app ?? 'EPIC', o.facility ?? 'GENHOSP', 'CTGATE', 'RADIOLOGY', '20261127101500', '', o.type ?? 'ORM^O01^ORM_O01', o.controlId, 'P', o.version ?? '2.5.1', '', '', o.acceptAck ?? '', o.appAck ?? ''];
+  const msh = [
+    'MSH',
+    '^~\\&',
+    o.app ?? 'EPIC',
+    o.facility ?? 'GENHOSP',
+    'CTGATE',
+    'RADIOLOGY',
+    '20261127101500',
+    '',
+    o.type ?? 'ORM^O01^ORM_O01',
+    o.controlId,
+    'P',
+    o.version ?? '2.5.1',
+    '',
+    '',
+    o.acceptAck ?? '',
+    o.appAck ?? '',
+  ];
   const segs = [
     msh.join('|').replace(/\|+$/, ''),
     'PID|1||MRN0001^^^GENHOSP^MR||TEST^PATIENT||19700101|M',
@@ -84,7 +101,9 @@ export class MllpClient {
 
   static connect(port: number, opts: { tls?: tls.ConnectionOptions } = {}): Promise<MllpClient> {
     return new Promise((resolve, reject) => {
-      const s = opts.tls ? tls.connect({ port, host: '127.0.0.1', ...opts.tls }, () => resolve(new MllpClient(s))) : net.connect(port, '127.0.0.1', () => resolve(new MllpClient(s)));
+      const s = opts.tls
+        ? tls.connect({ port, host: '127.0.0.1', ...opts.tls }, () => resolve(new MllpClient(s)))
+        : net.connect(port, '127.0.0.1', () => resolve(new MllpClient(s)));
       s.once('error', reject);
     });
   }

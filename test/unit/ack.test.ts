@@ -7,7 +7,11 @@ const msg = (v = '2.5.1', ack = '') =>
   `MSH|^~\\&|EPIC^1.2.3^ISO|GENHOSP|CTGATE|RAD|20261127101500||ORM^O01^ORM_O01|MSG-42|P|${v}${ack ? `|||${ack}` : ''}\rPID|1`;
 const now = new Date('2026-11-27T10:00:00Z');
 const base = { appName: 'CTGATE', facilityName: 'CTGATE', controlId: 'ACK1', now };
-const seg = (ack: string, id: string) => ack.split('\r').find((l) => l.startsWith(id))?.split('|') ?? [];
+const seg = (ack: string, id: string) =>
+  ack
+    .split('\r')
+    .find((l) => l.startsWith(id))
+    ?.split('|') ?? [];
 
 describe('ACK building', () => {
   it('mirrors the sender in MSH and echoes MSH-10 in MSA-2', () => {
@@ -26,7 +30,12 @@ describe('ACK building', () => {
   });
 
   it('writes ERR-3 with a table 0357 code and ERR-8 with the reason in v2.5+', () => {
-    const ack = buildAck({ ...base, header: readHeader(msg()), code: 'AR', error: { kind: 'unsupportedMessageType', reason: 'ORU not taken | here', segment: 'MSH', field: 9 } });
+    const ack = buildAck({
+      ...base,
+      header: readHeader(msg()),
+      code: 'AR',
+      error: { kind: 'unsupportedMessageType', reason: 'ORU not taken | here', segment: 'MSH', field: 9 },
+    });
     const err = seg(ack, 'ERR');
     assert.equal(err[2], 'MSH^1^9');
     assert.equal(err[3], '200^Unsupported message type^HL70357');

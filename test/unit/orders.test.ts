@@ -115,7 +115,10 @@ describe('chest CT decision', () => {
     assert.equal(decide({ controlId: 'L2', code: 'CTCHEST', codeSystem: '', codeText: '', facility: 'GENHOSP' })?.chestCt, false);
   });
   it('reads the alternate identifier OBR-4.4', () => {
-    const ev = evaluateMessage(orm({ controlId: 'ALT', code: 'LOCAL9', codeText: 'X', codeSystem: 'L' }).replace('LOCAL9^X^L', 'LOCAL9^X^L^24627-2^CT Chest^LN'), mappings);
+    const ev = evaluateMessage(
+      orm({ controlId: 'ALT', code: 'LOCAL9', codeText: 'X', codeSystem: 'L' }).replace('LOCAL9^X^L', 'LOCAL9^X^L^24627-2^CT Chest^LN'),
+      mappings,
+    );
     assert.equal(ev.kind === 'orders' && decideChestCt(ev.orders[0]!.order, mappings).chestCt, true);
   });
 });
