@@ -119,7 +119,9 @@ describe('chest CT decision', () => {
       orm({ controlId: 'ALT', code: 'LOCAL9', codeText: 'X', codeSystem: 'L' }).replace('LOCAL9^X^L', 'LOCAL9^X^L^24627-2^CT Chest^LN'),
       mappings,
     );
-    assert.equal(ev.kind === 'orders' && decideChestCt(ev.orders[0]!.order, mappings).chestCt, true);
+    const order = ev.kind === 'orders' ? ev.orders[0]?.order : undefined;
+    assert.ok(order);
+    assert.equal(decideChestCt(order, mappings).chestCt, true);
   });
 });
 
