@@ -3,6 +3,7 @@ import { parseArgs } from 'node:util';
 import { ConfigError, configKeys, loadConfig } from '../config/index.js';
 import { createLogger } from '../observability/log.js';
 import { loadMappings, MappingsError } from '../orders/mappings.js';
+import { runDemo } from './demo.js';
 import { startGateway } from './gateway.js';
 import { checkMessage } from './hl7-check.js';
 
@@ -11,6 +12,7 @@ const USAGE = `usage:
   ctgate hl7 check FILE [--mappings F]
                                     dry run: the order a message yields, or why it is rejected
                                     (exit 0: yields an order; 2: would be NAKed)
+  ctgate demo [--keep]              send sample orders through a gateway and show ACKs and jobs
   ctgate config keys                list the environment variables ctgate reads`;
 
 async function serve(): Promise<number> {
@@ -63,6 +65,7 @@ export async function main(argv: string[]): Promise<number> {
   const [cmd, sub, ...rest] = argv;
   try {
     if (cmd === 'serve') return await serve();
+    if (cmd === 'demo') return await runDemo(argv.slice(1));
     if (cmd === 'hl7' && sub === 'check') return hl7Check(rest);
     if (cmd === 'config' && sub === 'keys') {
       process.stdout.write(`${configKeys.join('\n')}\n`);
