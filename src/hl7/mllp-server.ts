@@ -19,7 +19,9 @@ export interface MllpServer {
 }
 
 /** Replies waiting to be written per connection before the socket is paused (back-pressure). */
-const MAX_IN_FLIGHT = 64;
+const MAX_IN_FLIGHT = 16;
+/** How long close() lets messages being processed finish and their ACKs go out. */
+const DRAIN_MS = 5000;
 
 function allowList(ips: string[]): net.BlockList | null {
   if (ips.length === 0) return null;
@@ -48,6 +50,8 @@ function peerAllowed(list: net.BlockList | null, address: string | undefined): b
 export function startMllpServer(cfg: MllpConfig, handler: MllpHandler, log: Logger): Promise<MllpServer> {
   const allowed = allowList(cfg.allowIps);
   const sockets = new Set<net.Socket>();
+  const chains = new Map<net.Socket, () => Promise<void>>();
+  let draining = false;
 
   const onSocket = (socket: net.Socket) => {
     const remoteAddress = socket.remoteAddress ?? 'unknown';
@@ -58,6 +62,10 @@ export function startMllpServer(cfg: MllpConfig, handler: MllpHandler, log: Logg
     }
     if (sockets.size >= cfg.maxConnections) {
       log.warn('mllp.refused', { remote: remoteAddress, reason: `connection cap ${cfg.maxConnections} reached` });
+      socket.destroy();
+      return;
+    }
+    if (draining) {
       socket.destroy();
       return;
     }
@@ -77,7 +85,9 @@ export function startMllpServer(cfg: MllpConfig, handler: MllpHandler, log: Logg
     socket.on('close', () => {
       closed = true;
       sockets.delete(socket);
+      chains.delete(socket);
     });
+    chains.set(socket, () => chain);
 
     const reply = (work: () => Promise<string | null>) => {
       inFlight++;
@@ -95,7 +105,7 @@ export function startMllpServer(cfg: MllpConfig, handler: MllpHandler, log: Logg
         })
         .finally(() => {
           inFlight--;
-          if (inFlight < MAX_IN_FLIGHT && !closed) socket.resume();
+          if (inFlight < MAX_IN_FLIGHT && !closed && !draining) socket.resume();
         });
     };
 
@@ -136,11 +146,16 @@ export function startMllpServer(cfg: MllpConfig, handler: MllpHandler, log: Logg
       resolve({
         port: addr.port,
         connections: () => sockets.size,
-        close: () =>
-          new Promise<void>((done) => {
-            for (const s of sockets) s.destroy();
-            server.close(() => done());
-          }),
+        close: async () => {
+          const stopped = new Promise<void>((done) => server.close(() => done()));
+          // Stop reading, let messages already taken finish so their ACKs go out, then close.
+          draining = true;
+          for (const s of sockets) s.pause();
+          const pending = Promise.all([...chains.values()].map((c) => c()));
+          await Promise.race([pending, new Promise((r) => setTimeout(r, DRAIN_MS).unref())]);
+          for (const s of sockets) s.destroy();
+          await stopped;
+        },
       });
     });
   });

@@ -182,9 +182,8 @@ export class Intake {
 
   private async plan(ev: EvaluatedOrder, h: MshHeader): Promise<Plan> {
     const { order } = ev;
-    if (!ev.chestCt.chestCt) return { kind: 'ignore', note: `placer ${order.placerOrderNumber}: not a chest CT (${ev.chestCt.because})` };
-    if (ev.action === 'none')
-      return { kind: 'ignore', note: `placer ${order.placerOrderNumber}: order control ${order.orderControl} is recorded, not acted on` };
+    if (!ev.chestCt.chestCt) return { kind: 'ignore', note: `not a chest CT (${ev.chestCt.because})` };
+    if (ev.action === 'none') return { kind: 'ignore', note: `order control ${order.orderControl} is recorded, not acted on` };
     const jobId = jobIdFor(order.sender, order.placerOrderNumber);
     const record = await this.deps.store.getOrder(jobId);
     const at = this.now().toISOString();
@@ -194,7 +193,7 @@ export class Intake {
       return { kind: 'create', jobId, record: { jobId, status: 'queued', order, createdAt: at, updatedAt: at, history: [event('created')] } };
     }
     if (!record) {
-      throw new Rejection({ kind: 'unknownKey', reason: `no order with placer number ${order.placerOrderNumber} from this sender`, segment: 'ORC', field: 2 });
+      throw new Rejection({ kind: 'unknownKey', reason: `no order with this placer number (ORC-2) from this sender`, segment: 'ORC', field: 2 });
     }
     const state = (await (await this.deps.queue.getJob(jobId))?.getState()) ?? 'missing';
     if (ev.action === 'cancel') {
@@ -237,7 +236,7 @@ export class Intake {
     if (record.status !== 'queued') {
       throw new Rejection({
         kind: 'internalError',
-        reason: `order ${order.placerOrderNumber} is ${record.status}; it cannot be changed`,
+        reason: `the order is ${record.status}; it cannot be changed`,
         segment: 'ORC',
         field: 1,
       });
