@@ -16,6 +16,27 @@ export type Evaluation = { kind: 'reject'; header: MshHeader | null; error: AckE
 
 const reject = (header: MshHeader | null, error: AckError): Evaluation => ({ kind: 'reject', header, error });
 
+/**
+ * Parsing cost grows with the number of fields, and parsing blocks every connection; no real order comes near
+ * these limits, so a message past them is refused before it is parsed.
+ */
+export const MAX_SEGMENTS = 2000;
+export const MAX_FIELDS = 50_000;
+
+function tooComplex(text: string, fieldSep: string): string | null {
+  let segments = 1;
+  let fields = 0;
+  const sep = fieldSep.charCodeAt(0);
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 13) segments++;
+    else if (c === sep) fields++;
+  }
+  if (segments > MAX_SEGMENTS) return `message has ${segments} segments; at most ${MAX_SEGMENTS} are accepted`;
+  if (fields > MAX_FIELDS) return `message has ${fields} fields; at most ${MAX_FIELDS} are accepted`;
+  return null;
+}
+
 export function evaluateMessage(text: string, mappings: Mappings): Evaluation {
   const header = readHeader(text);
   if (!header) return reject(null, { kind: 'segmentSequence', reason: 'no MSH segment found: not an HL7 v2 message', segment: 'MSH' });
@@ -53,6 +74,8 @@ export function evaluateMessage(text: string, mappings: Mappings): Evaluation {
       field: 11,
     });
   }
+  const complexity = tooComplex(text, header.fieldSep);
+  if (complexity) return reject(header, { kind: 'segmentSequence', reason: complexity });
   const facility = namespaceOf(header.sendingFacility, header.componentSep);
   if (!mappings.facilityAllowed(facility)) {
     return reject(header, {

@@ -11,6 +11,8 @@ const ORDER_CONTROL_CODES = new Set(
   ),
 );
 
+const MAX_TEXT_FOR_PATTERNS = 200;
+
 export const SUPPORTED_MESSAGES: Record<string, string[]> = { ORM: ['O01'], OMI: ['O23'] };
 
 export class OrderError extends Error {
@@ -198,10 +200,12 @@ export function decideChestCt(order: Order, mappings: Mappings): ChestCtDecision
     if (hit) return { chestCt: true, because: `code ${hit.system ?? 'local'} ${hit.code}` };
   }
   for (const c of candidates) {
-    if (c.text === '') continue;
-    const excluded = mappings.excludeTextPatterns.find((r) => r.test(c.text));
+    // CWE.2 is at most 199 characters; bounding the text also bounds the cost of the engineer's patterns.
+    const text = c.text.slice(0, MAX_TEXT_FOR_PATTERNS);
+    if (text === '') continue;
+    const excluded = mappings.excludeTextPatterns.find((r) => r.test(text));
     if (excluded) continue;
-    const matched = mappings.textPatterns.find((r) => r.test(c.text));
+    const matched = mappings.textPatterns.find((r) => r.test(text));
     if (matched) return { chestCt: true, because: `text matches ${matched}` };
   }
   return { chestCt: false, because: 'procedure code and text match no chest-CT mapping' };

@@ -192,6 +192,26 @@ describe('MLLP listener limits', () => {
     }
   });
 
+  it('refuses a message with a million fields before parsing it, without stalling other senders', async () => {
+    const gw = await startTestGateway({ CTGATE_REDIS_TIMEOUT_MS: '2000' });
+    try {
+      const heavy = await MllpClient.connect(gw.mllp.port);
+      const other = await MllpClient.connect(gw.mllp.port);
+      const started = performance.now();
+      heavy.send(orm({ controlId: 'HEAVY-1', extraSegments: [`NTE|1${'|'.repeat(1_000_000)}`] }));
+      other.send(orm({ controlId: 'LIGHT-1' }));
+      const [h, o] = await Promise.all([heavy.nextAck(5000), other.nextAck(5000)]);
+      assert.equal(ackField(h, 'MSA', 1), 'AR');
+      assert.match(ackField(h, 'ERR', 8), /fields; at most/);
+      assert.equal(ackField(o, 'MSA', 1), 'AA');
+      assert.ok(performance.now() - started < 2000, 'both answered well within 2 s');
+      heavy.close();
+      other.close();
+    } finally {
+      await gw.cleanup();
+    }
+  });
+
   it('closes a connection whose frame never ends after the idle timeout, leaving others alone', async () => {
     const gw = await startTestGateway({ CTGATE_MLLP_IDLE_TIMEOUT_MS: '300' });
     try {
