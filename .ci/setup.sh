@@ -8,6 +8,11 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 [ -x /usr/bin/mllp_send ] || missing+=(python3-hl7)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+[ -x /usr/sbin/Orthanc ] || missing+=(orthanc)
+[ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || missing+=(orthanc-dicomweb)
+command -v dciodvfy >/dev/null 2>&1 || missing+=(dicom3tools)
+command -v dcmdump >/dev/null 2>&1 || missing+=(dcmtk)
+/usr/bin/python3 -c 'import pydicom, numpy' >/dev/null 2>&1 || missing+=(python3-pydicom python3-numpy)
 if ((${#missing[@]})); then
   if [ "$(id -u)" = 0 ]; then
     echo "ctgate setup: installing ${missing[*]}"

@@ -1,0 +1,173 @@
+import { api } from 'dicomweb-client';
+import XHR2 from 'xhr2';
+import type { DicomJson } from './dicom-json.js';
+import { httpError, PacsError, withRetry } from './errors.js';
+import { parseContentType, readMultipart } from './multipart.js';
+
+export type PacsAuth = { kind: 'none' } | { kind: 'basic'; user: string; password: string } | { kind: 'bearer'; token: string };
+
+export interface PacsOptions {
+  /** DICOMweb root, e.g. http://pacs:8042/dicom-web */
+  url: string;
+  auth: PacsAuth;
+  timeoutMs: number;
+  retries: number;
+  retryBaseMs?: number;
+}
+
+export const EXPLICIT_VR_LE = '1.2.840.10008.1.2.1';
+export const IMPLICIT_VR_LE = '1.2.840.10008.1.2';
+export const EXPLICIT_VR_BE = '1.2.840.10008.1.2.2';
+const NATIVE = new Set([EXPLICIT_VR_LE, IMPLICIT_VR_LE, EXPLICIT_VR_BE]);
+
+// dicomweb-client speaks XMLHttpRequest; Node has none, and xhr2 is the polyfill that handles QIDO and STOW.
+const g = globalThis as { XMLHttpRequest?: unknown };
+g.XMLHttpRequest ??= XHR2;
+
+function authHeaders(auth: PacsAuth): Record<string, string> {
+  if (auth.kind === 'basic') return { Authorization: `Basic ${Buffer.from(`${auth.user}:${auth.password}`).toString('base64')}` };
+  if (auth.kind === 'bearer') return { Authorization: `Bearer ${auth.token}` };
+  return {};
+}
+
+/** One uncompressed frame as the PACS sent it. */
+export interface Frame {
+  bytes: Buffer;
+  transferSyntax: string;
+}
+
+/**
+ * DICOMweb client: QIDO-RS and metadata through dicomweb-client; frame retrieval through a small streaming layer
+ * of our own, because dicomweb-client buffers whole responses (and copies them again to split the parts).
+ */
+export class DicomWebClient {
+  private readonly dw: api.DICOMwebClient;
+  private readonly headers: Record<string, string>;
+
+  constructor(private readonly opts: PacsOptions) {
+    this.headers = authHeaders(opts.auth);
+    const timeout = opts.timeoutMs;
+    this.dw = new api.DICOMwebClient({
+      url: opts.url.replace(/\/+$/, ''),
+      headers: this.headers,
+      verbose: false,
+      requestHooks: [
+        (xhr) => {
+          xhr.timeout = timeout;
+          return xhr;
+        },
+      ],
+    });
+  }
+
+  private retry<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    return withRetry(
+      async () => {
+        try {
+          return await fn();
+        } catch (e) {
+          if (e instanceof PacsError) throw e;
+          const status = (e as { status?: number }).status;
+          if (typeof status === 'number') throw httpError(status, what);
+          throw new PacsError('network', `${what}: ${(e as Error).message}`);
+        }
+      },
+      { retries: this.opts.retries, baseMs: this.opts.retryBaseMs ?? 500 },
+    );
+  }
+
+  searchStudies(query: Record<string, string>): Promise<DicomJson[]> {
+    return this.retry('QIDO studies', async () => (await this.dw.searchForStudies({ queryParams: query })) as DicomJson[]);
+  }
+
+  searchSeries(studyUid: string, query: Record<string, string> = {}): Promise<DicomJson[]> {
+    return this.retry('QIDO series', async () => (await this.dw.searchForSeries({ studyInstanceUID: studyUid, queryParams: query })) as DicomJson[]);
+  }
+
+  searchInstances(studyUid: string, seriesUid: string): Promise<DicomJson[]> {
+    return this.retry(
+      'QIDO instances',
+      async () => (await this.dw.searchForInstances({ studyInstanceUID: studyUid, seriesInstanceUID: seriesUid })) as DicomJson[],
+    );
+  }
+
+  seriesMetadata(studyUid: string, seriesUid: string): Promise<DicomJson[]> {
+    return this.retry(
+      'WADO-RS series metadata',
+      async () => (await this.dw.retrieveSeriesMetadata({ studyInstanceUID: studyUid, seriesInstanceUID: seriesUid })) as DicomJson[],
+    );
+  }
+
+  /** STOW-RS: stores Part-10 instances in one multipart request; returns the PACS's DICOM JSON answer. */
+  store(instances: Uint8Array[]): Promise<DicomJson> {
+    const what = `STOW-RS of ${instances.length} instance(s)`;
+    return this.retry(what, async () => {
+      const boundary = `ctgate-${Math.random().toString(36).slice(2)}${Date.now().toString(36)}`;
+      const parts: Uint8Array[] = [];
+      for (const inst of instances) {
+        parts.push(Buffer.from(`--${boundary}\r\nContent-Type: application/dicom\r\n\r\n`), inst, Buffer.from('\r\n'));
+      }
+      parts.push(Buffer.from(`--${boundary}--\r\n`));
+      let res: Response;
+      try {
+        res = await fetch(`${this.opts.url.replace(/\/+$/, '')}/studies`, {
+          method: 'POST',
+          body: Buffer.concat(parts),
+          headers: { ...this.headers, 'Content-Type': `multipart/related; type="application/dicom"; boundary=${boundary}`, Accept: 'application/dicom+json' },
+          signal: AbortSignal.timeout(this.opts.timeoutMs),
+        });
+      } catch (e) {
+        throw new PacsError((e as Error).name === 'TimeoutError' ? 'timeout' : 'network', `${what}: ${(e as Error).message}`);
+      }
+      if (!res.ok) throw httpError(res.status, what);
+      return (await res.json()) as DicomJson;
+    });
+  }
+
+  /**
+   * WADO-RS frame 1 of an instance, asking for explicit VR little endian and accepting any native syntax.
+   * An encapsulated (compressed) answer is a PacsError naming its transfer syntax.
+   */
+  retrieveFrame(studyUid: string, seriesUid: string, sopUid: string, frame = 1): Promise<Frame> {
+    const url = `${this.opts.url.replace(/\/+$/, '')}/studies/${studyUid}/series/${seriesUid}/instances/${sopUid}/frames/${frame}`;
+    const what = `WADO-RS frame of instance ${sopUid}`;
+    return this.retry(what, async () => {
+      let res: Response;
+      try {
+        res = await fetch(url, {
+          headers: {
+            ...this.headers,
+            Accept: `multipart/related; type="application/octet-stream"; transfer-syntax=${EXPLICIT_VR_LE}, multipart/related; type="application/octet-stream"; transfer-syntax=*`,
+          },
+          signal: AbortSignal.timeout(this.opts.timeoutMs),
+        });
+      } catch (e) {
+        const name = (e as Error).name;
+        throw new PacsError(name === 'TimeoutError' || name === 'AbortError' ? 'timeout' : 'network', `${what}: ${(e as Error).message}`);
+      }
+      if (res.status === 406) {
+        throw new PacsError('unsupported-transfer-syntax', `${what}: the PACS cannot supply it uncompressed (HTTP 406)`, 406);
+      }
+      if (!res.ok) throw httpError(res.status, what);
+      const ct = parseContentType(res.headers.get('content-type') ?? '');
+      if (!ct.mediaType.startsWith('multipart/') || !ct.params.boundary || !res.body) {
+        throw new PacsError('bad-response', `${what}: expected a multipart/related response, got "${ct.mediaType}"`);
+      }
+      const outer = parseContentType(ct.params.type ?? '').params['transfer-syntax'];
+      try {
+        for await (const part of readMultipart(res.body, ct.params.boundary)) {
+          const ts = parseContentType(part.headers['content-type'] ?? '').params['transfer-syntax'] ?? outer ?? EXPLICIT_VR_LE;
+          if (!NATIVE.has(ts)) {
+            throw new PacsError('unsupported-transfer-syntax', `${what}: the PACS sent transfer syntax ${ts} (compressed), which ctgate cannot decode`);
+          }
+          return { bytes: part.body, transferSyntax: ts };
+        }
+      } catch (e) {
+        if (e instanceof PacsError) throw e;
+        const name = (e as Error).name;
+        throw new PacsError(name === 'TimeoutError' || name === 'AbortError' ? 'timeout' : 'network', `${what}: ${(e as Error).message}`);
+      }
+      throw new PacsError('bad-response', `${what}: empty multipart response`);
+    });
+  }
+}
