@@ -161,14 +161,15 @@ export class Intake {
       }
       const h = ev.header;
       const messageKey = OrderStore.messageKey(h.sendingApp, h.sendingFacility, h.controlId);
-      const seen = await this.deps.store.seenMessage(messageKey);
+      const jobIds = ev.orders.map((o) => jobIdFor(o.order.sender, o.order.placerOrderNumber));
+      const { seen, orders: records } = await this.deps.store.lookup(messageKey, jobIds);
       if (seen) {
         const cls = seen.code === 'AA' || seen.code === 'CA' ? 'accept' : 'error';
         return this.respond(h, cls, 'resend', `resend of an already processed message: ${seen.text}`.slice(0, 200));
       }
       let plans: Plan[];
       try {
-        plans = await Promise.all(ev.orders.map((o) => this.plan(o, h)));
+        plans = await Promise.all(ev.orders.map((o, i) => this.plan(o, h, records.get(jobIds[i] as string) ?? null)));
       } catch (e) {
         if (!(e instanceof Rejection)) throw e;
         await this.deadLetter(text, h, e.ackError, meta, rejectCode);
@@ -180,12 +181,11 @@ export class Intake {
     }
   }
 
-  private async plan(ev: EvaluatedOrder, h: MshHeader): Promise<Plan> {
+  private async plan(ev: EvaluatedOrder, h: MshHeader, record: OrderRecord | null): Promise<Plan> {
     const { order } = ev;
     if (!ev.chestCt.chestCt) return { kind: 'ignore', note: `not a chest CT (${ev.chestCt.because})` };
     if (ev.action === 'none') return { kind: 'ignore', note: `order control ${order.orderControl} is recorded, not acted on` };
     const jobId = jobIdFor(order.sender, order.placerOrderNumber);
-    const record = await this.deps.store.getOrder(jobId);
     const at = this.now().toISOString();
     const event = (note: string) => ({ at, control: order.orderControl, controlId: h.controlId, note });
     if (ev.action === 'create') {

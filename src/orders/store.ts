@@ -55,10 +55,15 @@ export class OrderStore {
     return createHash('sha256').update(`${sendingApp}\u0000${sendingFacility}\u0000${controlId}`).digest('hex').slice(0, 40);
   }
 
-  /** The ACK a message with this sender + MSH-10 already got, if it was processed before. */
-  async seenMessage(messageKey: string): Promise<{ code: AckCode; text: string } | null> {
-    const v = await this.redis.get(this.key('seen', messageKey));
-    return v ? (JSON.parse(v) as { code: AckCode; text: string }) : null;
+  /** The resend marker and the order records in one round trip (the intake's hot path). */
+  async lookup(messageKey: string, jobIds: string[]): Promise<{ seen: { code: AckCode; text: string } | null; orders: Map<string, OrderRecord> }> {
+    const values = await this.redis.mget(this.key('seen', messageKey), ...jobIds.map((id) => this.key('order', id)));
+    const orders = new Map<string, OrderRecord>();
+    jobIds.forEach((id, i) => {
+      const v = values[i + 1];
+      if (v) orders.set(id, JSON.parse(v) as OrderRecord);
+    });
+    return { seen: values[0] ? (JSON.parse(values[0]) as { code: AckCode; text: string }) : null, orders };
   }
 
   async getOrder(jobId: string): Promise<OrderRecord | null> {
