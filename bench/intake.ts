@@ -4,7 +4,7 @@
  * beside the goal (≥ 2,000 orders/s with ACK p99 ≤ 25 ms) and exits 0 on a miss; it exits 1 only when the
  * run is invalid (gateway did not start, or the queue does not hold exactly the orders that were ACKed AA).
  *
- *   node --import tsx bench/intake.ts [--connections 8] [--orders 10000] [--warmup 500]
+ *   node --import tsx bench/intake.ts [--connections 8] [--orders 10000] [--warmup 500] [--processes 1]
  *                                     [--mode process|inproc] [--log-level info] [--skip-baseline]
  *                                     [--profile DIR]   (V8 CPU profile of the gateway process, written on exit)
  *
@@ -48,6 +48,7 @@ const { values: args } = parseArgs({
     connections: { type: 'string', default: '8' },
     orders: { type: 'string', default: '10000' },
     warmup: { type: 'string', default: '500' },
+    processes: { type: 'string', default: process.env.CTGATE_PROCESSES ?? '1' },
     mode: { type: 'string', default: 'process' },
     'log-level': { type: 'string', default: 'info' },
     'ack-timeout-ms': { type: 'string', default: '10000' },
@@ -383,6 +384,7 @@ function gatewayEnv(mllpPort: number, httpPort: number): Record<string, string> 
     CTGATE_QUEUE_NAME: QUEUE_NAME,
     CTGATE_MAPPINGS_FILE: MAPPINGS_FILE,
     CTGATE_LOG_LEVEL: LOG_LEVEL,
+    CTGATE_PROCESSES: String(args.processes),
   };
 }
 

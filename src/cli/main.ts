@@ -1,6 +1,7 @@
+import cluster from 'node:cluster';
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { ConfigError, configKeys, loadConfig } from '../config/index.js';
+import { ConfigError, configKeys, loadConfig, requireApiToken } from '../config/index.js';
 import { createLogger } from '../observability/log.js';
 import { loadMappings, MappingsError } from '../orders/mappings.js';
 import { runDemo } from './demo.js';
@@ -15,9 +16,42 @@ const USAGE = `usage:
   ctgate demo [--keep]              send sample orders through a gateway and show ACKs and jobs
   ctgate config keys                list the environment variables ctgate reads`;
 
+/** With CTGATE_PROCESSES > 1 the primary only supervises: workers share the listening ports (node:cluster). */
+function supervise(processes: number, log: ReturnType<typeof createLogger>): Promise<number> {
+  let stopping = false;
+  const fork = () => cluster.fork();
+  for (let i = 0; i < processes; i++) fork();
+  cluster.on('exit', (worker, code, signal) => {
+    if (stopping) return;
+    log.error('gateway.process-exited', { pid: worker.process.pid, code, signal });
+    setTimeout(fork, 1000);
+  });
+  const forward = (signal: NodeJS.Signals) => {
+    for (const w of Object.values(cluster.workers ?? {})) w?.process.kill(signal);
+  };
+  process.on('SIGHUP', () => forward('SIGHUP'));
+  for (const sig of ['SIGTERM', 'SIGINT'] as const) {
+    process.on(sig, () => {
+      stopping = true;
+      forward('SIGTERM');
+      const wait = setInterval(() => {
+        if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(0);
+      }, 100);
+      setTimeout(() => process.exit(0), 10_000).unref();
+      void wait;
+    });
+  }
+  log.info('gateway.supervising', { processes });
+  return new Promise<number>(() => {});
+}
+
 async function serve(): Promise<number> {
   const config = loadConfig();
   const log = createLogger(config.logLevel, config.logPhi);
+  if (config.processes > 1 && cluster.isPrimary) {
+    requireApiToken(config);
+    return supervise(config.processes, log);
+  }
   const gw = await startGateway(config, log);
   let stopping = false;
   const stop = async (signal: string) => {

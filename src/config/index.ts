@@ -46,6 +46,8 @@ export interface Config {
   /** How long dead-lettered and ignored messages are kept. */
   messageRetentionDays: number;
   redisTimeoutMs: number;
+  /** Gateway processes sharing the MLLP and HTTP ports (node:cluster); 1 runs in-process. */
+  processes: number;
   logLevel: LogLevel;
   /** Off by default: logs carry no patient data unless an operator asks for it. */
   logPhi: boolean;
@@ -141,6 +143,7 @@ const fields = {
   dedupeTtlDays: { env: 'CTGATE_DEDUPE_TTL_DAYS', file: 'dedupeTtlDays', parse: int(1, 3650), default: 30 },
   messageRetentionDays: { env: 'CTGATE_MESSAGE_RETENTION_DAYS', file: 'messageRetentionDays', parse: int(1, 3650), default: 90 },
   redisTimeoutMs: { env: 'CTGATE_REDIS_TIMEOUT_MS', file: 'redisTimeoutMs', parse: int(50, 60_000), default: 2000 },
+  processes: { env: 'CTGATE_PROCESSES', file: 'processes', parse: int(1, 64), default: 1 },
   logLevel: { env: 'CTGATE_LOG_LEVEL', file: 'logLevel', parse: oneOf(['debug', 'info', 'warn', 'error'] as const), default: 'info' as LogLevel },
   logPhi: { env: 'CTGATE_LOG_PHI', file: 'logPhi', parse: bool, default: false },
 } satisfies Record<string, Field<unknown>>;
@@ -215,6 +218,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     dedupeTtlDays: x.dedupeTtlDays,
     messageRetentionDays: x.messageRetentionDays,
     redisTimeoutMs: x.redisTimeoutMs,
+    processes: x.processes,
     logLevel: x.logLevel,
     logPhi: x.logPhi,
   };

@@ -21,6 +21,49 @@ async function waitForPort(url: string, ms: number): Promise<void> {
   throw new Error(`gateway did not answer ${url} within ${ms} ms`);
 }
 
+function startServe(env: Record<string, string>) {
+  const child = spawn(process.execPath, ['bin/ctgate.mjs', 'serve'], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d) => {
+    stderr += d;
+  });
+  return { child, stderr: () => stderr };
+}
+
+describe('CTGATE_PROCESSES: several gateway processes share the ports', () => {
+  it('acknowledges orders through the shared port and stops on SIGTERM', async () => {
+    await requireRedis();
+    const prefix = `ctgate-test-${randomBytes(4).toString('hex')}`;
+    const mllpPort = 25000 + (process.pid % 5000);
+    const httpPort = mllpPort + 1;
+    const { child, stderr } = startServe({
+      CTGATE_REDIS_URL: REDIS_URL,
+      CTGATE_REDIS_PREFIX: prefix,
+      CTGATE_MLLP_PORT: String(mllpPort),
+      CTGATE_HTTP_PORT: String(httpPort),
+      CTGATE_API_TOKEN: TEST_TOKEN,
+      CTGATE_PROCESSES: '2',
+    });
+    try {
+      await waitForPort(`http://127.0.0.1:${httpPort}/health`, 30_000);
+      const acks = await mllpSend(
+        mllpPort,
+        Array.from({ length: 6 }, (_, i) => orm({ controlId: `CL-${i}`, placer: `PL-CL-${i}` })),
+      );
+      assert.deepEqual(
+        acks.map((a) => ackField(a, 'MSA', 1)),
+        ['AA', 'AA', 'AA', 'AA', 'AA', 'AA'],
+      );
+      child.kill('SIGTERM');
+      const [code] = await once(child, 'exit');
+      assert.equal(code, 0, stderr().slice(-500));
+    } finally {
+      if (child.exitCode === null) child.kill('SIGKILL');
+      await deleteKeys(prefix);
+    }
+  });
+});
+
 describe('durability: the gateway killed right after the ACK', () => {
   it('leaves the acknowledged order in the queue', async () => {
     await requireRedis();
