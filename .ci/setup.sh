@@ -12,6 +12,7 @@ command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 [ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || missing+=(orthanc-dicomweb)
 command -v dciodvfy >/dev/null 2>&1 || missing+=(dicom3tools)
 command -v dcmdump >/dev/null 2>&1 || missing+=(dcmtk)
+command -v gdcmconv >/dev/null 2>&1 || missing+=(libgdcm-tools)
 /usr/bin/python3 -c 'import pydicom, numpy' >/dev/null 2>&1 || missing+=(python3-pydicom python3-numpy)
 if ((${#missing[@]})); then
   if [ "$(id -u)" = 0 ]; then

@@ -52,7 +52,8 @@ export class DicomWebClient {
       headers: this.headers,
       verbose: false,
       requestHooks: [
-        (xhr) => {
+        // dicomweb-client ignores hooks that do not declare both parameters.
+        (xhr, _metadata) => {
           xhr.timeout = timeout;
           return xhr;
         },

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { DicomWebClient } from '../../src/dicomweb/client.js';
@@ -80,6 +81,31 @@ describe('DICOMweb retrieval from a real Orthanc', () => {
       }
     });
   }
+
+  it('names the transfer syntax when the PACS can only send a compressed frame (JPEG 2000)', async () => {
+    const j2k = join(mkdtempSync(join(tmpdir(), 'ctgate-j2k-')), 'j2k.dcm');
+    execFileSync('gdcmconv', ['--j2k', join(DATA, 'lidc-chest', '0.dcm'), j2k]);
+    // New UIDs: the uncompressed original may already be in this PACS, and Orthanc keeps the first copy.
+    execFileSync('dcmodify', ['-nb', '-gst', '-gse', '-gin', j2k]);
+    const stored = await client.store([readFileSync(j2k)]);
+    const ref = (stored['00081199']?.Value?.[0] ?? {}) as Record<string, { Value?: string[] }>;
+    const sop = ref['00081155']?.Value?.[0];
+    assert.ok(sop, 'STOW answer lists the stored instance');
+    const studies = await client.searchStudies({});
+    for (const st of studies) {
+      const study = str(st, TAG.StudyInstanceUID) as string;
+      for (const se of await client.searchSeries(study)) {
+        const series = str(se, TAG.SeriesInstanceUID) as string;
+        if (!(await client.searchInstances(study, series)).some((i) => str(i, TAG.SOPInstanceUID) === sop)) continue;
+        await assert.rejects(
+          client.retrieveFrame(study, series, sop),
+          (e: unknown) => e instanceof PacsError && e.kind === 'unsupported-transfer-syntax' && /1\.2\.840\.10008\.1\.2\.4\.90/.test(e.message) && !e.retryable,
+        );
+        return;
+      }
+    }
+    assert.fail('stored JPEG 2000 instance not found by QIDO');
+  });
 
   it('fails clearly and without retrying on 4xx, and on a wrong password', async () => {
     await assert.rejects(client.retrieveFrame('1.2.3', '4.5.6', '7.8.9'), (e: unknown) => e instanceof PacsError && e.kind === 'client' && e.status === 404);
