@@ -4,6 +4,7 @@ import { parseArgs } from 'node:util';
 import { ConfigError, configKeys, loadConfig, requireApiToken } from '../config/index.js';
 import { createLogger } from '../observability/log.js';
 import { loadMappings, MappingsError } from '../orders/mappings.js';
+import { synthCommand } from '../synthetic/cli.js';
 import { runDemo } from './demo.js';
 import { startGateway } from './gateway.js';
 import { checkMessage } from './hl7-check.js';
@@ -14,6 +15,8 @@ const USAGE = `usage:
                                     dry run: the order a message yields, or why it is rejected
                                     (exit 0: yields an order; 2: would be NAKed)
   ctgate demo [--keep]              send sample orders through a gateway and show ACKs and jobs
+  ctgate synth --out DIR --seed N --kind covid|lobar-pneumonia|nodule|old-lesion|healthy [--size X,Y,Z] [--spacing X,Y,Z]
+                                    write a synthetic chest-CT series (DICOM) with its ground-truth masks
   ctgate config keys                list the environment variables ctgate reads`;
 
 /** With CTGATE_PROCESSES > 1 the primary only supervises: workers share the listening ports (node:cluster). */
@@ -100,6 +103,7 @@ export async function main(argv: string[]): Promise<number> {
   try {
     if (cmd === 'serve') return await serve();
     if (cmd === 'demo') return await runDemo(argv.slice(1));
+    if (cmd === 'synth') return await synthCommand(argv.slice(1));
     if (cmd === 'hl7' && sub === 'check') return hl7Check(rest);
     if (cmd === 'config' && sub === 'keys') {
       process.stdout.write(`${configKeys.join('\n')}\n`);

@@ -198,7 +198,7 @@ interface Tally {
 const newTally = (): Tally => ({ n: 0, x: 0, y: 0, z: 0 });
 
 function clampInt(v: number, lo: number, hi: number): number {
-  return v < lo ? lo : v > hi ? hi : v;
+  return Math.min(Math.max(v, lo), hi);
 }
 
 /** Per slice and lung side (index k·2 + (side > 0 ? 1 : 0)): lung voxel count and coordinate sums. */
@@ -260,13 +260,13 @@ function paintBody(c: Canvas, a: ChestAnatomy): LungSlices {
       const hb = bx * Math.sqrt(1 - dyb * dyb);
       const b0 = first(-hb);
       const b1 = last(hb);
-      for (let i = b0; i <= b1; i++) data[row + i] = HU_FAT;
+      if (b1 >= b0) data.fill(HU_FAT, row + b0, row + b1 + 1);
       const dyi = y / iby;
       if (dyi * dyi >= 1) continue;
       const hi = ibx * Math.sqrt(1 - dyi * dyi);
       const i0 = first(-hi);
       const i1 = last(hi);
-      for (let i = i0; i <= i1; i++) data[row + i] = HU_SOFT;
+      if (i1 >= i0) data.fill(HU_SOFT, row + i0, row + i1 + 1);
 
       // Ribs and sternum: a band just outside the pleural cavity.
       const dyc = y / cay;
@@ -421,7 +421,7 @@ function paintTubePiece(c: Canvas, a: Vec3, b: Vec3, r: number, hu: number, mode
       for (let i = i0; i <= i1; i++) {
         const px = ox + i * sx - a[0];
         let t = (px * dx + py * dy + pz * dz) / dd;
-        t = t < 0 ? 0 : t > 1 ? 1 : t;
+        t = Math.min(Math.max(t, 0), 1);
         const ex = px - t * dx;
         const ey = py - t * dy;
         const ez = pz - t * dz;
@@ -964,10 +964,10 @@ function addNoise(data: Int16Array, sigma: number, rng: Rng): void {
     x ^= x >>> 17;
     x ^= x << 5;
     const v0 = (data[i] as number) + (table[x & 0xffff] as number);
-    data[i] = v0 < -1024 ? -1024 : v0 > 3071 ? 3071 : v0;
+    data[i] = Math.min(Math.max(v0, -1024), 3071);
     if (i + 1 < n) {
       const v1 = (data[i + 1] as number) + (table[x >>> 16] as number);
-      data[i + 1] = v1 < -1024 ? -1024 : v1 > 3071 ? 3071 : v1;
+      data[i + 1] = Math.min(Math.max(v1, -1024), 3071);
     }
   }
 }
@@ -1040,4 +1040,27 @@ export function addSphere(volume: HuVolume, centerMm: Vec3, radiusMm: number, hu
     }
   }
   return count;
+}
+
+/** Volume (mL) of a mask's voxels in the right (x < 0, LPS) and left (x > 0) halves of patient space. */
+export function maskVolumesMl(mask: Uint8Array, geometry: Geometry): { right: number; left: number; total: number } {
+  const [nx, ny, nz] = geometry.size;
+  const [sx, sy, sz] = geometry.spacing;
+  const d = geometry.direction;
+  const ox = geometry.origin[0];
+  let right = 0;
+  let left = 0;
+  for (let k = 0; k < nz; k++) {
+    for (let j = 0; j < ny; j++) {
+      const row = (k * ny + j) * nx;
+      const x0 = ox + j * sy * d[3] + k * sz * d[6];
+      for (let i = 0; i < nx; i++) {
+        if (mask[row + i] === 0) continue;
+        if (x0 + i * sx * d[0] < 0) right++;
+        else left++;
+      }
+    }
+  }
+  const ml = (sx * sy * sz) / 1000;
+  return { right: round3(right * ml), left: round3(left * ml), total: round3((right + left) * ml) };
 }
