@@ -18,33 +18,64 @@ export interface Part {
   body: Buffer;
 }
 
+/** A byte buffer that grows by doubling, so appending chunk after chunk costs linear time overall. */
+class GrowBuffer {
+  private buf = Buffer.allocUnsafe(64 * 1024);
+  length = 0;
+
+  append(chunk: Uint8Array): void {
+    if (this.length + chunk.length > this.buf.length) {
+      const next = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.length + chunk.length));
+      this.buf.copy(next, 0, 0, this.length);
+      this.buf = next;
+    }
+    this.buf.set(chunk, this.length);
+    this.length += chunk.length;
+  }
+
+  view(): Buffer {
+    return this.buf.subarray(0, this.length);
+  }
+
+  /** Drops the first n bytes. */
+  consume(n: number): void {
+    this.buf.copy(this.buf, 0, n, this.length);
+    this.length -= n;
+  }
+}
+
 /**
  * Reads a multipart/related body as a stream, yielding each part as soon as it is complete, so memory holds
  * one part (one instance or frame) at a time rather than the whole response.
  */
 export async function* readMultipart(stream: AsyncIterable<Uint8Array>, boundary: string): AsyncGenerator<Part> {
   const delimiter = Buffer.from(`--${boundary}`);
-  let buf: Buffer = Buffer.alloc(0);
+  const partEnd = Buffer.from(`\r\n--${boundary}`);
+  const closing = Buffer.from(`--${boundary}--`);
+  const acc = new GrowBuffer();
   let started = false;
+  // Where to resume looking for the end of the current part (bytes before it were already searched).
   let searchFrom = 0;
   for await (const chunk of stream) {
-    buf = buf.length === 0 ? Buffer.from(chunk) : Buffer.concat([buf, chunk]);
+    acc.append(chunk);
     for (;;) {
+      const buf = acc.view();
       if (!started) {
         const at = buf.indexOf(delimiter);
         if (at === -1) break;
-        buf = buf.subarray(at);
+        acc.consume(at);
         started = true;
         searchFrom = 0;
+        continue;
       }
       // buf starts with --boundary; the part ends at the next CRLF--boundary.
       if (buf.length < delimiter.length + 2) break;
       if (buf[delimiter.length] === 0x2d && buf[delimiter.length + 1] === 0x2d) return;
       const headerEnd = buf.indexOf('\r\n\r\n', delimiter.length);
       if (headerEnd === -1) break;
-      const next = buf.indexOf(Buffer.concat([Buffer.from('\r\n'), delimiter]), Math.max(headerEnd + 4, searchFrom));
+      const next = buf.indexOf(partEnd, Math.max(headerEnd + 4, searchFrom));
       if (next === -1) {
-        searchFrom = Math.max(headerEnd + 4, buf.length - delimiter.length - 2);
+        searchFrom = Math.max(headerEnd + 4, buf.length - partEnd.length);
         break;
       }
       const headers: Record<string, string> = {};
@@ -52,12 +83,14 @@ export async function* readMultipart(stream: AsyncIterable<Uint8Array>, boundary
         const colon = line.indexOf(':');
         if (colon > 0) headers[line.slice(0, colon).trim().toLowerCase()] = line.slice(colon + 1).trim();
       }
-      yield { headers, body: Buffer.from(buf.subarray(headerEnd + 4, next)) };
-      buf = buf.subarray(next + 2);
+      const body = Buffer.from(buf.subarray(headerEnd + 4, next));
+      acc.consume(next + 2);
       searchFrom = 0;
+      yield { headers, body };
     }
   }
-  if (started && buf.length > 0 && !buf.subarray(0, delimiter.length + 2).equals(Buffer.concat([delimiter, Buffer.from('--')]))) {
+  const rest = acc.view();
+  if (started && rest.length > 0 && !rest.subarray(0, closing.length).equals(closing)) {
     throw new Error('multipart response ended before its closing boundary');
   }
 }

@@ -6,21 +6,14 @@ import { mapLimit } from './errors.js';
 /** The DICOMweb calls candidate building needs (a DicomWebClient, or a wrapper that counts or fakes them). */
 export type CandidateSource = Pick<DicomWebClient, 'searchSeries' | 'seriesMetadata'>;
 
+/** Instance attributes selection needs, asked of the series-level QIDO. */
+export const INSTANCE_FIELDS = [TAG.ImageType, TAG.SliceThickness, TAG.ConvolutionKernel, TAG.ImageOrientationPatient] as const;
+
 /**
- * Attributes asked of the series-level QIDO. The first ones are series attributes every PACS returns; the rest are
- * instance attributes that Orthanc (1.10 with the DICOMweb plugin 1.7) fills in from one instance of each series,
- * which saves a request per series. A PACS that leaves them out gets a WADO-RS metadata request per series instead.
+ * Attributes asked of the series-level QIDO: series attributes every PACS returns, then instance attributes that
+ * Orthanc (1.10, DICOMweb plugin 1.7) fills in from one instance of each series, which saves a request per series.
  */
-export const SERIES_INCLUDE_FIELDS = [
-  TAG.Modality,
-  TAG.SeriesDescription,
-  TAG.SeriesNumber,
-  TAG.NumberOfSeriesRelatedInstances,
-  TAG.ImageType,
-  TAG.SliceThickness,
-  TAG.ConvolutionKernel,
-  TAG.ImageOrientationPatient,
-] as const;
+export const SERIES_INCLUDE_FIELDS = [TAG.Modality, TAG.SeriesDescription, TAG.SeriesNumber, TAG.NumberOfSeriesRelatedInstances, ...INSTANCE_FIELDS] as const;
 
 export interface CandidateOptions {
   /**
@@ -30,8 +23,8 @@ export interface CandidateOptions {
   detailModalities?: string[];
   /**
    * When to read a series' WADO-RS metadata (every instance) to measure the slice spacing from positions:
-   * 'when-needed' (default) when the QIDO answer lacks SliceThickness, ImageType or orientation; 'always' to also
-   * catch gaps between slices (interspaced HRCT); 'never' to make one request per study.
+   * 'when-needed' (default) when the QIDO answers lack SliceThickness, ImageType or orientation; 'always' for every
+   * detailed series, to also catch gaps between slices (interspaced HRCT); 'never' to use the QIDO answers alone.
    */
   measureSpacing?: 'when-needed' | 'always' | 'never';
   /** Series metadata requests in flight at once. Default 2. */
@@ -96,17 +89,34 @@ export function withMetadata(c: SeriesCandidate, instances: readonly DicomJson[]
 }
 
 /**
- * The series of a study as selection candidates, sorted by SeriesNumber: one QIDO series request, plus a WADO-RS
- * series metadata request only for series of `detailModalities` whose QIDO answer left something out (see
- * CandidateOptions.measureSpacing). PacsErrors propagate.
+ * The series of a study as selection candidates, sorted by SeriesNumber. Requests, fewest first:
+ * 1. one series QIDO with every field in SERIES_INCLUDE_FIELDS (comma-separated includefield);
+ * 2. for each instance attribute that some series of `detailModalities` still lacks, one series QIDO with that
+ *    field alone — a PACS (Orthanc 1.10 with plugin 1.7) ignores a comma-separated includefield whose commas
+ *    arrive percent-encoded, as dicomweb-client sends them;
+ * 3. WADO-RS series metadata only for a series still lacking ImageType, orientation or SliceThickness (the
+ *    thickness is then measured from positions), or for every detailed series with measureSpacing 'always'.
+ * PacsErrors propagate.
  */
 export async function seriesCandidates(source: CandidateSource, studyInstanceUid: string, opts: CandidateOptions = {}): Promise<SeriesCandidate[]> {
   const detail = new Set((opts.detailModalities ?? ['CT']).map((m) => m.toUpperCase()));
   const mode = opts.measureSpacing ?? 'when-needed';
   const series = await source.searchSeries(studyInstanceUid, { includefield: SERIES_INCLUDE_FIELDS.join(',') });
+  const detailed = series.filter((ds) => str(ds, TAG.SeriesInstanceUID) && detail.has((str(ds, TAG.Modality) ?? '').trim().toUpperCase()));
+  if (mode !== 'always') {
+    for (const tag of INSTANCE_FIELDS) {
+      if (detailed.every((ds) => has(ds, tag))) continue;
+      const answers = await source.searchSeries(studyInstanceUid, { includefield: tag });
+      const byUid = new Map(answers.map((a) => [str(a, TAG.SeriesInstanceUID), a]));
+      for (const ds of detailed) {
+        const v = byUid.get(str(ds, TAG.SeriesInstanceUID))?.[tag];
+        if (!has(ds, tag) && v?.Value?.length) ds[tag] = v;
+      }
+    }
+  }
   const out = await mapLimit(series, opts.concurrency ?? 2, async (ds) => {
     const c = candidateFromSeriesJson(ds);
-    if (!c.seriesInstanceUid || !detail.has((c.modality ?? '').toUpperCase()) || mode === 'never') return c;
+    if (!detailed.includes(ds) || mode === 'never') return c;
     const lacking = !has(ds, TAG.ImageType) || !has(ds, TAG.ImageOrientationPatient) || !has(ds, TAG.SliceThickness);
     if (mode === 'always' || lacking) return withMetadata(c, await source.seriesMetadata(studyInstanceUid, c.seriesInstanceUid));
     return c;

@@ -17,7 +17,7 @@ export interface StudyQuery {
 export interface FindOptions {
   /**
    * Look the study up by PatientID and StudyDate (order date − daysBefore … order date + daysAfter) when the order
-   * has neither StudyInstanceUID nor AccessionNumber. It must match exactly one study with a modality in
+   * has neither StudyInstanceUID nor AccessionNumber (default window: ± 1 day). It must match exactly one study with a modality in
    * `modalities`; several are "ambiguous". Off unless given.
    */
   patientDateFallback?: { daysBefore?: number; daysAfter?: number; modalities?: string[] };
@@ -32,23 +32,23 @@ export type FindResult =
   /** The query cannot identify a study (no UID, no accession, fallback off or without patient and date). */
   | { status: 'unusable'; reason: string };
 
-const STUDY_FIELDS = [TAG.NumberOfStudyRelatedInstances, '00080061' /* ModalitiesInStudy */, TAG.StudyDate, TAG.AccessionNumber].join(',');
+/**
+ * One field only: dicomweb-client percent-encodes the commas of a list, which Orthanc 1.10 / plugin 1.7 then ignores.
+ * StudyDate, AccessionNumber and ModalitiesInStudy are default study attributes of QIDO-RS anyway.
+ */
+const STUDY_FIELDS = TAG.NumberOfStudyRelatedInstances;
 
 /** YYYYMMDD of an ISO 8601 or DICOM date, shifted by `days`; undefined when it is not a date. */
 export function dicomDate(value: string, days = 0): string | undefined {
   const m = /^(\d{4})-?(\d{2})-?(\d{2})/.exec(value.trim());
   if (!m) return undefined;
   const t = Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3]));
-  const d = new Date(t + days * 86_400_000);
-  if (Number.isNaN(d.getTime()) || d.getUTCDate() !== Number(m[3]) - 0 - (days === 0 ? 0 : d.getUTCDate() - d.getUTCDate()) - 0) {
-    // fall through: validated below
-  }
   const check = new Date(t);
   if (check.getUTCFullYear() !== Number(m[1]) || check.getUTCMonth() !== Number(m[2]) - 1 || check.getUTCDate() !== Number(m[3])) return undefined;
+  const d = new Date(t + days * 86_400_000);
   return `${d.getUTCFullYear()}${String(d.getUTCMonth() + 1).padStart(2, '0')}${String(d.getUTCDate()).padStart(2, '0')}`;
 }
 
-/** Characters QIDO treats as wildcards; an identifier that carries them is matched exactly on our side. */
 const unique = (xs: string[]) => [...new Set(xs)];
 
 /**
@@ -79,7 +79,7 @@ export async function findStudy(source: StudySource, q: StudyQuery, opts: FindOp
   if (!fb) return { status: 'unusable', reason: 'the order has neither StudyInstanceUID nor AccessionNumber, and the patient/date fallback is off' };
   const pid = q.patientId?.trim();
   const from = q.orderDate ? dicomDate(q.orderDate, -(fb.daysBefore ?? 1)) : undefined;
-  const to = q.orderDate ? dicomDate(q.orderDate, fb.daysAfter ?? 3) : undefined;
+  const to = q.orderDate ? dicomDate(q.orderDate, fb.daysAfter ?? 1) : undefined;
   if (!pid || !from || !to) {
     return {
       status: 'unusable',
@@ -133,6 +133,7 @@ export interface WaitOptions extends FindOptions {
   /** Clock and sleep, injectable for tests. */
   now?: () => number;
   sleep?: (ms: number) => Promise<void>;
+  /** Aborts the default sleep (the wait then rejects with the signal's reason), e.g. when the job is cancelled. */
   signal?: AbortSignal;
   onPoll?: (e: PollEvent) => void;
 }
@@ -151,7 +152,8 @@ export interface PollEvent {
 
 export type WaitResult =
   | { status: 'ready'; studyInstanceUid: string; instances: number; matchedBy: MatchedBy; polls: number; waitedMs: number }
-  | { status: 'timeout' | 'ambiguous'; reason: string; polls: number; waitedMs: number };
+  /** unusable: the query cannot identify a study (returned at once, waiting cannot help). */
+  | { status: 'timeout' | 'ambiguous' | 'unusable'; reason: string; polls: number; waitedMs: number };
 
 const defaultSleep = (ms: number, signal?: AbortSignal) =>
   new Promise<void>((resolve, reject) => {
@@ -170,9 +172,9 @@ const defaultSleep = (ms: number, signal?: AbortSignal) =>
 /**
  * Polls until the study exists and its instance count has not changed for `stableMs`, with the wait between polls
  * growing from pollMs to maxPollMs while nothing changes (and back to pollMs when the count moves). Returns
- * 'timeout' at the deadline and 'ambiguous' as soon as the query matches several studies, each with a reason.
- * Retryable PacsErrors (PACS down, 5xx, timeouts) are polled through until the deadline; others propagate, as
- * does a query that cannot identify a study.
+ * 'timeout' at the deadline, 'ambiguous' as soon as the query matches several studies and 'unusable' at once for a
+ * query that cannot identify a study, each with a reason. Retryable PacsErrors (PACS down, 5xx, timeouts; the client
+ * has already retried them) are polled through until the deadline; the others (4xx: auth, bad URL) propagate.
  */
 export async function waitForStableStudy(source: StudySource, q: StudyQuery, opts: WaitOptions): Promise<WaitResult> {
   const now = opts.now ?? Date.now;
@@ -191,10 +193,9 @@ export async function waitForStableStudy(source: StudySource, q: StudyQuery, opt
     let event: PollEvent;
     try {
       const found = await findStudy(source, q, opts);
-      if (found.status === 'unusable') throw new PacsError('client', found.reason);
-      if (found.status === 'ambiguous') {
+      if (found.status === 'ambiguous' || found.status === 'unusable') {
         opts.onPoll?.({ poll: polls, elapsedMs: now() - start, status: found.status });
-        return { status: 'ambiguous', reason: found.reason, polls, waitedMs: now() - start };
+        return { status: found.status, reason: found.reason, polls, waitedMs: now() - start };
       }
       if (found.status === 'not-found') {
         lastProblem = found.reason;

@@ -130,15 +130,23 @@ export function allocateVolume(geometry: Geometry): HuVolume {
 export function fillSlice(volume: HuVolume, k: number, pixels: Uint8Array, meta: SliceMeta, bigEndian = false): void {
   const n = meta.rows * meta.columns;
   if (pixels.byteLength < n * 2) throw new VolumeError(`slice ${meta.sopInstanceUid}: ${pixels.byteLength} bytes of pixel data, expected ${n * 2}`);
-  const view = new DataView(pixels.buffer, pixels.byteOffset, n * 2);
   const out = volume.data;
   const base = k * n;
   const { rescaleSlope: m, rescaleIntercept: b } = meta;
   const signed = meta.pixelRepresentation === 1;
-  const little = !bigEndian;
+  if (bigEndian || pixels.byteOffset % 2 !== 0) {
+    const view = new DataView(pixels.buffer, pixels.byteOffset, n * 2);
+    for (let i = 0; i < n; i++) {
+      const stored = signed ? view.getInt16(i * 2, !bigEndian) : view.getUint16(i * 2, !bigEndian);
+      const hu = Math.round(stored * m + b);
+      out[base + i] = hu > 32767 ? 32767 : hu < -32768 ? -32768 : hu;
+    }
+    return;
+  }
+  // Little-endian and aligned (the usual case): read the bytes in place as 16-bit words.
+  const words = signed ? new Int16Array(pixels.buffer, pixels.byteOffset, n) : new Uint16Array(pixels.buffer, pixels.byteOffset, n);
   for (let i = 0; i < n; i++) {
-    const stored = signed ? view.getInt16(i * 2, little) : view.getUint16(i * 2, little);
-    const hu = Math.round(stored * m + b);
+    const hu = Math.round((words[i] as number) * m + b);
     out[base + i] = hu > 32767 ? 32767 : hu < -32768 ? -32768 : hu;
   }
 }
