@@ -45,5 +45,7 @@ const full = time(() => {
 
 console.log(`volume ${size.join('×')} int16 (${mb.toFixed(0)} MiB) → ${target.size.join('×')} float32, one thread, median of ${repeat}`);
 console.log(`  baseline memory copy          ${median(copy).toFixed(1).padStart(8)} ms`);
-console.log(`  resample (separable trilinear) ${median(resampleOnly).toFixed(1).padStart(7)} ms  (${(median(resampleOnly) / median(copy)).toFixed(1)}× the copy)`);
+console.log(
+  `  resample (separable trilinear) ${median(resampleOnly).toFixed(1).padStart(7)} ms  (${(median(resampleOnly) / median(copy)).toFixed(1)}× the copy)`,
+);
 console.log(`  resample + window [-1024,350]  ${median(full).toFixed(1).padStart(7)} ms  goal ≤ 1000 ms: ${median(full) <= 1000 ? 'PASS' : 'MISS'}`);

@@ -6,6 +6,7 @@ import { createLogger } from '../observability/log.js';
 import { loadMappings, MappingsError } from '../orders/mappings.js';
 import { synthCommand } from '../synthetic/cli.js';
 import { runDemo } from './demo.js';
+import { seriesExplainCommand } from './series-explain.js';
 import { startGateway } from './gateway.js';
 import { checkMessage } from './hl7-check.js';
 
@@ -17,6 +18,8 @@ const USAGE = `usage:
   ctgate demo [--keep]              send sample orders through a gateway and show ACKs and jobs
   ctgate synth --out DIR --seed N --kind covid|lobar-pneumonia|nodule|old-lesion|healthy [--size X,Y,Z] [--spacing X,Y,Z]
                                     write a synthetic chest-CT series (DICOM) with its ground-truth masks
+  ctgate series explain --pacs URL (--study UID | --accession ACC) [--user U --password P | --token T] [--rules F] [--json]
+                                    why each series of a study is taken or refused (exit 0 chosen, 3 none fits)
   ctgate config keys                list the environment variables ctgate reads`;
 
 /** With CTGATE_PROCESSES > 1 the primary only supervises: workers share the listening ports (node:cluster). */
@@ -104,6 +107,7 @@ export async function main(argv: string[]): Promise<number> {
     if (cmd === 'serve') return await serve();
     if (cmd === 'demo') return await runDemo(argv.slice(1));
     if (cmd === 'synth') return await synthCommand(argv.slice(1));
+    if (cmd === 'series' && sub === 'explain') return await seriesExplainCommand(rest);
     if (cmd === 'hl7' && sub === 'check') return hl7Check(rest);
     if (cmd === 'config' && sub === 'keys') {
       process.stdout.write(`${configKeys.join('\n')}\n`);

@@ -2,6 +2,7 @@ import { api } from 'dicomweb-client';
 import XHR2 from 'xhr2';
 import type { DicomJson } from './dicom-json.js';
 import { httpError, PacsError, withRetry } from './errors.js';
+import { httpGetStream, type StreamedResponse } from './http-get.js';
 import { parseContentType, readMultipart } from './multipart.js';
 
 export type PacsAuth = { kind: 'none' } | { kind: 'basic'; user: string; password: string } | { kind: 'bearer'; token: string };
@@ -133,40 +134,49 @@ export class DicomWebClient {
     const url = `${this.opts.url.replace(/\/+$/, '')}/studies/${studyUid}/series/${seriesUid}/instances/${sopUid}/frames/${frame}`;
     const what = `WADO-RS frame of instance ${sopUid}`;
     return this.retry(what, async () => {
-      let res: Response;
+      const failed = (e: unknown) => {
+        const name = (e as Error).name;
+        return new PacsError(name === 'TimeoutError' || name === 'AbortError' ? 'timeout' : 'network', `${what}: ${(e as Error).message}`);
+      };
+      let res: StreamedResponse;
       try {
-        res = await fetch(url, {
-          headers: {
+        res = await httpGetStream(
+          url,
+          {
             ...this.headers,
             Accept: `multipart/related; type="application/octet-stream"; transfer-syntax=${EXPLICIT_VR_LE}, multipart/related; type="application/octet-stream"; transfer-syntax=*`,
           },
-          signal: AbortSignal.timeout(this.opts.timeoutMs),
-        });
+          this.opts.timeoutMs,
+        );
       } catch (e) {
-        const name = (e as Error).name;
-        throw new PacsError(name === 'TimeoutError' || name === 'AbortError' ? 'timeout' : 'network', `${what}: ${(e as Error).message}`);
+        throw failed(e);
       }
-      if (res.status === 406) {
-        throw new PacsError('unsupported-transfer-syntax', `${what}: the PACS cannot supply it uncompressed (HTTP 406)`, 406);
-      }
-      if (!res.ok) throw httpError(res.status, what);
-      const ct = parseContentType(res.headers.get('content-type') ?? '');
-      if (!ct.mediaType.startsWith('multipart/') || !ct.params.boundary || !res.body) {
-        throw new PacsError('bad-response', `${what}: expected a multipart/related response, got "${ct.mediaType}"`);
-      }
-      const outer = parseContentType(ct.params.type ?? '').params['transfer-syntax'];
       try {
+        if (res.status === 406) {
+          throw new PacsError('unsupported-transfer-syntax', `${what}: the PACS cannot supply it uncompressed (HTTP 406)`, 406);
+        }
+        if (res.status < 200 || res.status > 299) throw httpError(res.status, what);
+        const ct = parseContentType(res.contentType);
+        if (!ct.mediaType.startsWith('multipart/') || !ct.params.boundary) {
+          throw new PacsError('bad-response', `${what}: expected a multipart/related response, got "${ct.mediaType}"`);
+        }
+        const outer = parseContentType(ct.params.type ?? '').params['transfer-syntax'];
+        let frame: Frame | undefined;
         for await (const part of readMultipart(res.body, ct.params.boundary)) {
+          if (frame) continue;
           const ts = parseContentType(part.headers['content-type'] ?? '').params['transfer-syntax'] ?? outer ?? EXPLICIT_VR_LE;
           if (!NATIVE.has(ts)) {
             throw new PacsError('unsupported-transfer-syntax', `${what}: the PACS sent transfer syntax ${ts} (compressed), which ctgate cannot decode`);
           }
-          return { bytes: part.body, transferSyntax: ts };
+          frame = { bytes: part.body, transferSyntax: ts };
         }
+        if (frame) return frame;
       } catch (e) {
         if (e instanceof PacsError) throw e;
-        const name = (e as Error).name;
-        throw new PacsError(name === 'TimeoutError' || name === 'AbortError' ? 'timeout' : 'network', `${what}: ${(e as Error).message}`);
+        throw failed(e);
+      } finally {
+        // A no-op after a complete read (the connection goes back to the pool); frees the socket after an error.
+        res.destroy();
       }
       throw new PacsError('bad-response', `${what}: empty multipart response`);
     });

@@ -52,11 +52,15 @@ export async function* readMultipart(stream: AsyncIterable<Uint8Array>, boundary
   const delimiter = Buffer.from(`--${boundary}`);
   const partEnd = Buffer.from(`\r\n--${boundary}`);
   const closing = Buffer.from(`--${boundary}--`);
+  const headerBreak = Buffer.from('\r\n\r\n');
   const acc = new GrowBuffer();
   let started = false;
   // Where to resume looking for the end of the current part (bytes before it were already searched).
   let searchFrom = 0;
+  let ended = false;
   for await (const chunk of stream) {
+    // After the closing boundary, read to the end anyway so a keep-alive connection can be reused.
+    if (ended) continue;
     acc.append(chunk);
     for (;;) {
       const buf = acc.view();
@@ -70,8 +74,11 @@ export async function* readMultipart(stream: AsyncIterable<Uint8Array>, boundary
       }
       // buf starts with --boundary; the part ends at the next CRLF--boundary.
       if (buf.length < delimiter.length + 2) break;
-      if (buf[delimiter.length] === 0x2d && buf[delimiter.length + 1] === 0x2d) return;
-      const headerEnd = buf.indexOf('\r\n\r\n', delimiter.length);
+      if (buf[delimiter.length] === 0x2d && buf[delimiter.length + 1] === 0x2d) {
+        ended = true;
+        break;
+      }
+      const headerEnd = buf.indexOf(headerBreak, delimiter.length);
       if (headerEnd === -1) break;
       const next = buf.indexOf(partEnd, Math.max(headerEnd + 4, searchFrom));
       if (next === -1) {
@@ -90,6 +97,7 @@ export async function* readMultipart(stream: AsyncIterable<Uint8Array>, boundary
     }
   }
   const rest = acc.view();
+  if (ended) return;
   if (started && rest.length > 0 && !rest.subarray(0, closing.length).equals(closing)) {
     throw new Error('multipart response ended before its closing boundary');
   }

@@ -145,6 +145,14 @@ export function fillSlice(volume: HuVolume, k: number, pixels: Uint8Array, meta:
   }
   // Little-endian and aligned (the usual case): read the bytes in place as 16-bit words.
   const words = signed ? new Int16Array(pixels.buffer, pixels.byteOffset, n) : new Uint16Array(pixels.buffer, pixels.byteOffset, n);
+  if (m === 1 && Number.isInteger(b)) {
+    // Integer rescale (nearly every CT): no rounding needed, only the int16 clamp.
+    for (let i = 0; i < n; i++) {
+      const hu = (words[i] as number) + b;
+      out[base + i] = hu > 32767 ? 32767 : hu < -32768 ? -32768 : hu;
+    }
+    return;
+  }
   for (let i = 0; i < n; i++) {
     const hu = Math.round((words[i] as number) * m + b);
     out[base + i] = hu > 32767 ? 32767 : hu < -32768 ? -32768 : hu;
