@@ -6,9 +6,9 @@ import { createLogger } from '../observability/log.js';
 import { loadMappings, MappingsError } from '../orders/mappings.js';
 import { synthCommand } from '../synthetic/cli.js';
 import { runDemo } from './demo.js';
-import { seriesExplainCommand } from './series-explain.js';
 import { startGateway } from './gateway.js';
 import { checkMessage } from './hl7-check.js';
+import { seriesExplainCommand } from './series-explain.js';
 
 const USAGE = `usage:
   ctgate serve                      start the gateway (MLLP order intake + HTTP API)
