@@ -2,11 +2,11 @@ import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
-import { Redis } from 'ioredis';
 import { loadConfig } from '../config/index.js';
 import { readHeader } from '../hl7/header.js';
 import { unescapeHl7 } from '../hl7/message.js';
 import { normalizeSegments } from '../hl7/text.js';
+import { deleteByPrefix } from '../jobs/redis.js';
 import { createLogger } from '../observability/log.js';
 import { startGateway } from './gateway.js';
 
@@ -18,20 +18,6 @@ const field = (msg: string, seg: string, n: number): string => {
   const parts = line.split('|');
   return (seg === 'MSH' ? parts[n - 1] : parts[n]) ?? '';
 };
-
-async function clearPrefix(url: string, prefix: string): Promise<void> {
-  const r = new Redis(url, { maxRetriesPerRequest: 1 });
-  try {
-    let cursor = '0';
-    do {
-      const [next, keys] = await r.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
-      cursor = next;
-      if (keys.length) await r.del(...keys);
-    } while (cursor !== '0');
-  } finally {
-    r.disconnect();
-  }
-}
 
 /**
  * The end-to-end demo as far as the pipeline goes today: start the gateway, send sample orders with the real
@@ -46,7 +32,7 @@ export async function runDemo(args: string[]): Promise<number> {
   env.CTGATE_API_TOKEN ??= `demo-${randomBytes(12).toString('hex')}`;
   const config = loadConfig(env);
   const token = config.apiToken ?? '';
-  await clearPrefix(config.redisUrl, config.redisPrefix);
+  await deleteByPrefix(config.redisUrl, config.redisPrefix);
   const gw = await startGateway(config, createLogger('error'));
   const api = async (path: string) => {
     const r = await fetch(`http://127.0.0.1:${gw.httpPort}${path}`, { headers: { Authorization: `Bearer ${token}` } });

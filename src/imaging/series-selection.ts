@@ -1,6 +1,5 @@
-import { readFileSync } from 'node:fs';
-import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
+import { readYamlDocument } from '../config/yaml-file.js';
 
 /**
  * What series selection knows about one series of a study. Built from the PACS by src/dicomweb/series-candidates.ts
@@ -182,19 +181,10 @@ export function parseSeriesRules(doc: unknown, file = '<series rules>'): SeriesR
 }
 
 export function loadSeriesRules(file: string): SeriesRules {
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (e) {
-    throw new SeriesRulesError(file, [`cannot read: ${(e as Error).message}`]);
-  }
-  let doc: unknown;
-  try {
-    doc = parseYaml(text);
-  } catch (e) {
-    throw new SeriesRulesError(file, [`not valid YAML: ${(e as Error).message}`]);
-  }
-  return parseSeriesRules(doc, file);
+  return parseSeriesRules(
+    readYamlDocument(file, (problems) => new SeriesRulesError(file, problems)),
+    file,
+  );
 }
 
 export const DEFAULT_SERIES_RULES: SeriesRules = parseSeriesRules({});

@@ -32,3 +32,18 @@ export function waitReady(redis: Redis, ms: number): Promise<boolean> {
     redis.once('ready', onReady);
   });
 }
+
+/** Deletes every key under `prefix:` (demo and test clean-up; SCAN, never KEYS). */
+export async function deleteByPrefix(url: string, prefix: string): Promise<void> {
+  const r = new Redis(url, { maxRetriesPerRequest: 1 });
+  try {
+    let cursor = '0';
+    do {
+      const [next, keys] = await r.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
+      cursor = next;
+      if (keys.length) await r.del(...keys);
+    } while (cursor !== '0');
+  } finally {
+    r.disconnect();
+  }
+}

@@ -1,6 +1,5 @@
-import { readFileSync } from 'node:fs';
-import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
+import { readYamlDocument } from '../config/yaml-file.js';
 
 const fieldPath = z.string().regex(/^[A-Z][A-Z0-9]{2}-\d{1,3}(\.\d{1,2})?$/, 'a field path like OBR-18 or OBR-4.2');
 const code = z.object({ system: z.string().min(1).optional(), code: z.string().min(1), display: z.string().optional() }).strict();
@@ -94,17 +93,8 @@ export function parseMappings(doc: unknown, file = '<mappings>'): Mappings {
 }
 
 export function loadMappings(file: string): Mappings {
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (e) {
-    throw new MappingsError(file, [`cannot read: ${(e as Error).message}`]);
-  }
-  let doc: unknown;
-  try {
-    doc = parseYaml(text);
-  } catch (e) {
-    throw new MappingsError(file, [`not valid YAML: ${(e as Error).message}`]);
-  }
-  return parseMappings(doc, file);
+  return parseMappings(
+    readYamlDocument(file, (problems) => new MappingsError(file, problems)),
+    file,
+  );
 }

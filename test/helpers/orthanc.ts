@@ -4,6 +4,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { DicomWebClient, type PacsOptions } from '../../src/dicomweb/client.js';
 
 const ORTHANC = '/usr/sbin/Orthanc';
 const PLUGINS = '/usr/share/orthanc/plugins';
@@ -32,6 +33,12 @@ export class TestOrthanc {
 
   get dicomweb(): string {
     return `${this.url}/dicom-web`;
+  }
+
+  /** A DICOMweb client for this PACS with its credentials. */
+  client(opts: Partial<PacsOptions> = {}): DicomWebClient {
+    const auth: PacsOptions['auth'] = this.opts.user ? { kind: 'basic', user: this.opts.user, password: this.opts.password ?? '' } : { kind: 'none' };
+    return new DicomWebClient({ url: this.dicomweb, auth, timeoutMs: 10_000, retries: 1, retryBaseMs: 50, ...opts });
   }
 
   async start(): Promise<void> {

@@ -1,6 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { Redis } from 'ioredis';
+import { deleteByPrefix } from '../../src/jobs/redis.js';
 
 export const REDIS_URL = process.env.CTGATE_REDIS_URL ?? 'redis://127.0.0.1:6379';
 
@@ -17,18 +18,8 @@ export async function requireRedis(url = REDIS_URL): Promise<void> {
   }
 }
 
-export async function deleteKeys(prefix: string, url = REDIS_URL): Promise<void> {
-  const r = new Redis(url);
-  try {
-    let cursor = '0';
-    do {
-      const [next, keys] = await r.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
-      cursor = next;
-      if (keys.length) await r.del(...keys);
-    } while (cursor !== '0');
-  } finally {
-    r.disconnect();
-  }
+export function deleteKeys(prefix: string, url = REDIS_URL): Promise<void> {
+  return deleteByPrefix(url, prefix);
 }
 
 /** A private redis-server on its own port, for tests that stop and restart Redis. */

@@ -29,13 +29,7 @@ describe('DICOMweb retrieval from a real Orthanc', () => {
   let client: DicomWebClient;
   before(async () => {
     await pacs.start();
-    client = new DicomWebClient({
-      url: pacs.dicomweb,
-      auth: { kind: 'basic', user: 'ctgate', password: 'pacs-secret' },
-      timeoutMs: 10_000,
-      retries: 2,
-      retryBaseMs: 50,
-    });
+    client = pacs.client({ retries: 2 });
   });
   after(async () => {
     await pacs.stop();

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import dcmjs from 'dcmjs';
 import { type CommandIo, seriesExplainCommand } from '../../src/cli/series-explain.js';
-import { DicomWebClient } from '../../src/dicomweb/client.js';
+import type { DicomWebClient } from '../../src/dicomweb/client.js';
 import { type DicomJson, TAG } from '../../src/dicomweb/dicom-json.js';
 import { PacsError } from '../../src/dicomweb/errors.js';
 import { type CandidateSource, seriesCandidates } from '../../src/dicomweb/series-candidates.js';
@@ -173,13 +173,7 @@ describe('study finding, stability and series selection against a real Orthanc',
   let client: DicomWebClient;
   before(async () => {
     await pacs.start();
-    client = new DicomWebClient({
-      url: pacs.dicomweb,
-      auth: { kind: 'basic', user: 'ctgate', password: 'pacs-secret' },
-      timeoutMs: 10_000,
-      retries: 1,
-      retryBaseMs: 50,
-    });
+    client = pacs.client();
   });
   after(async () => {
     await pacs.stop();
