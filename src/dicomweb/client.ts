@@ -2,8 +2,8 @@ import { api } from 'dicomweb-client';
 import XHR2 from 'xhr2';
 import type { DicomJson } from './dicom-json.js';
 import { httpError, PacsError, withRetry } from './errors.js';
-import { httpGetStream, type StreamedResponse } from './http-get.js';
-import { parseContentType, readMultipart } from './multipart.js';
+import { httpGetBuffer, httpGetStream, type StreamedResponse } from './http-get.js';
+import { MultipartParser, type PartSink, parseContentType } from './multipart.js';
 
 export type PacsAuth = { kind: 'none' } | { kind: 'basic'; user: string; password: string } | { kind: 'bearer'; token: string };
 
@@ -37,9 +37,13 @@ export interface Frame {
   transferSyntax: string;
 }
 
+/** Where retrieveFrameInto puts a frame's bytes as they arrive (see PartSink: copy them during the call). */
+export type FrameSink = PartSink;
+
 /**
- * DICOMweb client: QIDO-RS and metadata through dicomweb-client; frame retrieval through a small streaming layer
- * of our own, because dicomweb-client buffers whole responses (and copies them again to split the parts).
+ * DICOMweb client: QIDO-RS and STOW through dicomweb-client and fetch; series metadata and frame retrieval through
+ * a small node:http layer of our own, because dicomweb-client buffers whole responses (and copies them again to
+ * split the parts), and its XMLHttpRequest polyfill was more than half the time of a metadata request.
  */
 export class DicomWebClient {
   private readonly dw: api.DICOMwebClient;
@@ -93,11 +97,31 @@ export class DicomWebClient {
     );
   }
 
+  /**
+   * WADO-RS series metadata (DICOM JSON). Answers as dicomweb-client gave them: 200/202/206 the JSON, 204 none;
+   * other statuses are classified by httpError, and no answer at all (refused, reset, timed out) is 'network'.
+   */
   seriesMetadata(studyUid: string, seriesUid: string): Promise<DicomJson[]> {
-    return this.retry(
-      'WADO-RS series metadata',
-      async () => (await this.dw.retrieveSeriesMetadata({ studyInstanceUID: studyUid, seriesInstanceUID: seriesUid })) as DicomJson[],
-    );
+    const url = `${this.opts.url.replace(/\/+$/, '')}/studies/${studyUid}/series/${seriesUid}/metadata`;
+    const what = 'WADO-RS series metadata';
+    return this.retry(what, async () => {
+      let res: { status: number; body: Buffer };
+      try {
+        res = await httpGetBuffer(url, { ...this.headers, Accept: 'application/dicom+json' }, this.opts.timeoutMs);
+      } catch (e) {
+        throw new PacsError('network', `${what}: no response from the PACS (${(e as Error).message})`);
+      }
+      if (res.status === 204) return [];
+      if (res.status !== 200 && res.status !== 202 && res.status !== 206) throw httpError(res.status, what);
+      let json: unknown;
+      try {
+        json = JSON.parse(res.body.toString('utf8'));
+      } catch (e) {
+        throw new PacsError('bad-response', `${what}: the answer is not JSON (${(e as Error).message})`);
+      }
+      if (!Array.isArray(json)) throw new PacsError('bad-response', `${what}: expected a JSON array of instances`);
+      return json as DicomJson[];
+    });
   }
 
   /** STOW-RS: stores Part-10 instances in one multipart request; returns the PACS's DICOM JSON answer. */
@@ -130,9 +154,38 @@ export class DicomWebClient {
    * WADO-RS frame 1 of an instance, asking for explicit VR little endian and accepting any native syntax.
    * An encapsulated (compressed) answer is a PacsError naming its transfer syntax.
    */
-  retrieveFrame(studyUid: string, seriesUid: string, sopUid: string, frame = 1): Promise<Frame> {
+  async retrieveFrame(studyUid: string, seriesUid: string, sopUid: string, frame = 1): Promise<Frame> {
+    let got: Frame | undefined;
+    await this.retrieveFrameInto(
+      studyUid,
+      seriesUid,
+      sopUid,
+      (transferSyntax) => {
+        const chunks: Buffer[] = [];
+        return {
+          write: (bytes) => chunks.push(Buffer.from(bytes)),
+          end: () => {
+            got = { bytes: Buffer.concat(chunks), transferSyntax };
+          },
+        };
+      },
+      frame,
+    );
+    return got as Frame;
+  }
+
+  /**
+   * Like retrieveFrame, but streams the frame's bytes into a sink as they arrive instead of gathering them, so
+   * they can go straight to their place (see SliceWriter). `open` is called once per attempt with the frame's
+   * (native) transfer syntax: a retry starts over with a new sink. The promise resolves once the response was
+   * read to its end and the sink's `end` was called; it rejects with a PacsError (what `open` or the sink throw
+   * is passed on as it is, and not retried).
+   */
+  retrieveFrameInto(studyUid: string, seriesUid: string, sopUid: string, open: (transferSyntax: string) => FrameSink, frame = 1): Promise<void> {
     const url = `${this.opts.url.replace(/\/+$/, '')}/studies/${studyUid}/series/${seriesUid}/instances/${sopUid}/frames/${frame}`;
     const what = `WADO-RS frame of instance ${sopUid}`;
+    // What `open` or the sink threw: passed on as it is, past the retries.
+    let sinkError: { error: unknown } | undefined;
     return this.retry(what, async () => {
       const failed = (e: unknown) => {
         const name = (e as Error).name;
@@ -161,17 +214,43 @@ export class DicomWebClient {
           throw new PacsError('bad-response', `${what}: expected a multipart/related response, got "${ct.mediaType}"`);
         }
         const outer = parseContentType(ct.params.type ?? '').params['transfer-syntax'];
-        let frame: Frame | undefined;
-        for await (const part of readMultipart(res.body, ct.params.boundary)) {
-          if (frame) continue;
-          const ts = parseContentType(part.headers['content-type'] ?? '').params['transfer-syntax'] ?? outer ?? EXPLICIT_VR_LE;
+        let parts = 0;
+        let complete = false;
+        const guard =
+          <A extends unknown[]>(fn: (...args: A) => void) =>
+          (...args: A) => {
+            try {
+              fn(...args);
+            } catch (error) {
+              sinkError = { error };
+              throw error;
+            }
+          };
+        // Only the first part is the frame; any further parts are read past.
+        const parser = new MultipartParser(ct.params.boundary, (headers) => {
+          if (parts++ > 0) return undefined;
+          const ts = parseContentType(headers['content-type'] ?? '').params['transfer-syntax'] ?? outer ?? EXPLICIT_VR_LE;
           if (!NATIVE.has(ts)) {
             throw new PacsError('unsupported-transfer-syntax', `${what}: the PACS sent transfer syntax ${ts} (compressed), which ctgate cannot decode`);
           }
-          frame = { bytes: part.body, transferSyntax: ts };
-        }
-        if (frame) return frame;
+          let sink: FrameSink;
+          guard(() => {
+            sink = open(ts);
+          })();
+          return {
+            write: guard((bytes: Buffer) => sink.write(bytes)),
+            end: guard(() => {
+              sink.end();
+              complete = true;
+            }),
+          };
+        });
+        // After the closing boundary the rest is still read, so the keep-alive connection can be reused.
+        await res.read((chunk) => parser.push(chunk));
+        parser.finish();
+        if (complete) return;
       } catch (e) {
+        if (sinkError) throw new PacsError('bad-response', `${what}: the frame's receiver failed`);
         if (e instanceof PacsError) throw e;
         throw failed(e);
       } finally {
@@ -179,6 +258,8 @@ export class DicomWebClient {
         res.destroy();
       }
       throw new PacsError('bad-response', `${what}: empty multipart response`);
+    }).catch((e: unknown) => {
+      throw sinkError ? sinkError.error : e;
     });
   }
 }

@@ -20,37 +20,47 @@ export interface MshHeader {
   charset: string;
 }
 
+/** MSH-n from the MSH line split on its separator: parts[n-1], because MSH-1 is the separator itself. */
+function mshField(parts: string[], n: number): string {
+  return (parts[n - 1] ?? '').trim();
+}
+
 /** Finds the MSH segment anywhere near the start of `text` and reads its fields; null when there is none. */
 export function readHeader(text: string): MshHeader | null {
   const at = text.indexOf('MSH');
   if (at === -1 || at > 64) return null;
-  const seg = text.slice(at).split(/\r|\n/)[0] ?? '';
+  // The first line only: splitting the whole message to take its first line costs as much as the rest of this.
+  let end = at;
+  while (end < text.length) {
+    const c = text.charCodeAt(end);
+    if (c === 13 || c === 10) break;
+    end++;
+  }
+  const seg = text.slice(at, end);
   if (seg.length < 8) return null;
   const fieldSep = seg[3] ?? '';
   if (/[A-Za-z0-9\s]/.test(fieldSep)) return null;
   const parts = seg.split(fieldSep);
   const enc = parts[1] ?? '';
   const componentSep = enc[0] && !/[A-Za-z0-9\s]/.test(enc[0]) ? enc[0] : '^';
-  // parts[n-1] is MSH-n because MSH-1 is the separator itself.
-  const f = (n: number) => (parts[n - 1] ?? '').trim();
-  const type = f(9).split(componentSep);
+  const type = mshField(parts, 9).split(componentSep);
   return {
     fieldSep,
     encodingChars: enc,
     componentSep,
-    sendingApp: f(3),
-    sendingFacility: f(4),
-    receivingApp: f(5),
-    receivingFacility: f(6),
+    sendingApp: mshField(parts, 3),
+    sendingFacility: mshField(parts, 4),
+    receivingApp: mshField(parts, 5),
+    receivingFacility: mshField(parts, 6),
     messageType: (type[0] ?? '').toUpperCase(),
     triggerEvent: (type[1] ?? '').toUpperCase(),
     messageStructure: (type[2] ?? '').toUpperCase(),
-    controlId: f(10),
-    processingId: f(11).split(componentSep)[0] ?? '',
-    version: f(12).split(componentSep)[0] ?? '',
-    acceptAckType: f(15).toUpperCase(),
-    appAckType: f(16).toUpperCase(),
-    charset: f(18),
+    controlId: mshField(parts, 10),
+    processingId: mshField(parts, 11).split(componentSep)[0] ?? '',
+    version: mshField(parts, 12).split(componentSep)[0] ?? '',
+    acceptAckType: mshField(parts, 15).toUpperCase(),
+    appAckType: mshField(parts, 16).toUpperCase(),
+    charset: mshField(parts, 18),
   };
 }
 

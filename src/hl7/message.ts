@@ -1,4 +1,5 @@
 import { HL7Message } from 'hl7v2';
+import { dictionaries, HL7Dictionary } from 'hl7v2-dictionary';
 import { type MshHeader, readHeader } from './header.js';
 
 /** One segment of a parsed message, with field access by HL7 position (1-based). */
@@ -53,35 +54,113 @@ function escapeRegex(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\-]/g, '\\$&');
 }
 
-function wrap(type: string, line: string, fieldSep: string, enc: string): Segment {
-  const compSep = enc[0] ?? '^';
-  const repSep = enc[1] ?? '~';
-  const parts = line.split(fieldSep);
-  // MSH-1 is the separator itself, so MSH field n sits one place earlier than in other segments.
-  const raw = (n: number): string => {
-    if (type === 'MSH') return n === 1 ? fieldSep : (parts[n - 1] ?? '');
-    return parts[n] ?? '';
-  };
-  const repetitions = (n: number): string[][] => {
-    const text = raw(n);
-    if (text === '') return [];
-    const reps = type === 'MSH' && n <= 2 ? [text] : text.split(repSep);
-    return reps.map((r) => r.split(compSep).map((c) => unescapeHl7(c, fieldSep, enc)));
-  };
-  return {
-    type,
-    get: (n, comp = 1, rep = 0) => (repetitions(n)[rep]?.[comp - 1] ?? '').trim(),
-    repetitions,
-  };
+/**
+ * One segment read from its line of text. Fields are split on first use and each field is split and unescaped
+ * once: extraction reads some of them several times.
+ */
+class TextSegment implements Segment {
+  private parts: string[] | undefined;
+  private readonly fields = new Map<number, string[][]>();
+
+  constructor(
+    readonly type: string,
+    private readonly line: string,
+    private readonly fieldSep: string,
+    private readonly enc: string,
+  ) {}
+
+  /** Field `n` as sent. MSH-1 is the separator itself, so MSH field n sits one place earlier than in other segments. */
+  private raw(n: number): string {
+    this.parts ??= this.line.split(this.fieldSep);
+    if (this.type === 'MSH') return n === 1 ? this.fieldSep : (this.parts[n - 1] ?? '');
+    return this.parts[n] ?? '';
+  }
+
+  private field(n: number): string[][] {
+    let reps = this.fields.get(n);
+    if (!reps) {
+      const text = this.raw(n);
+      const compSep = this.enc[0] ?? '^';
+      const repSep = this.enc[1] ?? '~';
+      reps =
+        text === ''
+          ? []
+          : (this.type === 'MSH' && n <= 2 ? [text] : text.split(repSep)).map((r) => r.split(compSep).map((c) => unescapeHl7(c, this.fieldSep, this.enc)));
+      this.fields.set(n, reps);
+    }
+    return reps;
+  }
+
+  get(n: number, comp = 1, rep = 0): string {
+    return (this.field(n)[rep]?.[comp - 1] ?? '').trim();
+  }
+
+  repetitions(n: number): string[][] {
+    // Callers get their own arrays.
+    return this.field(n).map((r) => r.slice());
+  }
 }
 
-/** Parses HL7 v2 text (CR segment ends) with hl7v2; throws Hl7ParseError with the reason. */
-export function parseMessage(text: string): ParsedMessage {
-  const header = readHeader(text);
+class TextMessage implements ParsedMessage {
+  constructor(
+    readonly header: MshHeader,
+    readonly segments: Segment[],
+  ) {}
+
+  first(type: string): Segment | undefined {
+    return this.segments.find((s) => s.type === type);
+  }
+}
+
+/**
+ * hl7v2 types each value by its dictionary on every parse (dates, numbers, composites split into sub-components),
+ * but ctgate reads values from the text (see parseMessage) and parses non-strict, where a value that fails its
+ * type is kept as text and never reported. The same dictionaries with every field as plain text give the same
+ * segments and the same errors for a third less work. One exception: hl7v2 unescapes each sub-component apart,
+ * and an escape such as \M1\ throws; split on a sub-component separator that cannot occur inside an escape
+ * (not a letter, digit, _ or the escape character) the same escapes are found either way, otherwise the typed
+ * parse decides (see hl7v2Parse).
+ */
+const UNTYPED_DICTIONARIES = (() => {
+  const out: Record<string, HL7Dictionary> = {};
+  for (const [version, dict] of Object.entries(dictionaries)) {
+    out[version] = new HL7Dictionary({ version: dict.version, segments: {}, types: { ST: { desc: 'String Data' } }, messages: dict.messages });
+  }
+  return out;
+})();
+
+/**
+ * Parser instances reused for every message: HL7Message.parse would build a new message with a default MSH
+ * (a timestamp, a random control id) only for parse() to clear it. A parse runs synchronously to its end, so
+ * no two parses share an instance at once.
+ */
+const untypedParser = new HL7Message(undefined, UNTYPED_DICTIONARIES);
+const typedParser = new HL7Message();
+
+function hl7v2Parse(text: string, encodingChars: string): HL7Message {
+  const sub = encodingChars[3];
+  const parser = sub === undefined || !/[\w\\]/.test(sub) ? untypedParser : typedParser;
+  // hl7v2 probes MSH-18 with iconv, which throws (and catches) an Error when it is empty or unknown, on nearly
+  // every message; capturing that stack trace was the costliest step of a parse. No stack is read here.
+  const limit = Error.stackTraceLimit;
+  Error.stackTraceLimit = 0;
+  try {
+    parser.parse(text);
+    return parser;
+  } finally {
+    Error.stackTraceLimit = limit;
+  }
+}
+
+/**
+ * Parses HL7 v2 text (CR segment ends) with hl7v2; throws Hl7ParseError with the reason. `header` is
+ * readHeader(text) when the caller already has it.
+ */
+export function parseMessage(text: string, header: MshHeader | null = readHeader(text)): ParsedMessage {
   if (!header) throw new Hl7ParseError('no MSH segment at the start of the message');
   let msg: HL7Message;
   try {
-    msg = HL7Message.parse(text);
+    msg = hl7v2Parse(text, header.encodingChars);
   } catch (e) {
     throw new Hl7ParseError(`not a parsable HL7 v2 message: ${(e as Error).message}`);
   }
@@ -89,13 +168,14 @@ export function parseMessage(text: string): ParsedMessage {
   // hl7v2 checks the structure; values are read from the original text because hl7v2 re-serializes
   // typed fields lossily (a DTM like 20261127101400 comes back without its seconds).
   const lines = text.slice(text.indexOf('MSH')).split('\r');
-  if (lines.length !== msg.segments.length) throw new Hl7ParseError('segment count differs between parser and text');
+  const parsed = msg.segments;
+  if (lines.length !== parsed.length) throw new Hl7ParseError('segment count differs between parser and text');
   const segments = lines.map((line, i) => {
-    const type = msg.segments[i]?.segmentType ?? '';
+    const type = parsed[i]?.segmentType ?? '';
     if (!/^[A-Z][A-Z0-9]{2}$/.test(type) || !line.startsWith(type)) {
       throw new Hl7ParseError(`invalid segment id "${line.slice(0, 8)}" at segment ${i + 1}`);
     }
-    return wrap(type, line, header.fieldSep, enc);
+    return new TextSegment(type, line, header.fieldSep, enc);
   });
-  return { header, segments, first: (type) => segments.find((s) => s.type === type) };
+  return new TextMessage(header, segments);
 }

@@ -3,7 +3,10 @@ import net from 'node:net';
 import tls from 'node:tls';
 import type { MllpConfig } from '../config/index.js';
 import type { Logger } from '../observability/log.js';
-import { encodeFrame, MllpDecoder } from './mllp-framing.js';
+import { MllpDecoder } from './mllp-framing.js';
+
+/** encodeFrame(ack) as one string: the same bytes (VT, the ACK as UTF-8, FS CR), written without copying buffers. */
+const frameText = (ack: string) => `\x0b${ack}\x1c\r`;
 
 /** What the listener asks of the application for each frame; returns the reply, or null for none. */
 export interface MllpHandler {
@@ -95,7 +98,7 @@ export function startMllpServer(cfg: MllpConfig, handler: MllpHandler, log: Logg
       chain = chain
         .then(work)
         .then((ack) => {
-          if (ack !== null && !closed) socket.write(encodeFrame(ack));
+          if (ack !== null && !closed) socket.write(frameText(ack));
         })
         .catch((e: unknown) => {
           // The handler answers every failure itself; reaching here is a bug, and the only safe move is to

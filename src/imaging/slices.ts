@@ -123,6 +123,43 @@ export function allocateVolume(geometry: Geometry): HuVolume {
   return { geometry, data: new Int16Array(nx * ny * nz) };
 }
 
+const HOST_LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+/**
+ * Receives one slice's stored pixel bytes in pieces, as they come off the network, and writes them as HU into
+ * z index k: the raw bytes go straight into the slice's place in the volume, and `end` converts them there
+ * (stored · slope + intercept, rounded, clamped to int16), so no frame-sized buffer is ever allocated. Bytes past
+ * the slice's size are ignored. `bigEndian` for the retired explicit-VR big-endian transfer syntax.
+ */
+export class SliceWriter {
+  private readonly target: Uint8Array;
+  private received = 0;
+
+  constructor(
+    private readonly volume: HuVolume,
+    private readonly k: number,
+    private readonly meta: SliceMeta,
+    private readonly bigEndian = false,
+  ) {
+    const n = meta.rows * meta.columns;
+    const data = volume.data;
+    this.target = new Uint8Array(data.buffer, data.byteOffset + k * n * 2, n * 2);
+  }
+
+  write(bytes: Uint8Array): void {
+    const room = this.target.length - this.received;
+    if (room > 0) this.target.set(bytes.length <= room ? bytes : bytes.subarray(0, room), this.received);
+    this.received += bytes.length;
+  }
+
+  /** Called after the last byte: checks that the whole slice came (else VolumeError) and converts it to HU in place. */
+  end(): void {
+    const n = this.meta.rows * this.meta.columns;
+    if (this.received < n * 2) throw new VolumeError(`slice ${this.meta.sopInstanceUid}: ${this.received} bytes of pixel data, expected ${n * 2}`);
+    storedToHu(this.volume.data, this.k * n, n, this.meta, this.bigEndian);
+  }
+}
+
 /**
  * Writes one slice's stored pixel values into z index k as HU (stored · slope + intercept, rounded, clamped
  * to int16). `bigEndian` for the retired explicit-VR big-endian transfer syntax.
@@ -130,31 +167,122 @@ export function allocateVolume(geometry: Geometry): HuVolume {
 export function fillSlice(volume: HuVolume, k: number, pixels: Uint8Array, meta: SliceMeta, bigEndian = false): void {
   const n = meta.rows * meta.columns;
   if (pixels.byteLength < n * 2) throw new VolumeError(`slice ${meta.sopInstanceUid}: ${pixels.byteLength} bytes of pixel data, expected ${n * 2}`);
-  const out = volume.data;
-  const base = k * n;
+  const w = new SliceWriter(volume, k, meta, bigEndian);
+  w.write(pixels);
+  w.end();
+}
+
+/** Converts the n stored values that sit raw (as the PACS sent them) at out[base…base+n) to HU, in place. */
+function storedToHu(out: Int16Array, base: number, n: number, meta: SliceMeta, bigEndian: boolean): void {
+  const words = new Uint16Array(out.buffer, out.byteOffset + base * 2, n);
+  if (bigEndian === HOST_LITTLE_ENDIAN) swapBytes(words);
   const { rescaleSlope: m, rescaleIntercept: b } = meta;
   const signed = meta.pixelRepresentation === 1;
-  if (bigEndian || pixels.byteOffset % 2 !== 0) {
-    const view = new DataView(pixels.buffer, pixels.byteOffset, n * 2);
-    for (let i = 0; i < n; i++) {
-      const stored = signed ? view.getInt16(i * 2, !bigEndian) : view.getUint16(i * 2, !bigEndian);
-      const hu = Math.round(stored * m + b);
-      out[base + i] = hu > 32767 ? 32767 : hu < -32768 ? -32768 : hu;
-    }
+  if (m === 1 && Number.isInteger(b) && b >= -32768 && b <= 32767) {
+    // Integer rescale (nearly every CT): no rounding, only the int16 clamp.
+    if (!signed || b !== 0) addInteger(out, base, base + n, b, signed);
     return;
   }
-  // Little-endian and aligned (the usual case): read the bytes in place as 16-bit words.
-  const words = signed ? new Int16Array(pixels.buffer, pixels.byteOffset, n) : new Uint16Array(pixels.buffer, pixels.byteOffset, n);
-  if (m === 1 && Number.isInteger(b)) {
-    // Integer rescale (nearly every CT): no rounding needed, only the int16 clamp.
-    for (let i = 0; i < n; i++) {
-      const hu = (words[i] as number) + b;
-      out[base + i] = hu > 32767 ? 32767 : hu < -32768 ? -32768 : hu;
-    }
-    return;
+  if (signed) scaleSigned(out.subarray(base, base + n), m, b);
+  else scaleUnsigned(words, m, b);
+}
+
+function swapBytes(words: Uint16Array): void {
+  const n = words.length;
+  for (let i = 0; i < n; i++) {
+    const v = words[i] as number;
+    words[i] = (v >>> 8) | (v << 8);
   }
+}
+
+/**
+ * out[i] = clamp(stored + b) for i in [from, to), stored being out[i]'s bits read as signed or unsigned, for an
+ * integer b within int16. Two values at a time: each 32-bit word holds two 16-bit lanes, added without carries
+ * between them and wrapping like int16 (about 2.5× faster in V8 than one value at a time). While adding, it
+ * gathers a bound on the stored values; only when that bound says some value may fall outside int16 does a
+ * second pass clamp, recognising the values that wrapped by where they landed (see clampWrapped).
+ */
+function addInteger(out: Int16Array, from: number, to: number, b: number, signed: boolean): void {
+  let lo = from;
+  let hi = to;
+  // A value before the first 4-byte boundary, and an odd one at the end, on their own.
+  if (lo < hi && ((out.byteOffset + lo * 2) & 3) !== 0) addOne(out, lo++, b, signed);
+  if (((hi - lo) & 1) !== 0) addOne(out, --hi, b, signed);
+  if (hi <= lo) return;
+  const pairs = new Int32Array(out.buffer, out.byteOffset + lo * 2, (hi - lo) >> 1);
+  const both = ((b & 0xffff) * 0x10001) | 0;
+  const bits = signed ? wrapAddSigned(pairs, both) : wrapAddUnsigned(pairs, both);
+  // The largest value the gathered bits allow: unsigned, stored ≤ max; signed, −max−1 ≤ stored ≤ max.
+  let max = (bits | (bits >>> 16)) & 0xffff;
+  max |= max >> 1;
+  max |= max >> 2;
+  max |= max >> 4;
+  max |= max >> 8;
+  if (signed ? max + b > 32767 || b - max - 1 < -32768 : max + b > 32767) clampWrapped(out.subarray(lo, hi), b, signed);
+}
+
+/** In-lane wrapping add of `both` (b in each lane); returns the OR of all stored values. */
+function wrapAddUnsigned(pairs: Int32Array, both: number): number {
+  const n = pairs.length;
+  const low = both & 0x7fff7fff;
+  const top = both & 0x80008000;
+  let bits = 0;
+  for (let i = 0; i < n; i++) {
+    const x = pairs[i] as number;
+    bits |= x;
+    pairs[i] = ((x & 0x7fff7fff) + low) ^ ((x ^ top) & 0x80008000);
+  }
+  return bits;
+}
+
+/** As wrapAddUnsigned; returns the OR of the stored values' magnitudes (v for v ≥ 0, −v−1 below). */
+function wrapAddSigned(pairs: Int32Array, both: number): number {
+  const n = pairs.length;
+  const low = both & 0x7fff7fff;
+  const top = both & 0x80008000;
+  let bits = 0;
+  for (let i = 0; i < n; i++) {
+    const x = pairs[i] as number;
+    bits |= x ^ Math.imul((x >>> 15) & 0x10001, 0xffff);
+    pairs[i] = ((x & 0x7fff7fff) + low) ^ ((x ^ top) & 0x80008000);
+  }
+  return bits;
+}
+
+/**
+ * After a wrapping add of b, puts the clamp back. Unsigned stored values give sums in [b, 65535 + b]: those in
+ * int16 are ≥ b, and those above 32767 wrapped to [−32768, b − 1]. Signed ones give [b − 32768, 32767 + b]: for
+ * b > 0 the ones above 32767 wrapped below b − 32768; for b < 0 the ones below −32768 wrapped above 32767 + b.
+ */
+function clampWrapped(slot: Int16Array, b: number, signed: boolean): void {
+  const n = slot.length;
+  if (!signed || b > 0) {
+    const below = signed ? b - 32768 : b;
+    for (let i = 0; i < n; i++) if ((slot[i] as number) < below) slot[i] = 32767;
+  } else {
+    const above = 32767 + b;
+    for (let i = 0; i < n; i++) if ((slot[i] as number) > above) slot[i] = -32768;
+  }
+}
+
+function addOne(out: Int16Array, i: number, b: number, signed: boolean): void {
+  const stored = signed ? (out[i] as number) : (out[i] as number) & 0xffff;
+  out[i] = Math.min(32767, Math.max(-32768, stored + b));
+}
+
+function scaleSigned(slot: Int16Array, m: number, b: number): void {
+  const n = slot.length;
+  for (let i = 0; i < n; i++) {
+    const hu = Math.round((slot[i] as number) * m + b);
+    slot[i] = Math.min(32767, Math.max(-32768, hu));
+  }
+}
+
+/** Reads and writes back through the Uint16Array view (storing an int16 value there wraps it to the same bits). */
+function scaleUnsigned(words: Uint16Array, m: number, b: number): void {
+  const n = words.length;
   for (let i = 0; i < n; i++) {
     const hu = Math.round((words[i] as number) * m + b);
-    out[base + i] = hu > 32767 ? 32767 : hu < -32768 ? -32768 : hu;
+    words[i] = Math.min(32767, Math.max(-32768, hu));
   }
 }

@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto';
-import { type Job, Queue } from 'bullmq';
+import { Job, Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Order } from '../orders/order.js';
+import { Failed, groupCommit } from './redis.js';
 
 /** What a screening job carries: the order as parsed at intake. */
 export interface ScreeningJobData {
@@ -41,3 +42,135 @@ export function createScreeningQueue(connection: Redis, name: string, prefix: st
 
 /** States in which a job has not started and can simply be withdrawn. */
 export const NOT_STARTED = new Set(['waiting', 'delayed', 'prioritized', 'waiting-children']);
+
+/** A job for jobsThenWrites: its id is deterministic, so adding it again is a no-op. */
+export interface NewJob {
+  jobId: string;
+  data: ScreeningJobData;
+}
+
+/** A key to SET (with a TTL) only alongside the jobs it belongs with. */
+export interface KeyWrite {
+  key: string;
+  value: string;
+  ttlSeconds: number;
+}
+
+export class JobsNotStoredError extends Error {
+  constructor() {
+    super('a new job is not in the queue; nothing was recorded');
+    this.name = 'JobsNotStoredError';
+  }
+}
+
+const WRITE_IF_JOBS_EXIST = 'ctgateWriteIfJobsExist';
+/**
+ * KEYS: the jobs' hashes (ARGV[1] of them), then the keys to write; ARGV: that count, then each key's value
+ * and TTL. Writes every key, or (when a job is missing) none: a script runs atomically, like MULTI/EXEC.
+ */
+const WRITE_IF_JOBS_EXIST_LUA = `local jobs = tonumber(ARGV[1])
+for i = 1, jobs do
+  if redis.call('EXISTS', KEYS[i]) == 0 then return 0 end
+end
+for i = jobs + 1, #KEYS do
+  local a = 2 * (i - jobs)
+  redis.call('SET', KEYS[i], ARGV[a], 'EX', ARGV[a + 1])
+end
+return 1`;
+
+/** What the intake reads and writes per message, with the round trips of messages handled together shared. */
+export interface IntakeChannel {
+  /** MGET. */
+  read(keys: string[]): Promise<(string | null)[]>;
+  /**
+   * New jobs and the keys that may only exist alongside them (order records, the resend marker): the jobs are
+   * added (as queue.add adds them; their ids are deterministic, so adding one again is a no-op), then a script
+   * writes the keys only if every one of the jobs is in the queue, atomically. Resolves once all of it is
+   * stored; rejects with JobsNotStoredError when a job is not (none of the keys are written then, so a resend
+   * finds nothing recorded and adds the job again), or with the error of a failed round trip.
+   */
+  write(jobs: NewJob[], writes: KeyWrite[]): Promise<void>;
+}
+
+type ChannelCall = { read: string[] } | { jobs: NewJob[]; writes: KeyWrite[] };
+
+type ScriptedRedis = Redis & { [WRITE_IF_JOBS_EXIST](...args: (string | number)[]): Promise<number> };
+
+/**
+ * The intake's reads and writes, with the commands of the calls made while the previous batch was in flight
+ * (see groupCommit) written to the queue's connection together: one socket write, in call order, and one
+ * round trip. They are sent as plain commands with the socket corked rather than as a pipeline: ioredis copies
+ * every script defined on the connection (BullMQ's 64) onto each pipeline it makes, which cost more than the
+ * commands themselves. In a batch the writes go first, so a read sees
+ * what the same batch wrote (a resend arriving with its original finds its marker); Redis runs a connection's
+ * commands in order, so each write script sees the jobs added before it.
+ */
+export function intakeChannel(queue: ScreeningQueue): IntakeChannel {
+  const run = groupCommit(async (calls: ChannelCall[]): Promise<((string | null)[] | boolean | Failed)[]> => {
+    // Like every command on a connection without an offline queue: refused at once while Redis is not there (the
+    // intake NAKs and the sender resends), rather than held until BullMQ has connected.
+    const status = (queue.opts.connection as { status?: string }).status;
+    if (status !== undefined && status !== 'ready') throw new Error(`Redis connection is ${status}`);
+    const bullClient = await queue.getBackend().client;
+    const redis = bullClient as unknown as ScriptedRedis;
+    if (typeof redis[WRITE_IF_JOBS_EXIST] !== 'function') redis.defineCommand(WRITE_IF_JOBS_EXIST, { lua: WRITE_IF_JOBS_EXIST_LUA });
+    const defaults = queue.defaultJobOptions;
+    const pending: Promise<unknown>[] = [];
+    const results = new Map<ChannelCall, Promise<unknown>>();
+    const keys: string[] = [];
+    const stream = redis.stream;
+    stream.cork();
+    try {
+      for (const c of calls) {
+        if (!('jobs' in c)) continue;
+        for (const j of c.jobs) {
+          // Written synchronously; whether the job is stored is what the script below checks (a job refused here
+          // is never sent, and the script then writes nothing for its message).
+          try {
+            pending.push(new Job<ScreeningJobData>(queue, 'screen', j.data, { ...defaults, jobId: j.jobId }, j.jobId).addJob(bullClient));
+          } catch {}
+        }
+      }
+      for (const c of calls) {
+        if ('read' in c) {
+          keys.push(...c.read);
+          continue;
+        }
+        const args: (string | number)[] = [c.jobs.length + c.writes.length];
+        for (const j of c.jobs) args.push(queue.toKey(j.jobId));
+        for (const w of c.writes) args.push(w.key);
+        args.push(c.jobs.length);
+        for (const w of c.writes) args.push(w.value, w.ttlSeconds);
+        results.set(c, redis[WRITE_IF_JOBS_EXIST](...args));
+      }
+      if (keys.length > 0) pending.push(redis.mget(keys));
+    } finally {
+      stream.uncork();
+    }
+    const written = new Map<ChannelCall, boolean | Failed>();
+    for (const [c, p] of results)
+      written.set(
+        c,
+        await p.then(
+          (r) => r === 1,
+          (e: unknown) => new Failed(e),
+        ),
+      );
+    // Every reply is in once the last command's is (one connection answers in order).
+    const settled = await Promise.allSettled(pending);
+    const read = keys.length > 0 ? (settled[settled.length - 1] as PromiseSettledResult<(string | null)[]>) : null;
+    let k = 0;
+    return calls.map((c) => {
+      if (!('read' in c)) return written.get(c) ?? new Failed(new Error('no reply'));
+      k += c.read.length;
+      if (!read) return [];
+      return read.status === 'fulfilled' ? read.value.slice(k - c.read.length, k) : new Failed(read.reason);
+    });
+  });
+  return {
+    read: async (keys) => (await run({ read: keys })) as (string | null)[],
+    write: async (jobs, writes) => {
+      if (!(await run({ jobs, writes }))) throw new JobsNotStoredError();
+    },
+  };
+}

@@ -10,16 +10,54 @@ export interface Logger {
 }
 
 /**
- * JSON-lines logger to stderr. Callers pass only non-PHI fields (ids that are hashes, codes, counts);
- * PHI-bearing fields go under `phi` and are dropped unless logPhi is on.
+ * Lines for stderr, written together: the lines logged in one turn of the event loop's microtask queue (the
+ * intake logs one per message, and messages confirmed by one Redis round trip finish in the same turn) go out
+ * in one write instead of one write each. What is still buffered when the process exits is written then.
  */
-export function createLogger(level: LogLevel = 'info', logPhi = false, out: (line: string) => void = (l) => process.stderr.write(`${l}\n`)): Logger {
-  const emit = (lvl: LogLevel, event: string, fields: Record<string, unknown> = {}) => {
-    if (rank[lvl] < rank[level]) return;
+let pending = '';
+let exitHook = false;
+
+function flushStderr(): void {
+  if (pending === '') return;
+  const out = pending;
+  pending = '';
+  process.stderr.write(out);
+}
+
+function stderrLine(line: string): void {
+  if (pending === '') {
+    process.nextTick(flushStderr);
+    if (!exitHook) {
+      exitHook = true;
+      process.on('exit', flushStderr);
+    }
+  }
+  pending += `${line}\n`;
+  if (pending.length >= 64 * 1024) flushStderr();
+}
+
+/** The record { time, level, event, ...fields } (phi only when logPhi) as one JSON line. */
+function formatLine(lvl: LogLevel, event: string, fields: Record<string, unknown>, logPhi: boolean): string {
+  if ('phi' in fields || 'time' in fields || 'level' in fields || 'event' in fields) {
     const { phi, ...rest } = fields;
     const rec: Record<string, unknown> = { time: new Date().toISOString(), level: lvl, event, ...rest };
     if (logPhi && phi !== undefined) rec.phi = phi;
-    out(JSON.stringify(rec));
+    return JSON.stringify(rec);
+  }
+  // No field clashes with the head: the fields' own JSON, spliced after it, is the record's.
+  const head = `{"time":"${new Date().toISOString()}","level":"${lvl}","event":${JSON.stringify(event)}`;
+  const body = JSON.stringify(fields);
+  return body.length > 2 ? `${head},${body.slice(1)}` : `${head}}`;
+}
+
+/**
+ * JSON-lines logger to stderr. Callers pass only non-PHI fields (ids that are hashes, codes, counts);
+ * PHI-bearing fields go under `phi` and are dropped unless logPhi is on.
+ */
+export function createLogger(level: LogLevel = 'info', logPhi = false, out: (line: string) => void = stderrLine): Logger {
+  const emit = (lvl: LogLevel, event: string, fields: Record<string, unknown> = {}) => {
+    if (rank[lvl] < rank[level]) return;
+    out(formatLine(lvl, event, fields, logPhi));
   };
   return {
     debug: (e, f) => emit('debug', e, f),

@@ -86,7 +86,7 @@ export function evaluateMessage(text: string, mappings: Mappings): Evaluation {
     });
   }
   try {
-    const msg = parseMessage(text);
+    const msg = parseMessage(text, header);
     const orders = extractOrders(msg, mappings).map((order) => ({ order, chestCt: decideChestCt(order, mappings), action: actionFor(order.orderControl) }));
     return { kind: 'orders', header, orders };
   } catch (e) {

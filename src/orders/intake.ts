@@ -1,9 +1,9 @@
 import { type AckCode, type AckError, ackCodeFor, ackPlan, buildAck, HL7_ERROR } from '../hl7/ack.js';
 import { type MshHeader, namespaceOf, readHeader } from '../hl7/header.js';
 import { decodeMessageBytes } from '../hl7/text.js';
-import { jobIdFor, NOT_STARTED, type ScreeningQueue } from '../jobs/queue.js';
+import { type IntakeChannel, intakeChannel, jobIdFor, type NewJob, NOT_STARTED, type ScreeningQueue } from '../jobs/queue.js';
 import type { Logger } from '../observability/log.js';
-import { type EvaluatedOrder, evaluateMessage } from './evaluate.js';
+import { type EvaluatedOrder, type Evaluation, evaluateMessage } from './evaluate.js';
 import type { Mappings } from './mappings.js';
 import { type OrderRecord, OrderStore } from './store.js';
 
@@ -59,7 +59,12 @@ function ackControlId(now: Date): string {
  * an I/O failure (Redis down) yields AE/CE so the sender resends, and nothing is half-recorded.
  */
 export class Intake {
-  constructor(private readonly deps: IntakeDeps) {}
+  /** The hot path's reads and writes, in round trips shared by the messages handled together. */
+  private readonly channel: IntakeChannel;
+
+  constructor(private readonly deps: IntakeDeps) {
+    this.channel = intakeChannel(deps.queue);
+  }
 
   private now(): Date {
     return this.deps.now?.() ?? new Date();
@@ -118,7 +123,9 @@ export class Intake {
   async handle(raw: Buffer, meta: MessageMeta): Promise<IntakeResult> {
     const started = performance.now();
     const text = decodeMessageBytes(raw);
-    return this.logResult(readHeader(text), await this.handleText(text, meta), started, meta);
+    const ev = evaluateMessage(text, this.deps.mappings());
+    // ev.header is readHeader(text): the message is read once, for the answer and for the log line.
+    return this.logResult(ev.header, await this.handleEvaluated(ev, text, meta), started, meta);
   }
 
   private storeDown(header: MshHeader | null, e: unknown): IntakeResult {
@@ -150,8 +157,7 @@ export class Intake {
     };
   }
 
-  private async handleText(text: string, meta: MessageMeta): Promise<IntakeResult> {
-    const ev = evaluateMessage(text, this.deps.mappings());
+  private async handleEvaluated(ev: Evaluation, text: string, meta: MessageMeta): Promise<IntakeResult> {
     const header = ev.header;
     const rejectCode = ackCodeFor('reject', ackPlan(header, false).enhanced);
     try {
@@ -162,14 +168,19 @@ export class Intake {
       const h = ev.header;
       const messageKey = OrderStore.messageKey(h.sendingApp, h.sendingFacility, h.controlId);
       const jobIds = ev.orders.map((o) => jobIdFor(o.order.sender, o.order.placerOrderNumber));
-      const { seen, orders: records } = await this.deps.store.lookup(messageKey, jobIds);
+      const { seen, orders: records } = await this.deps.store.lookup(messageKey, jobIds, this.channel.read);
       if (seen) {
         const cls = seen.code === 'AA' || seen.code === 'CA' ? 'accept' : 'error';
         return this.respond(h, cls, 'resend', `resend of an already processed message: ${seen.text}`.slice(0, 200));
       }
       let plans: Plan[];
       try {
-        plans = await Promise.all(ev.orders.map((o, i) => this.plan(o, h, records.get(jobIds[i] as string) ?? null)));
+        plans = await Promise.all(
+          ev.orders.map((o, i) => {
+            const jobId = jobIds[i] as string;
+            return this.plan(o, h, jobId, records.get(jobId) ?? null);
+          }),
+        );
       } catch (e) {
         if (!(e instanceof Rejection)) throw e;
         await this.deadLetter(text, h, e.ackError, meta, rejectCode);
@@ -181,11 +192,11 @@ export class Intake {
     }
   }
 
-  private async plan(ev: EvaluatedOrder, h: MshHeader, record: OrderRecord | null): Promise<Plan> {
+  /** `jobId` is jobIdFor(order.sender, order.placerOrderNumber). */
+  private async plan(ev: EvaluatedOrder, h: MshHeader, jobId: string, record: OrderRecord | null): Promise<Plan> {
     const { order } = ev;
     if (!ev.chestCt.chestCt) return { kind: 'ignore', note: `not a chest CT (${ev.chestCt.because})` };
     if (ev.action === 'none') return { kind: 'ignore', note: `order control ${order.orderControl} is recorded, not acted on` };
-    const jobId = jobIdFor(order.sender, order.placerOrderNumber);
     const at = this.now().toISOString();
     const event = (note: string) => ({ at, control: order.orderControl, controlId: h.controlId, note });
     if (ev.action === 'create') {
@@ -258,6 +269,7 @@ export class Intake {
     const notes: string[] = [];
     const outcomes = new Set<Outcome>();
     const receivedAt = this.now().toISOString();
+    const newJobs: NewJob[] = [];
     for (const p of plans) {
       switch (p.kind) {
         case 'ignore':
@@ -269,8 +281,7 @@ export class Intake {
           notes.push('order already received');
           break;
         case 'create':
-          // The job goes in first: its id is deterministic, so a retry after a failed commit re-adds nothing.
-          await this.deps.queue.add('screen', { order: p.record.order, receivedAt, messageControlId: h.controlId }, { jobId: p.jobId });
+          newJobs.push({ jobId: p.jobId, data: { order: p.record.order, receivedAt, messageControlId: h.controlId } });
           records.push(p.record);
           jobIds.push(p.jobId);
           outcomes.add('queued');
@@ -294,19 +305,28 @@ export class Intake {
     }
     const ignoredOnly = plans.every((p) => p.kind === 'ignore');
     const reason = notes.join('; ').slice(0, 300);
-    if (ignoredOnly && !meta.replay) {
-      await this.deps.store.saveMessage({
-        kind: 'ignored',
-        receivedAt,
-        reason,
-        ackCode: 'AA',
-        ...this.headerSummary(h),
-        remoteAddress: meta.remoteAddress,
-        raw: text,
-      });
-    }
     const result = this.respond(h, 'accept', ignoredOnly ? 'ignored' : ([...outcomes][0] ?? 'ignored'), reason, jobIds);
-    await this.deps.store.commit(messageKey, { code: result.ackCode, text: reason.slice(0, 80) }, records);
+    // A message recorded rather than acted on is stored in the same MULTI as its resend marker.
+    const ignored =
+      ignoredOnly && !meta.replay
+        ? {
+            kind: 'ignored' as const,
+            receivedAt,
+            reason,
+            ackCode: 'AA' as const,
+            ...this.headerSummary(h),
+            remoteAddress: meta.remoteAddress,
+            raw: text,
+          }
+        : undefined;
+    const marker = { code: result.ackCode, text: reason.slice(0, 80) };
+    if (newJobs.length > 0) {
+      // The jobs go in first (their ids are deterministic, so a retry after a failed commit re-adds nothing), and
+      // the records and the marker only if they are in the queue, in the same round trip.
+      await this.deps.store.commitWithJobs(this.channel.write, newJobs, messageKey, marker, records);
+    } else {
+      await this.deps.store.commit(messageKey, marker, records, ignored);
+    }
     return result;
   }
 }

@@ -1,6 +1,8 @@
 import { createHash, randomUUID } from 'node:crypto';
-import type { Redis } from 'ioredis';
+import type { ChainableCommander, Redis } from 'ioredis';
 import type { AckCode } from '../hl7/ack.js';
+import type { IntakeChannel, KeyWrite, NewJob } from '../jobs/queue.js';
+import { groupCommit } from '../jobs/redis.js';
 import type { Order } from './order.js';
 
 export type MessageKind = 'dead-letter' | 'ignored';
@@ -39,6 +41,11 @@ export interface OrderRecord {
 
 const DAY = 86_400;
 
+type Seen = { code: AckCode; text: string };
+type Lookup = { seen: Seen | null; orders: Map<string, OrderRecord> };
+/** Commands one caller adds to a shared MULTI. */
+type TxPart = (m: ChainableCommander) => void;
+
 /** Redis records around the queue: resend detection, order records, dead-letter and ignored messages. */
 export class OrderStore {
   constructor(
@@ -55,16 +62,33 @@ export class OrderStore {
     return createHash('sha256').update(`${sendingApp}\u0000${sendingFacility}\u0000${controlId}`).digest('hex').slice(0, 40);
   }
 
-  /** The resend marker and the order records in one round trip (the intake's hot path). */
-  async lookup(messageKey: string, jobIds: string[]): Promise<{ seen: { code: AckCode; text: string } | null; orders: Map<string, OrderRecord> }> {
-    const values = await this.redis.mget(this.key('seen', messageKey), ...jobIds.map((id) => this.key('order', id)));
+  /**
+   * The resend marker and the order records in one round trip (the intake's hot path), read with `read`: the
+   * intake's channel, or this store's connection.
+   */
+  async lookup(messageKey: string, jobIds: string[], read: (keys: string[]) => Promise<(string | null)[]> = (keys) => this.redis.mget(keys)): Promise<Lookup> {
+    const values = await read([this.key('seen', messageKey), ...jobIds.map((id) => this.key('order', id))]);
     const orders = new Map<string, OrderRecord>();
     jobIds.forEach((id, i) => {
       const v = values[i + 1];
       if (v) orders.set(id, JSON.parse(v) as OrderRecord);
     });
-    return { seen: values[0] ? (JSON.parse(values[0]) as { code: AckCode; text: string }) : null, orders };
+    return { seen: values[0] ? (JSON.parse(values[0]) as Seen) : null, orders };
   }
+
+  /**
+   * One MULTI/EXEC for everything written together. Either all of it is confirmed, or every caller gets the
+   * error (and NAKs), as each would have with a MULTI of its own: whatever of a failed batch did get written is
+   * what a resend finds and completes (see Intake.apply).
+   */
+  private readonly writeBatch = groupCommit(async (parts: TxPart[]): Promise<undefined[]> => {
+    const m = this.redis.multi();
+    for (const add of parts) add(m);
+    const res = await m.exec();
+    const failed = res?.find(([err]) => err);
+    if (!res || failed) throw failed?.[0] ?? new Error('Redis transaction aborted');
+    return [];
+  });
 
   async getOrder(jobId: string): Promise<OrderRecord | null> {
     const v = await this.redis.get(this.key('order', jobId));
@@ -72,31 +96,40 @@ export class OrderStore {
   }
 
   /**
-   * Writes the order record and the resend marker in one MULTI, so a message is either fully recorded or
-   * not at all (the job itself is added first; its id makes re-adding harmless).
+   * Writes the order records and the resend marker (and, for a message recorded rather than acted on, that
+   * message) in one MULTI, so a message is either fully recorded or not at all (the job itself is added first;
+   * its id makes re-adding harmless). Commits made together share the MULTI.
    */
-  async commit(messageKey: string, ack: { code: AckCode; text: string }, records: OrderRecord[]): Promise<void> {
-    const m = this.redis.multi();
-    for (const r of records) m.set(this.key('order', r.jobId), JSON.stringify(r), 'EX', this.ttl.retentionDays * DAY);
-    m.set(this.key('seen', messageKey), JSON.stringify(ack), 'EX', this.ttl.dedupeDays * DAY);
-    const res = await m.exec();
-    const failed = res?.find(([err]) => err);
-    if (!res || failed) throw failed?.[0] ?? new Error('Redis transaction aborted');
+  commit(messageKey: string, ack: Seen, records: OrderRecord[], message?: Omit<StoredMessage, 'id' | 'replays'>): Promise<void> {
+    return this.writeBatch((m) => {
+      if (message) this.addMessage(m, randomUUID(), message);
+      for (const r of records) m.set(this.key('order', r.jobId), JSON.stringify(r), 'EX', this.ttl.retentionDays * DAY);
+      m.set(this.key('seen', messageKey), JSON.stringify(ack), 'EX', this.ttl.dedupeDays * DAY);
+    });
+  }
+
+  /**
+   * commit() for a message that queues new jobs: the jobs, the order records and the resend marker in one round
+   * trip (see IntakeChannel.write), the records and marker written only if the jobs are in the queue.
+   */
+  commitWithJobs(write: IntakeChannel['write'], jobs: NewJob[], messageKey: string, ack: Seen, records: OrderRecord[]): Promise<void> {
+    const writes: KeyWrite[] = records.map((r) => ({ key: this.key('order', r.jobId), value: JSON.stringify(r), ttlSeconds: this.ttl.retentionDays * DAY }));
+    writes.push({ key: this.key('seen', messageKey), value: JSON.stringify(ack), ttlSeconds: this.ttl.dedupeDays * DAY });
+    return write(jobs, writes);
   }
 
   async saveMessage(entry: Omit<StoredMessage, 'id' | 'replays'>): Promise<string> {
     const id = randomUUID();
+    await this.writeBatch((m) => this.addMessage(m, id, entry));
+    return id;
+  }
+
+  private addMessage(m: ChainableCommander, id: string, entry: Omit<StoredMessage, 'id' | 'replays'>): void {
     const full: StoredMessage = { ...entry, id, replays: [] };
     const score = Date.parse(entry.receivedAt);
-    const res = await this.redis
-      .multi()
-      .set(this.key('message', id), JSON.stringify(full), 'EX', this.ttl.retentionDays * DAY)
+    m.set(this.key('message', id), JSON.stringify(full), 'EX', this.ttl.retentionDays * DAY)
       .zadd(this.key('messages', entry.kind), score, id)
-      .zremrangebyscore(this.key('messages', entry.kind), '-inf', score - this.ttl.retentionDays * DAY * 1000)
-      .exec();
-    const failed = res?.find(([err]) => err);
-    if (!res || failed) throw failed?.[0] ?? new Error('Redis transaction aborted');
-    return id;
+      .zremrangebyscore(this.key('messages', entry.kind), '-inf', score - this.ttl.retentionDays * DAY * 1000);
   }
 
   async getMessage(id: string): Promise<StoredMessage | null> {

@@ -1,0 +1,334 @@
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { gunzipSync } from 'node:zlib';
+import dcmjs from 'dcmjs';
+import { ANALYZE_USAGE, type AnalyzeIo, analyzeCommand, EXIT_BAD_MANIFEST, EXIT_UNUSABLE_INPUT, type FindingsJson } from '../../src/cli/analyze.js';
+import type { Geometry } from '../../src/imaging/volume.js';
+import { PNG_SIGNATURE } from '../../src/inference/key-images.js';
+import { dice, LEFT_LUNG, RIGHT_LUNG, segmentLungs } from '../../src/inference/lungs.js';
+import { sha256File } from '../../src/inference/manifest.js';
+import { identityLesionOnnx, meanClassifierOnnx } from '../../src/inference/testing.js';
+import { writeCtSeries, writeSeriesToDir } from '../../src/synthetic/dicom-writer.js';
+import { generateChestCt, maskVolumesMl, type PhantomKind, phantomGeometry } from '../../src/synthetic/phantom.js';
+
+function capture(): AnalyzeIo & { stdout: () => string; stderr: () => string } {
+  let out = '';
+  let err = '';
+  return { out: (t) => (out += t), err: (t) => (err += t), tty: false, stdout: () => out, stderr: () => err };
+}
+
+/** A small chest phantom (72 × 72 × 28 at 2.8 × 2.8 × 5 mm: ≈ 750 mL of lung, 8 lesion tiles) as DICOM files. */
+async function writeStudy(dir: string, kind: PhantomKind, seed: number, size: [number, number, number] = [72, 72, 28]) {
+  const p = generateChestCt({ seed, kind, size, spacing: [2.8, 2.8, 5] });
+  await writeSeriesToDir(dir, writeCtSeries(p.volume, { seed, seriesDescription: `synthetic ${kind}` }));
+  return p;
+}
+
+async function readFindings(dir: string): Promise<FindingsJson> {
+  return JSON.parse(await readFile(join(dir, 'findings.json'), 'utf8')) as FindingsJson;
+}
+
+function assertFindingsShape(f: FindingsJson) {
+  assert.ok(['positive', 'negative', 'not-assessable'].includes(f.verdict));
+  for (const k of [
+    'probability',
+    'lesionVolumeMl',
+    'lungInvolvementPercent',
+    'lesionCount',
+    'bilateral',
+    'peripheralShare',
+    'keySlices',
+    'models',
+    'executionProvider',
+    'timingsMs',
+  ])
+    assert.ok(k in f, `findings.json has ${k}`);
+  assert.ok(Array.isArray(f.models) && f.models.every((m) => /^[^@]+@[^@]+$/.test(m)));
+  assert.equal(typeof f.executionProvider, 'string');
+  assert.equal(typeof f.timingsMs.total, 'number');
+  if (f.verdict === 'not-assessable') {
+    assert.equal(typeof f.reason, 'string');
+    assert.equal(f.probability, null);
+  } else {
+    assert.ok(typeof f.probability === 'number' && f.probability >= 0 && f.probability <= 1);
+    assert.equal(typeof f.lesionVolumeMl, 'number');
+    for (const side of ['left', 'right', 'total'] as const) assert.equal(typeof f.lungInvolvementPercent?.[side], 'number');
+    for (const s of ['resample', 'lungs', 'lesions', 'classify', 'findings']) assert.equal(typeof f.timingsMs[s], 'number', `timingsMs.${s}`);
+  }
+}
+
+describe('ctgate analyze (stand-in ONNX models)', () => {
+  let root = '';
+  let manifest = '';
+  before(async () => {
+    root = await mkdtemp(join(tmpdir(), 'ctgate-analyze-'));
+    const models = join(root, 'models');
+    await mkdir(models);
+    await writeFile(join(models, 'l.onnx'), identityLesionOnnx());
+    await writeFile(join(models, 'c.onnx'), meanClassifierOnnx([1, 2, 16, 48, 48]));
+    const spacing = [2.5, 2.5, 5];
+    manifest = join(models, 'manifest.json');
+    await writeFile(
+      manifest,
+      JSON.stringify({
+        schemaVersion: 1,
+        models: [
+          {
+            name: 'identity',
+            version: 'test',
+            task: 'lesion-segmentation',
+            file: 'l.onnx',
+            sha256: await sha256File(join(models, 'l.onnx')),
+            input: {
+              name: 'ct',
+              shape: [1, 1, 'D', 'H', 'W'],
+              dtype: 'float32',
+              layout: 'NCDHW',
+              spacing,
+              window: [-1024, 350],
+              patch: [16, 48, 48],
+              overlap: [4, 8, 8],
+              multipleOf: 8,
+            },
+            outputs: [{ name: 'lesion_prob' }],
+            threshold: 0.45,
+          },
+          {
+            name: 'mean',
+            version: 'test',
+            task: 'classification',
+            file: 'c.onnx',
+            sha256: await sha256File(join(models, 'c.onnx')),
+            input: { name: 'ct_mask', shape: [1, 2, 16, 48, 48], dtype: 'float32', layout: 'NCDHW', window: [-1024, 350], channels: ['ct', 'lesion'] },
+            outputs: [{ name: 'prob' }],
+            threshold: 0.2,
+          },
+          { name: 'lung-threshold', version: 'test', task: 'lung-segmentation', method: 'classical', input: { spacing } },
+        ],
+      }),
+    );
+  });
+  after(async () => {
+    await rm(root, { recursive: true, force: true });
+  });
+
+  it('analyses a study end to end: findings.json, key images, exit 0', async () => {
+    const study = join(root, 'covid');
+    const out = join(root, 'out-covid');
+    await writeStudy(study, 'covid', 31);
+    const io = capture();
+    const rc = await analyzeCommand([study, '--out', out, '--manifest', manifest, '--threads', '1', '--providers', 'cpu'], io);
+    assert.equal(rc, 0, io.stderr());
+    const f = await readFindings(out);
+    assertFindingsShape(f);
+    assert.notEqual(f.verdict, 'not-assessable');
+    assert.deepEqual(f.models, ['lung-threshold@test', 'identity@test', 'mean@test']);
+    assert.equal(f.executionProvider, 'cpu');
+    assert.equal(f.series.slices, 28);
+    assert.match(io.stderr(), /segmenting the lungs/);
+    assert.match(io.stderr(), /lesion model: tile \d+\/\d+/);
+    assert.match(io.stdout(), /wrote .*findings\.json/);
+    // The identity "model" marks everything dense as lesion: there are key images, and they are PNGs.
+    assert.ok(f.keySlices.length > 0);
+    for (const k of f.keySlices) {
+      assert.ok(k.sliceIndex >= 0 && k.sliceIndex < 28);
+      assert.match(k.sopInstanceUid, /^2\.25\./);
+      const png = await readFile(join(out, k.image));
+      assert.deepEqual(new Uint8Array(png.subarray(0, 8)), PNG_SIGNATURE);
+    }
+  });
+
+  it('says not-assessable (exit 0) for a study of 5 slices and for one with no lungs', async () => {
+    const few = join(root, 'few');
+    await writeStudy(few, 'covid', 32, [64, 64, 5]);
+    const io = capture();
+    assert.equal(await analyzeCommand([few, '--out', join(root, 'out-few'), '--manifest', manifest, '--providers', 'cpu'], io), 0, io.stderr());
+    const f = await readFindings(join(root, 'out-few'));
+    assertFindingsShape(f);
+    assert.equal(f.verdict, 'not-assessable');
+    assert.match(f.reason as string, /5 slices/);
+    assert.match(io.stdout(), /not assessable/);
+
+    const soft = join(root, 'soft');
+    const g = phantomGeometry([48, 48, 24], [6, 6, 6]);
+    await writeSeriesToDir(soft, writeCtSeries({ geometry: g, data: new Int16Array(48 * 48 * 24).fill(40) }, { seed: 33 }));
+    assert.equal(await analyzeCommand([soft, '--out', join(root, 'out-soft'), '--manifest', manifest, '--providers', 'cpu'], capture()), 0);
+    const s = await readFindings(join(root, 'out-soft'));
+    assert.equal(s.verdict, 'not-assessable');
+    assert.match(s.reason as string, /no lungs/);
+  });
+
+  it('picks the series with the most slices and says so', async () => {
+    const dir = join(root, 'two-series');
+    await writeStudy(dir, 'healthy', 34, [64, 64, 5]);
+    const p = generateChestCt({ seed: 35, kind: 'healthy', size: [64, 64, 12], spacing: [2.8, 2.8, 5] });
+    const other = writeCtSeries(p.volume, { seed: 35 });
+    await writeSeriesToDir(join(dir, 'b'), other);
+    await writeFile(join(dir, 'README.txt'), 'not DICOM');
+    const io = capture();
+    assert.equal(await analyzeCommand([dir, '--out', join(root, 'out-two'), '--manifest', manifest, '--providers', 'cpu'], io), 0, io.stderr());
+    assert.match(io.stderr(), /2 series found; analysing \S+ .*with the most slices \(12\)/);
+    assert.match(io.stderr(), /skipped 1 file: not DICOM/);
+    const f = await readFindings(join(root, 'out-two'));
+    assert.equal(f.series.seriesInstanceUid, other.seriesInstanceUid);
+  });
+
+  it('refuses unusable input with exit 2 and a clear message', async () => {
+    const empty = join(root, 'empty');
+    await mkdir(empty);
+    let io = capture();
+    assert.equal(await analyzeCommand([empty, '--out', join(root, 'x'), '--manifest', manifest], io), EXIT_UNUSABLE_INPUT);
+    assert.match(io.stderr(), /unusable input: no files found/);
+
+    const text = join(root, 'text');
+    await mkdir(text);
+    await writeFile(join(text, 'a.dcm'), 'hello');
+    io = capture();
+    assert.equal(await analyzeCommand([text, '--out', join(root, 'x'), '--manifest', manifest], io), EXIT_UNUSABLE_INPUT);
+    assert.match(io.stderr(), /no CT image slices among 1 file/);
+
+    // A series whose files say JPEG Baseline: compressed pixel data is refused by name.
+    const jpeg = join(root, 'jpeg');
+    const p = generateChestCt({ seed: 36, kind: 'healthy', size: [32, 32, 12], spacing: [5, 5, 6] });
+    const series = writeCtSeries(p.volume, { seed: 36 });
+    await mkdir(jpeg);
+    for (const f of series.files) {
+      const b = f.bytes;
+      const dict = dcmjs.data.DicomMessage.readFile(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer);
+      dict.meta['00020010'] = { vr: 'UI', Value: ['1.2.840.10008.1.2.4.50'] };
+      await writeFile(join(jpeg, `${f.instanceNumber}.dcm`), new Uint8Array(dict.write()));
+    }
+    io = capture();
+    assert.equal(await analyzeCommand([jpeg, '--out', join(root, 'x'), '--manifest', manifest], io), EXIT_UNUSABLE_INPUT);
+    assert.match(io.stderr(), /1\.2\.840\.10008\.1\.2\.4\.50 \(JPEG Baseline\).*uncompressed DICOM only/);
+
+    // Slices that do not make one volume (a missing slice).
+    const gap = join(root, 'gap');
+    await mkdir(gap);
+    const s2 = writeCtSeries(p.volume, { seed: 37 });
+    for (const f of s2.files.filter((x) => x.instanceNumber !== 6)) await writeFile(join(gap, `${f.instanceNumber}.dcm`), f.bytes);
+    io = capture();
+    assert.equal(await analyzeCommand([gap, '--out', join(root, 'x'), '--manifest', manifest], io), EXIT_UNUSABLE_INPUT);
+    assert.match(io.stderr(), /does not form one volume: missing slices/);
+  });
+
+  it('exits 78 for a bad manifest and 1 for bad usage', async () => {
+    const bad = join(root, 'bad-manifest.json');
+    await writeFile(bad, JSON.stringify({ schemaVersion: 1, models: [] }));
+    let io = capture();
+    assert.equal(await analyzeCommand([root, '--out', join(root, 'x'), '--manifest', bad], io), EXIT_BAD_MANIFEST);
+    assert.match(io.stderr(), /invalid model manifest/);
+    io = capture();
+    assert.equal(await analyzeCommand([root, '--out', join(root, 'x'), '--manifest', join(root, 'nope.json')], io), EXIT_BAD_MANIFEST);
+    io = capture();
+    assert.equal(await analyzeCommand([root], io), 1);
+    assert.ok(io.stderr().includes(ANALYZE_USAGE));
+    assert.equal(await analyzeCommand([root, '--out', 'x', '--threads', 'many'], capture()), 1);
+  });
+});
+
+const haveModels = existsSync('models/manifest.json');
+
+describe('ctgate analyze with the trained models (models/)', { skip: haveModels ? false : 'models/manifest.json not present' }, () => {
+  let root = '';
+  before(async () => {
+    root = await mkdtemp(join(tmpdir(), 'ctgate-analyze-real-'));
+  });
+  after(async () => {
+    await rm(root, { recursive: true, force: true });
+  });
+  for (const [kind, seed] of [
+    ['covid', 41],
+    ['healthy', 42],
+  ] as const) {
+    it(`completes on a synthetic ${kind} study and writes findings.json (verdict reported, not asserted)`, async () => {
+      const study = join(root, kind);
+      const out = join(root, `out-${kind}`);
+      const p = await writeStudy(study, kind, seed);
+      const io = capture();
+      const rc = await analyzeCommand([study, '--out', out, '--providers', 'cpu'], io);
+      assert.equal(rc, 0, io.stderr());
+      const f = await readFindings(out);
+      assertFindingsShape(f);
+      assert.notEqual(f.verdict, 'not-assessable', f.reason);
+      const truth = maskVolumesMl(p.lesionMask, p.volume.geometry);
+      const images = (await readdir(out)).filter((n) => n.endsWith('.png'));
+      assert.equal(images.length, f.keySlices.length);
+      // What the models say, for the report (the placeholder models are not trained).
+      process.stdout.write(
+        `# ${kind}: ${f.verdict} p=${f.probability?.toFixed(3)} lesion ${f.lesionVolumeMl} mL (truth ${truth.total} mL), ${f.lesionCount} region(s), models ${f.models.join(', ')}, ${f.timingsMs.total} ms\n`,
+      );
+    });
+  }
+});
+
+// ---- TotalSegmentator's small example CT: classical lung mask against its reference segmentation ----
+
+interface Nifti {
+  geometry: Geometry;
+  data: Int16Array | Uint8Array;
+}
+
+/** A minimal NIfTI-1 reader (single file .nii.gz; int16 or uint8; sform), converted to LPS. */
+function readNifti(file: string): Nifti {
+  const b = gunzipSync(readFileSync(file));
+  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  assert.equal(v.getInt32(0, true), 348, 'little-endian NIfTI-1');
+  const dim = [1, 2, 3].map((i) => v.getInt16(40 + 2 * i, true)) as [number, number, number];
+  const datatype = v.getInt16(70, true);
+  const voxOffset = v.getFloat32(108, true);
+  const slope = v.getFloat32(112, true);
+  const inter = v.getFloat32(116, true);
+  assert.ok(v.getInt16(254, true) > 0, 'sform present');
+  const srow = [280, 296, 312].map((o) => [0, 1, 2, 3].map((c) => v.getFloat32(o + 4 * c, true)));
+  // RAS → LPS: negate the first two rows of the affine.
+  const lps = srow.map((row, r) => row.map((x) => (r < 2 ? -x : x)));
+  const col = (c: number) => [0, 1, 2].map((r) => (lps[r] as number[])[c] as number);
+  const spacing = [0, 1, 2].map((c) => Math.hypot(...col(c))) as [number, number, number];
+  const direction = [0, 1, 2].flatMap((c) => col(c).map((x) => x / (spacing[c] as number))) as Geometry['direction'];
+  const origin = col(3) as [number, number, number];
+  const n = dim[0] * dim[1] * dim[2];
+  let data: Int16Array | Uint8Array;
+  if (datatype === 4) {
+    data = new Int16Array(n);
+    for (let i = 0; i < n; i++) data[i] = Math.round(v.getInt16(voxOffset + 2 * i, true) * (slope || 1) + inter);
+  } else if (datatype === 2) {
+    data = Uint8Array.from(b.subarray(voxOffset, voxOffset + n));
+  } else throw new Error(`NIfTI datatype ${datatype} not handled`);
+  return { geometry: { size: dim, spacing, origin, direction }, data };
+}
+
+const TOTALSEG = '../shared/data/totalseg-ct-small';
+
+describe('lung mask on a real CT (TotalSegmentator example)', { skip: existsSync(TOTALSEG) ? false : `${TOTALSEG} not present` }, () => {
+  it('overlaps the reference lung lobes (labels 10–14); the lungs are tiny here, so the bound is loose', () => {
+    const ct = readNifti(join(TOTALSEG, 'example_ct_sm.nii.gz'));
+    const seg = readNifti(join(TOTALSEG, 'example_seg.nii.gz'));
+    assert.deepEqual(ct.geometry.size, [122, 101, 30]);
+    const ref = Uint8Array.from(seg.data, (l) => (l >= 10 && l <= 14 ? 1 : 0));
+    const refLeft = Uint8Array.from(seg.data, (l) => (l === 10 || l === 11 ? 1 : 0));
+    const refRight = Uint8Array.from(seg.data, (l) => (l >= 12 && l <= 14 ? 1 : 0));
+    const r = segmentLungs({ geometry: ct.geometry, data: ct.data as Int16Array }, { minComponentMl: 5 });
+    const d = dice(r.labels, ref);
+    const dl = dice(
+      Uint8Array.from(r.labels, (l) => (l === LEFT_LUNG ? 1 : 0)),
+      refLeft,
+    );
+    const dr = dice(
+      Uint8Array.from(r.labels, (l) => (l === RIGHT_LUNG ? 1 : 0)),
+      refRight,
+    );
+    const refMl = (ref.reduce((s, x) => s + x, 0) * 27) / 1000;
+    process.stdout.write(
+      `# TotalSegmentator example: lung Dice ${d.toFixed(3)} (left ${dl.toFixed(3)}, right ${dr.toFixed(3)}); ours ${r.volumesMl.total} mL (L ${r.volumesMl.left}, R ${r.volumesMl.right}), reference ${refMl} mL; split ${r.split}\n`,
+    );
+    // Upper abdomen with lung bases: the right base is found; on the left a larger gas-filled bowel/stomach
+    // component beats the small left base for the second place (a classical method's limit, reported above).
+    assert.ok(d > 0.3, `lung Dice ${d}`);
+    assert.ok(dr > 0.8, `right lung Dice ${dr}`);
+  });
+});
