@@ -5,6 +5,7 @@ import { ConfigError, configKeys, loadConfig, requireApiToken } from '../config/
 import { createLogger } from '../observability/log.js';
 import { loadMappings, MappingsError } from '../orders/mappings.js';
 import { synthCommand } from '../synthetic/cli.js';
+import { analyzeCommand } from './analyze.js';
 import { runDemo } from './demo.js';
 import { startGateway } from './gateway.js';
 import { checkMessage } from './hl7-check.js';
@@ -20,6 +21,8 @@ const USAGE = `usage:
                                     write a synthetic chest-CT series (DICOM) with its ground-truth masks
   ctgate series explain --pacs URL (--study UID | --accession ACC) [--user U --password P | --token T] [--rules F] [--json]
                                     why each series of a study is taken or refused (exit 0 chosen, 3 none fits)
+  ctgate analyze PATH --out DIR [--manifest F] [--threads N]
+                                    run the screening models offline on DICOM files; writes findings.json and key images
   ctgate config keys                list the environment variables ctgate reads`;
 
 /** With CTGATE_PROCESSES > 1 the primary only supervises: workers share the listening ports (node:cluster). */
@@ -107,6 +110,7 @@ export async function main(argv: string[]): Promise<number> {
     if (cmd === 'serve') return await serve();
     if (cmd === 'demo') return await runDemo(argv.slice(1));
     if (cmd === 'synth') return await synthCommand(argv.slice(1));
+    if (cmd === 'analyze') return await analyzeCommand(argv.slice(1));
     if (cmd === 'series' && sub === 'explain') return await seriesExplainCommand(rest);
     if (cmd === 'hl7' && sub === 'check') return hl7Check(rest);
     if (cmd === 'config' && sub === 'keys') {
