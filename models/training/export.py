@@ -157,9 +157,9 @@ def build_manifest(models_dir, work, seg, cls, seg_path, cls_path):
     def keep_test(name, sha, metrics):
         # Test metrics from a previous evaluate.py run belong to the same ONNX file only.
         prev = old_metrics.get(name, {})
-        if prev.get('test') and prev.get('sha256') == sha:
+        if prev.get('test') and prev.get('modelSha256') == sha:
             metrics['test'] = prev['test']
-        metrics['sha256'] = sha
+        metrics['modelSha256'] = sha  # the file these metrics were measured on
         return metrics
 
     seg_sha = sha256(seg_path)

@@ -352,6 +352,7 @@ export async function analyzeCommand(args: string[], io: AnalyzeIo = processIo):
     return e instanceof ManifestError ? EXIT_BAD_MANIFEST : EXIT_USAGE;
   }
   timingsMs.manifest = Math.round(performance.now() - t);
+  for (const w of manifest.warnings) log(`warning: ${w}`);
 
   t = performance.now();
   let series: LoadedSeries;
@@ -443,7 +444,7 @@ export async function analyzeCommand(args: string[], io: AnalyzeIo = processIo):
       size: [...g.size],
       spacingMm: [...g.spacing],
     },
-    warnings: [...series.notes, ...fallbacks, ...result.warnings],
+    warnings: [...manifest.warnings, ...series.notes, ...fallbacks, ...result.warnings],
   };
   await writeFile(join(outDir, 'findings.json'), `${JSON.stringify(json, null, 2)}\n`);
   const summary =

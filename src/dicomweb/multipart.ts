@@ -64,11 +64,6 @@ export class MultipartParser {
     this.partEnd = Buffer.from(`\r\n--${boundary}`);
   }
 
-  /** After the closing delimiter; the rest of the body (epilogue) is ignored. */
-  get ended(): boolean {
-    return this.state === 'epilogue';
-  }
-
   push(input: Uint8Array): void {
     if (this.state === 'epilogue' || input.length === 0) return;
     const chunk = Buffer.isBuffer(input) ? input : Buffer.from(input.buffer, input.byteOffset, input.byteLength);

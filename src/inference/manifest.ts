@@ -136,6 +136,8 @@ export interface Manifest {
   lung: LungModelEntry;
   /** "name@version" of every model that takes part, in pipeline order (lung, lesion, classifier). */
   modelIds: string[];
+  /** Things a reader of the results should know, e.g. a model marked as a placeholder (untrained weights). */
+  warnings: string[];
 }
 
 export const DEFAULT_LUNG_ENTRY: LungModelEntry = {
@@ -170,6 +172,10 @@ export function parseManifest(doc: unknown, file = '<manifest>'): Manifest {
     classifier: { ...classifier, path: at(classifier.file) },
     lung,
     modelIds: [modelId(lung), modelId(lesion), modelId(classifier)],
+    warnings: [lesion, classifier].flatMap((m) => {
+      const note = (m.training as { note?: unknown } | undefined)?.note;
+      return typeof note === 'string' && /placeholder|untrained/i.test(note) ? [`${modelId(m)} is marked as not trained: ${note}`] : [];
+    }),
   };
 }
 

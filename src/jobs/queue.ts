@@ -43,7 +43,7 @@ export function createScreeningQueue(connection: Redis, name: string, prefix: st
 /** States in which a job has not started and can simply be withdrawn. */
 export const NOT_STARTED = new Set(['waiting', 'delayed', 'prioritized', 'waiting-children']);
 
-/** A job for jobsThenWrites: its id is deterministic, so adding it again is a no-op. */
+/** A job for IntakeChannel.write: its id is deterministic, so adding it again is a no-op. */
 export interface NewJob {
   jobId: string;
   data: ScreeningJobData;
@@ -115,21 +115,31 @@ export function intakeChannel(queue: ScreeningQueue): IntakeChannel {
     const redis = bullClient as unknown as ScriptedRedis;
     if (typeof redis[WRITE_IF_JOBS_EXIST] !== 'function') redis.defineCommand(WRITE_IF_JOBS_EXIST, { lua: WRITE_IF_JOBS_EXIST_LUA });
     const defaults = queue.defaultJobOptions;
-    const pending: Promise<unknown>[] = [];
-    const results = new Map<ChannelCall, Promise<unknown>>();
+    // Every reply gets its handler as its command is sent: a command can fail (the connection drops, the command
+    // times out) while the batch waits for another.
+    const jobs = new Map<ChannelCall, Promise<Failed | null>[]>();
+    const written = new Map<ChannelCall, Promise<boolean | Failed>>();
     const keys: string[] = [];
+    let read: Promise<(string | null)[] | Failed> | null = null;
     const stream = redis.stream;
     stream.cork();
     try {
       for (const c of calls) {
         if (!('jobs' in c)) continue;
+        const added: Promise<Failed | null>[] = [];
         for (const j of c.jobs) {
-          // Written synchronously; whether the job is stored is what the script below checks (a job refused here
-          // is never sent, and the script then writes nothing for its message).
+          // Sent synchronously. The script below checks that the job is stored (one refused here is never sent,
+          // and the script then writes nothing for its message).
           try {
-            pending.push(new Job<ScreeningJobData>(queue, 'screen', j.data, { ...defaults, jobId: j.jobId }, j.jobId).addJob(bullClient));
+            added.push(
+              new Job<ScreeningJobData>(queue, 'screen', j.data, { ...defaults, jobId: j.jobId }, j.jobId).addJob(bullClient).then(
+                () => null,
+                (e: unknown) => new Failed(e),
+              ),
+            );
           } catch {}
         }
+        jobs.set(c, added);
       }
       for (const c of calls) {
         if ('read' in c) {
@@ -141,31 +151,40 @@ export function intakeChannel(queue: ScreeningQueue): IntakeChannel {
         for (const w of c.writes) args.push(w.key);
         args.push(c.jobs.length);
         for (const w of c.writes) args.push(w.value, w.ttlSeconds);
-        results.set(c, redis[WRITE_IF_JOBS_EXIST](...args));
+        written.set(
+          c,
+          redis[WRITE_IF_JOBS_EXIST](...args).then(
+            (r) => r === 1,
+            (e: unknown) => new Failed(e),
+          ),
+        );
       }
-      if (keys.length > 0) pending.push(redis.mget(keys));
+      if (keys.length > 0) {
+        read = redis.mget(keys).then(
+          (v) => v,
+          (e: unknown) => new Failed(e),
+        );
+      }
     } finally {
       stream.uncork();
     }
-    const written = new Map<ChannelCall, boolean | Failed>();
-    for (const [c, p] of results)
-      written.set(
-        c,
-        await p.then(
-          (r) => r === 1,
-          (e: unknown) => new Failed(e),
-        ),
-      );
-    // Every reply is in once the last command's is (one connection answers in order).
-    const settled = await Promise.allSettled(pending);
-    const read = keys.length > 0 ? (settled[settled.length - 1] as PromiseSettledResult<(string | null)[]>) : null;
+    const values = await read;
+    const out: ((string | null)[] | boolean | Failed)[] = [];
     let k = 0;
-    return calls.map((c) => {
-      if (!('read' in c)) return written.get(c) ?? new Failed(new Error('no reply'));
-      k += c.read.length;
-      if (!read) return [];
-      return read.status === 'fulfilled' ? read.value.slice(k - c.read.length, k) : new Failed(read.reason);
-    });
+    for (const c of calls) {
+      if ('read' in c) {
+        out.push(values instanceof Failed ? values : (values ?? []).slice(k, k + c.read.length));
+        k += c.read.length;
+      } else {
+        // A job add that failed fails its message, as queue.add failing did, even where the job's hash got stored
+        // (BullMQ's script stores it before queueing the job) and the script below then wrote the keys: a resend
+        // then finds its marker and is accepted, as a resend would have added the job again and been accepted.
+        const failedAdd = (await Promise.all(jobs.get(c) ?? [])).find((f) => f !== null);
+        const w = (await written.get(c)) ?? new Failed(new Error('no reply'));
+        out.push(failedAdd ?? w);
+      }
+    }
+    return out;
   });
   return {
     read: async (keys) => (await run({ read: keys })) as (string | null)[],

@@ -1,4 +1,3 @@
-import { appendFileSync } from 'node:fs';
 import { Redis } from 'ioredis';
 
 /**
@@ -52,12 +51,6 @@ export async function deleteByPrefix(url: string, prefix: string): Promise<void>
 
 /** The most calls one group-commit round trip carries; more go in the next. */
 export const MAX_BATCH = 256;
-const DBG = { n: 0, items: 0 };
-if (process.env.CTGATE_DEBUG_BATCH)
-  process.on('exit', () =>
-    appendFileSync('/tmp/batch.log', `${process.pid} BATCH ${DBG.n} batches ${DBG.items} items avg ${(DBG.items / DBG.n).toFixed(2)}\n`),
-  );
-
 /** An item's own failure in a group-commit batch: its call rejects with `error`, the others are unaffected. */
 export class Failed {
   constructor(readonly error: unknown) {}
@@ -87,8 +80,6 @@ export function groupCommit<I, O>(run: (items: I[]) => Promise<(O | Failed)[]>, 
     const batch = open.length > maxBatch ? open.splice(0, maxBatch) : open;
     if (batch === open) open = [];
     inFlight = true;
-    DBG.n++;
-    DBG.items += batch.length;
     let done: Promise<(O | Failed)[]>;
     try {
       done = run(batch.map((w) => w.item));

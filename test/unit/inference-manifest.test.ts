@@ -96,6 +96,13 @@ describe('model manifest', () => {
     assert.deepEqual(m.classifier.input.channels, ['ct', 'lesion_mask']);
     assert.equal(m.lung.name, 'lung-threshold');
     assert.deepEqual(m.modelIds, ['lung-threshold@1', 'lesion-unetpp@0.1.0', 'covid-resnet@0.1.0']);
+    assert.deepEqual(m.warnings, []);
+  });
+
+  it('warns about a model marked as untrained', () => {
+    const doc = manifestDoc();
+    (doc.models[1] as Record<string, unknown>).training = { note: 'PLACEHOLDER: untrained weights' };
+    assert.deepEqual(parseManifest(doc).warnings, ['covid-resnet@0.1.0 is marked as not trained: PLACEHOLDER: untrained weights']);
   });
 
   it('uses the built-in lung step when the manifest has none', () => {
