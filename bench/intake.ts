@@ -22,7 +22,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
@@ -141,24 +141,53 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-/** CPU seconds used so far by a process, from /proc (utime + stime, in clock ticks of 1/100 s). */
-function procCpuSeconds(pid: number): number {
+/** Fields 3 onward of /proc/PID/stat (state, ppid, …), or null when the process is gone. */
+function procStat(pid: number): string[] | null {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(f[11]) + Number(f[12])) / 100;
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   } catch {
-    return Number.NaN;
+    return null;
   }
 }
 
-function procPeakRssMb(pid: number): number {
-  try {
-    const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) / 1024 : Number.NaN;
-  } catch {
-    return Number.NaN;
+/** A process and its descendants: with --processes N the gateway is a supervisor and the work is in its children. */
+function processTree(pid: number): number[] {
+  const children = new Map<number, number[]>();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const ppid = Number(procStat(Number(entry))?.[1]);
+    if (!Number.isInteger(ppid)) continue;
+    children.set(ppid, [...(children.get(ppid) ?? []), Number(entry)]);
   }
+  const tree = [pid];
+  for (let i = 0; i < tree.length; i++) tree.push(...(children.get(tree[i] as number) ?? []));
+  return tree;
+}
+
+/** CPU seconds used so far by a process and its descendants, from /proc (utime + stime, in clock ticks of 1/100 s). */
+function procCpuSeconds(pid: number): number {
+  let sum = 0;
+  for (const p of processTree(pid)) {
+    const f = procStat(p);
+    if (f) sum += (Number(f[11]) + Number(f[12])) / 100;
+    else if (p === pid) return Number.NaN;
+  }
+  return sum;
+}
+
+/** Peak RSS of a process and its descendants, summed. */
+function procPeakRssMb(pid: number): number {
+  let sum = 0;
+  for (const p of processTree(pid)) {
+    try {
+      const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${p}/status`, 'utf8'));
+      if (m) sum += Number(m[1]) / 1024;
+    } catch {
+      if (p === pid) return Number.NaN;
+    }
+  }
+  return sum;
 }
 
 async function redisCpuSeconds(r: Redis): Promise<number> {
@@ -732,7 +761,8 @@ async function main(): Promise<number> {
     const cpuLine = (name: string, sec: number) =>
       Number.isNaN(sec) ? '' : `${name} ${sec.toFixed(2)} s (${int((sec / wall) * 100)}% of a core, ${((sec * 1000) / Math.max(1, ph.n)).toFixed(3)} ms/order)`;
     console.log(`  CPU over the ${wall.toFixed(2)} s measured window:`);
-    if (MODE === 'process') console.log(`    ${cpuLine('gateway', gwCpu)}${Number.isNaN(peakRss) ? '' : `, peak RSS ${peakRss.toFixed(0)} MB`}`);
+    const gwName = Number(args.processes) > 1 ? `gateway (supervisor + ${args.processes} workers)` : 'gateway';
+    if (MODE === 'process') console.log(`    ${cpuLine(gwName, gwCpu)}${Number.isNaN(peakRss) ? '' : `, peak RSS ${peakRss.toFixed(0)} MB`}`);
     console.log(`    ${cpuLine(MODE === 'process' ? 'load generator' : 'gateway + load generator (one process)', selfCpu)}`);
     console.log(`    ${cpuLine('redis-server', redisCpu)}`);
     const known = (MODE === 'process' ? gwCpu : 0) + selfCpu + (Number.isNaN(redisCpu) ? 0 : redisCpu);

@@ -86,8 +86,9 @@ export interface IntakeChannel {
    * New jobs and the keys that may only exist alongside them (order records, the resend marker): the jobs are
    * added (as queue.add adds them; their ids are deterministic, so adding one again is a no-op), then a script
    * writes the keys only if every one of the jobs is in the queue, atomically. Resolves once all of it is
-   * stored; rejects with JobsNotStoredError when a job is not (none of the keys are written then, so a resend
-   * finds nothing recorded and adds the job again), or with the error of a failed round trip.
+   * stored. Rejects with JobsNotStoredError when a job is not stored (none of the keys are written then, so a
+   * resend finds nothing recorded and adds the job again), with a job add's error when the add failed, or with
+   * the error of a failed round trip.
    */
   write(jobs: NewJob[], writes: KeyWrite[]): Promise<void>;
 }
@@ -100,10 +101,10 @@ type ScriptedRedis = Redis & { [WRITE_IF_JOBS_EXIST](...args: (string | number)[
  * The intake's reads and writes, with the commands of the calls made while the previous batch was in flight
  * (see groupCommit) written to the queue's connection together: one socket write, in call order, and one
  * round trip. They are sent as plain commands with the socket corked rather than as a pipeline: ioredis copies
- * every script defined on the connection (BullMQ's 64) onto each pipeline it makes, which cost more than the
- * commands themselves. In a batch the writes go first, so a read sees
- * what the same batch wrote (a resend arriving with its original finds its marker); Redis runs a connection's
- * commands in order, so each write script sees the jobs added before it.
+ * every script defined on the connection (BullMQ's 64) onto each pipeline it makes, which costs more than the
+ * commands themselves. In a batch the writes go first, so a read sees what the same batch wrote (a resend
+ * arriving with its original finds its marker); Redis runs a connection's commands in order, so each write
+ * script sees the jobs added before it.
  */
 export function intakeChannel(queue: ScreeningQueue): IntakeChannel {
   const run = groupCommit(async (calls: ChannelCall[]): Promise<((string | null)[] | boolean | Failed)[]> => {

@@ -12,7 +12,8 @@ export interface Logger {
 /**
  * Lines for stderr, written together: the lines logged in one turn of the event loop's microtask queue (the
  * intake logs one per message, and messages confirmed by one Redis round trip finish in the same turn) go out
- * in one write instead of one write each. What is still buffered when the process exits is written then.
+ * in one write instead of one write each: at the end of that turn, so an intake line follows its message's ACK
+ * by microseconds rather than preceding it. What is still buffered when the process exits is written then.
  */
 let pending = '';
 let exitHook = false;

@@ -77,9 +77,10 @@ export class OrderStore {
   }
 
   /**
-   * One MULTI/EXEC for everything written together. Either all of it is confirmed, or every caller gets the
-   * error (and NAKs), as each would have with a MULTI of its own: whatever of a failed batch did get written is
-   * what a resend finds and completes (see Intake.apply).
+   * One MULTI/EXEC for everything written together (group commit, see groupCommit). Either all of it is
+   * confirmed, or every caller gets the error and NAKs. A command failing inside EXEC does not undo the others,
+   * as with a MULTI per caller: what did get written is at most a caller's complete resend marker, which its
+   * resend finds (and is accepted by), or a stored message a resend stores again.
    */
   private readonly writeBatch = groupCommit(async (parts: TxPart[]): Promise<undefined[]> => {
     const m = this.redis.multi();
