@@ -1,0 +1,87 @@
+/**
+ * What every result writer (DICOM SEG, FHIR, ORU^R01) is given for one finished job: the order, the source CT
+ * study and series, and the analysis. The writers are pure functions of this (plus their config), so the
+ * service, `ctgate analyze` and the tests produce byte-for-byte the same outputs from the same inputs.
+ */
+import type { SliceMeta } from '../imaging/slices.js';
+import type { Geometry } from '../imaging/volume.js';
+import type { Findings, Verdict } from '../inference/pipeline.js';
+import type { Order } from '../orders/order.js';
+
+/** Patient and study attributes of the source CT, as the PACS holds them (the SEG must repeat them exactly). */
+export interface SourceStudy {
+  studyInstanceUid: string;
+  accessionNumber?: string;
+  studyId?: string;
+  /** DICOM DA (YYYYMMDD) and TM as stored. */
+  studyDate?: string;
+  studyTime?: string;
+  studyDescription?: string;
+  referringPhysicianName?: string;
+  patientName?: string;
+  patientId?: string;
+  issuerOfPatientId?: string;
+  patientBirthDate?: string;
+  /** DICOM CS: M, F, O or empty. */
+  patientSex?: string;
+}
+
+export interface SourceSeries {
+  seriesInstanceUid: string;
+  seriesNumber?: number;
+  seriesDescription?: string;
+  frameOfReferenceUid: string;
+  /** SOP Class UID of the CT images (CT Image Storage or Enhanced CT). */
+  sopClassUid: string;
+  /** Slices in volume z order: slices[k] is z index k of the mask and of `geometry`. */
+  slices: SliceMeta[];
+  geometry: Geometry;
+}
+
+export interface ModelRef {
+  name: string;
+  version: string;
+}
+
+export interface Analysis {
+  verdict: Verdict;
+  /** Why the study is not assessable. */
+  reason?: string;
+  probability: number | null;
+  threshold: number;
+  findings: Findings | null;
+  /** Lesion mask (0/1) on the source series' grid (`SourceSeries.geometry`); null when not assessable. */
+  lesionMask: Uint8Array | null;
+  /** The models that made the result, in pipeline order (lung step, lesion model, classifier). */
+  models: ModelRef[];
+  executionProvider: string;
+  /** ISO 8601 with time zone. */
+  completedAt: string;
+}
+
+export interface KeyImage {
+  /** z index in the source series. */
+  sliceIndex: number;
+  sopInstanceUid: string;
+  lesionAreaMm2: number;
+  png: Uint8Array;
+}
+
+/** ctgate's own addresses a result links to. */
+export interface ResultLinks {
+  /** Base URL of ctgate's DICOMweb proxy (the ImagingStudy Endpoint's address). */
+  dicomWebBaseUrl: string;
+  /** The job's result page, linked from the ORU and the report. */
+  resultPageUrl?: string;
+}
+
+export interface ResultContext {
+  /** Stable job id (hash of sender + placer order number, no PHI): the seed of every derived id and UID. */
+  jobId: string;
+  order: Order;
+  study: SourceStudy;
+  series: SourceSeries;
+  analysis: Analysis;
+  keyImages: KeyImage[];
+  links: ResultLinks;
+}
