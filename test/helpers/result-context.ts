@@ -5,8 +5,8 @@
  */
 import type { SliceMeta } from '../../src/imaging/slices.js';
 import { voxelToPatient } from '../../src/imaging/volume.js';
-import { keyImagePng } from '../../src/inference/key-images.js';
 import { keySlices, measureLesions } from '../../src/inference/findings.js';
+import { keyImagePng } from '../../src/inference/key-images.js';
 import { LEFT_LUNG, RIGHT_LUNG } from '../../src/inference/lungs.js';
 import type { Order } from '../../src/orders/order.js';
 import type { ResultContext } from '../../src/results/context.js';
