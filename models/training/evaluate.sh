@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Evaluates the current models (models/training/checkpoints = the weights in models/*.onnx) on the held-out
-# synthetic test split and the real COVID-19 slices; rewrites models/MODEL_CARD.md, roc.svg, roc.csv and the
+# synthetic test split and the real COVID-19 slices; rewrites models/MODEL_CARD.md, roc.png, roc.csv and the
 # test metrics in models/manifest.json. Regenerates the test split (seed 3, deterministic) when it is missing.
 # Usage: models/training/evaluate.sh   (env: TEST_COUNT, default 32; DATA)
 set -euo pipefail

@@ -25,7 +25,7 @@ import onnx
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (CLS_SHAPE, CROP_MARGIN, LESION_THRESHOLD, LUNG_WINDOW, SEG_OVERLAP, SEG_PATCH, SPACING,  # noqa: E402
+from common import (CLS_SHAPE, CROP_MARGIN, INFER_TILE, LESION_THRESHOLD, LUNG_WINDOW, SEG_OVERLAP, SEG_PATCH, SPACING,  # noqa: E402
                     WINDOW)
 from nets import CovidResNet, LesionUNetPP, count_params  # noqa: E402
 
@@ -171,7 +171,7 @@ def build_manifest(models_dir, work, seg, cls, seg_path, cls_path):
                 'name': 'lesion-unetpp', 'version': VERSION, 'task': 'lesion-segmentation',
                 'file': os.path.basename(seg_path), 'sha256': seg_sha, 'bytes': os.path.getsize(seg_path),
                 'input': {'name': 'ct', 'shape': [1, 1, 'D', 'H', 'W'], 'dtype': 'float32', 'layout': 'NCDHW',
-                          'spacing': SPACING, 'window': WINDOW, 'patch': list(SEG_PATCH), 'overlap': list(SEG_OVERLAP),
+                          'spacing': SPACING, 'window': WINDOW, 'patch': list(INFER_TILE), 'overlap': list(SEG_OVERLAP),
                           'multipleOf': 8, 'crop': crop,
                           'padValue': 0},
                 'outputs': [{'name': 'lesion_prob', 'meaning': 'per-voxel probability that the voxel is lesion (any kind)'}],
@@ -205,7 +205,7 @@ def build_manifest(models_dir, work, seg, cls, seg_path, cls_path):
                 'threshold': val['threshold'],
                 'thresholdRule': 'highest threshold with sensitivity >= 0.95 on the validation split, scored as deployed '
                                  '(lesion channel = the lesion model\'s mask at 0.5)',
-                'architecture': {'type': '3D ResNet, basic blocks [1,1,1,1], widths [8,16,32,64]', 'params': count_params(cls)},
+                'architecture': {'type': '3D ResNet, basic blocks [1,1,1,1], widths [8,16,32,64], global avg+max pooling', 'params': count_params(cls)},
                 'training': {**training_common, **summ['settings']['cls']},
                 'metrics': keep_test('covid-resnet', cls_sha, {
                     'validation': {'cases': val['cases'], 'positives': val['positives'], 'auc': val['auc'],

@@ -10,7 +10,8 @@
   exported ONNX) uses only the final head, through a sigmoid: per-voxel lesion probability. The stride-2 stem is
   for the CPU budget: it made training ~3x and inference ~5x cheaper than a full-resolution level 0 (the
   synthetic source volumes are 2.0-2.4 mm in-plane, so a 2 mm working grid loses little on them).
-* CovidResNet — a small 3D ResNet (basic blocks, [1, 1, 1, 1], widths 8-16-32-64), two input channels
+* CovidResNet — a small 3D ResNet (basic blocks, [1, 1, 1, 1], widths 8-16-32-64, global average + max pooling
+  concatenated before the final linear layer), two input channels
   (lung-region CT in the [-1024, 350] window scaled to [0, 1]; lesion mask), one logit. In eval mode the
   forward returns the sigmoid probability.
 
@@ -139,11 +140,13 @@ class CovidResNet(nn.Module):
                 cin = w
         self.layers = nn.Sequential(*layers)
         self.dropout = nn.Dropout(0.2)
-        self.fc = nn.Linear(cin, 1)
+        self.fc = nn.Linear(2 * cin, 1)
 
     def forward(self, x):
         h = self.layers(self.stem(x))
-        h = torch.flatten(F.adaptive_avg_pool3d(h, 1), 1)
+        # Global average and global max pooling, concatenated: lesions fill a small part of the lungs, and the
+        # max keeps a small finding's response from being diluted by the average.
+        h = torch.cat([torch.flatten(F.adaptive_avg_pool3d(h, 1), 1), torch.flatten(F.adaptive_max_pool3d(h, 1), 1)], 1)
         logit = self.fc(self.dropout(h))
         if self.training:
             return logit

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Retrains ctgate's reference models from scratch on synthetic data the project makes itself:
 #   dataset (make-dataset.ts) -> train (train.py) -> export (export.py: ONNX, parity fixtures, manifest)
-#   -> evaluate (evaluate.py: test metrics, real-slice Dice, MODEL_CARD.md, roc.svg/csv)
+#   -> evaluate (evaluate.py: test metrics, real-slice Dice, MODEL_CARD.md, roc.png/csv)
 # Usage: models/training/retrain.sh        (from anywhere; everything runs at nice 19 on 2 threads)
 # Sizes can be changed with env vars: TRAIN_COUNT VAL_COUNT TEST_COUNT SEG_ITERS CLS_EPOCHS LR
 set -euo pipefail
@@ -14,8 +14,8 @@ WORK="${WORK:-$HERE/work}"
 TRAIN_COUNT="${TRAIN_COUNT:-64}"
 VAL_COUNT="${VAL_COUNT:-16}"
 TEST_COUNT="${TEST_COUNT:-32}"
-SEG_ITERS="${SEG_ITERS:-150}"
-CLS_EPOCHS="${CLS_EPOCHS:-15}"
+SEG_ITERS="${SEG_ITERS:-250}"
+CLS_EPOCHS="${CLS_EPOCHS:-25}"
 LR="${LR:-0.002}"
 start=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - start )) s] $*"; }

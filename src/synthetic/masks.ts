@@ -24,19 +24,25 @@ export interface MasksSidecar {
 
 /** .npy bytes for a uint8 array of the given C-order shape. */
 export function encodeNpyU8(data: Uint8Array, shape: readonly number[]): Uint8Array {
+  return encodeNpy(data, shape);
+}
+
+/** .npy bytes (little-endian) for a uint8 or float32 array of the given C-order shape. */
+export function encodeNpy(data: Uint8Array | Float32Array, shape: readonly number[]): Uint8Array {
   const count = shape.reduce((a, b) => a * b, 1);
   if (count !== data.length) throw new Error(`shape ${shape.join('×')} holds ${count} values, data has ${data.length}`);
   const shapeText = shape.length === 1 ? `(${shape[0]},)` : `(${shape.join(', ')})`;
-  let header = `{'descr': '|u1', 'fortran_order': False, 'shape': ${shapeText}, }`;
+  const descr = data instanceof Float32Array ? '<f4' : '|u1';
+  let header = `{'descr': '${descr}', 'fortran_order': False, 'shape': ${shapeText}, }`;
   // Magic (6) + version (2) + header length (2) + header, padded with spaces and ending in \n to a multiple of 64.
   const total = Math.ceil((10 + header.length + 1) / 64) * 64;
   header = `${header.padEnd(total - 10 - 1, ' ')}\n`;
-  const out = new Uint8Array(total + data.length);
+  const out = new Uint8Array(total + data.byteLength);
   out.set([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59, 1, 0], 0);
   out[8] = header.length & 0xff;
   out[9] = header.length >> 8;
   for (let i = 0; i < header.length; i++) out[10 + i] = header.charCodeAt(i);
-  out.set(data, total);
+  out.set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength), total);
   return out;
 }
 

@@ -22,8 +22,14 @@ function capture(): AnalyzeIo & { stdout: () => string; stderr: () => string } {
 }
 
 /** A small chest phantom (72 × 72 × 28 at 2.8 × 2.8 × 5 mm: ≈ 750 mL of lung, 8 lesion tiles) as DICOM files. */
-async function writeStudy(dir: string, kind: PhantomKind, seed: number, size: [number, number, number] = [72, 72, 28]) {
-  const p = generateChestCt({ seed, kind, size, spacing: [2.8, 2.8, 5] });
+async function writeStudy(
+  dir: string,
+  kind: PhantomKind,
+  seed: number,
+  size: [number, number, number] = [72, 72, 28],
+  spacing: [number, number, number] = [2.8, 2.8, 5],
+) {
+  const p = generateChestCt({ seed, kind, size, spacing });
   await writeSeriesToDir(dir, writeCtSeries(p.volume, { seed, seriesDescription: `synthetic ${kind}` }));
   return p;
 }
@@ -241,24 +247,32 @@ describe('ctgate analyze with the trained models (models/)', { skip: haveModels 
   after(async () => {
     await rm(root, { recursive: true, force: true });
   });
-  for (const [kind, seed] of [
-    ['covid', 41],
-    ['healthy', 42],
+  // Held-out seeds (the training splits used seeds 1-3) at the training data's geometry (about 330 mm field of
+  // view, 5 mm slices). The model card reports sensitivity 0.92 / specificity 1.00 on the synthetic test split, so
+  // a fixed seed can be a miss: seed 507 (covid) is one, which is why the seeds are fixed here and not drawn.
+  for (const [kind, seed, expected] of [
+    ['covid', 501, 'positive'],
+    ['lobar-pneumonia', 504, 'negative'],
+    ['healthy', 503, 'negative'],
   ] as const) {
-    it(`completes on a synthetic ${kind} study and writes findings.json (verdict reported, not asserted)`, async () => {
+    it(`calls a held-out synthetic ${kind} study ${expected}`, async () => {
       const study = join(root, kind);
       const out = join(root, `out-${kind}`);
-      const p = await writeStudy(study, kind, seed);
+      const p = await writeStudy(study, kind, seed, [128, 128, 52], [2.6, 2.6, 5]);
       const io = capture();
       const rc = await analyzeCommand([study, '--out', out, '--providers', 'cpu'], io);
       assert.equal(rc, 0, io.stderr());
       const f = await readFindings(out);
       assertFindingsShape(f);
-      assert.notEqual(f.verdict, 'not-assessable', f.reason);
+      assert.equal(f.verdict, expected, `p=${f.probability} at threshold ${f.threshold}`);
+      assert.equal(f.threshold, 0.613, 'the manifest threshold is the one applied');
       const truth = maskVolumesMl(p.lesionMask, p.volume.geometry);
       const images = (await readdir(out)).filter((n) => n.endsWith('.png'));
       assert.equal(images.length, f.keySlices.length);
-      // What the models say, for the report (the placeholder models are not trained).
+      if (expected === 'positive') {
+        assert.ok((f.lesionVolumeMl ?? 0) > 0.3 * truth.total, `lesion ${f.lesionVolumeMl} mL vs truth ${truth.total} mL`);
+        assert.ok(f.keySlices.length > 0);
+      }
       process.stdout.write(
         `# ${kind}: ${f.verdict} p=${f.probability?.toFixed(3)} lesion ${f.lesionVolumeMl} mL (truth ${truth.total} mL), ${f.lesionCount} region(s), models ${f.models.join(', ')}, ${f.timingsMs.total} ms\n`,
       );
