@@ -2,6 +2,8 @@ import cluster from 'node:cluster';
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { ConfigError, configKeys, loadConfig, requireApiToken } from '../config/index.js';
+import { SeriesRulesError } from '../imaging/series-selection.js';
+import { ManifestError } from '../inference/manifest.js';
 import { createLogger } from '../observability/log.js';
 import { loadMappings, MappingsError } from '../orders/mappings.js';
 import { synthCommand } from '../synthetic/cli.js';
@@ -10,9 +12,12 @@ import { runDemo } from './demo.js';
 import { startGateway } from './gateway.js';
 import { checkMessage } from './hl7-check.js';
 import { seriesExplainCommand } from './series-explain.js';
+import { startWorker } from './worker.js';
 
 const USAGE = `usage:
   ctgate serve                      start the gateway (MLLP order intake + HTTP API)
+  ctgate worker [--gpu]             run screening jobs from the queue (study wait, retrieval, models, SEG/FHIR/ORU);
+                                    --gpu tries CUDA first (falls back to CPU, and says so)
   ctgate hl7 check FILE [--mappings F]
                                     dry run: the order a message yields, or why it is rejected
                                     (exit 0: yields an order; 2: would be NAKed)
@@ -83,6 +88,26 @@ async function serve(): Promise<number> {
   return new Promise<number>(() => {});
 }
 
+async function worker(args: string[]): Promise<number> {
+  const { values } = parseArgs({ args, options: { gpu: { type: 'boolean', default: false } } });
+  const config = loadConfig();
+  const log = createLogger(config.logLevel, config.logPhi);
+  const w = await startWorker(config, log, { gpu: values.gpu });
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info('worker.stopping', { signal });
+    // Jobs in hand finish their current stage (checkpointed); a second signal exits at once.
+    process.once(signal as NodeJS.Signals, () => process.exit(1));
+    await w.stop();
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+  process.on('SIGINT', () => void stop('SIGINT'));
+  return new Promise<number>(() => {});
+}
+
 function hl7Check(args: string[]): number {
   const { values, positionals } = parseArgs({ args, options: { mappings: { type: 'string' } }, allowPositionals: true });
   const file = positionals[0];
@@ -108,6 +133,7 @@ export async function main(argv: string[]): Promise<number> {
   const [cmd, sub, ...rest] = argv;
   try {
     if (cmd === 'serve') return await serve();
+    if (cmd === 'worker') return await worker(argv.slice(1));
     if (cmd === 'demo') return await runDemo(argv.slice(1));
     if (cmd === 'synth') return await synthCommand(argv.slice(1));
     if (cmd === 'analyze') return await analyzeCommand(argv.slice(1));
@@ -120,7 +146,7 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`${USAGE}\n`);
     return cmd === undefined || cmd === 'help' || cmd === '--help' ? 0 : 1;
   } catch (e) {
-    if (e instanceof ConfigError || e instanceof MappingsError) {
+    if (e instanceof ConfigError || e instanceof MappingsError || e instanceof ManifestError || e instanceof SeriesRulesError) {
       process.stderr.write(`ctgate: configuration error: ${e.message}\n`);
       return 78;
     }

@@ -29,7 +29,77 @@ export interface MllpConfig {
   tlsRequireClientCert: boolean;
 }
 
+/** Where and how ctgate delivers ORU^R01 results (absent when CTGATE_ORU_HOST is not set). */
+export interface OruConfig {
+  host: string;
+  port: number;
+  tls: boolean;
+  tlsCaFile?: string;
+  tlsCertFile?: string;
+  tlsKeyFile?: string;
+  /** TLS server name (SNI and certificate check) when it differs from host. */
+  tlsServername?: string;
+  connectTimeoutMs: number;
+  ackTimeoutMs: number;
+  /** Further attempts after the first one fails for a retryable reason. */
+  retries: number;
+  backoffMs: number;
+  backoffMaxMs: number;
+  /** MSH-3/MSH-4 of the ORU (default: appName/facilityName). */
+  sendingApplication: string;
+  sendingFacility: string;
+  /** MSH-5/MSH-6 (default: the order's sending application/facility). */
+  receivingApplication?: string;
+  receivingFacility?: string;
+}
+
+export type FhirAuthMode = 'none' | 'basic' | 'bearer' | 'smart-backend';
+
+export type FhirAuthConfig =
+  | { mode: 'none' }
+  | { mode: 'basic'; username: string; password: string }
+  | { mode: 'bearer'; token: string }
+  | { mode: 'smart-backend'; tokenUrl: string; clientId: string; privateKeyFile: string; keyId?: string; scope: string };
+
+export interface FhirConfig {
+  baseUrl: string;
+  auth: FhirAuthConfig;
+  timeoutMs: number;
+  /** Further tries after a 5xx, 429 or network error, with exponential backoff from retryBaseMs. */
+  retries: number;
+  retryBaseMs: number;
+}
+
+export type PacsAuthConfig = { kind: 'none' } | { kind: 'basic'; user: string; password: string } | { kind: 'bearer'; token: string };
+
+/** The PACS ctgate reads studies from and writes SEGs to (DICOMweb); absent when CTGATE_PACS_URL is not set. */
+export interface PacsConfig {
+  url: string;
+  auth: PacsAuthConfig;
+  timeoutMs: number;
+}
+
+/** What a worker (`ctgate worker`) needs besides the PACS. */
+export interface WorkerConfig {
+  seriesRulesFile: string;
+  modelsManifest: string;
+  /** onnxruntime intra-op threads; 0 = its default (one per core). */
+  modelThreads: number;
+  modelProviders: ('cuda' | 'cpu')[];
+  concurrency: number;
+  study: { pollMs: number; stableMs: number; checkMs: number; sleepMs: number; deadlineMinutes: number };
+  stageTimeoutMs: number;
+  stageAttempts: number;
+  stageBackoffMs: number;
+  stageBackoffMaxMs: number;
+  retrieveConcurrency: number;
+}
+
 export interface Config {
+  pacs?: PacsConfig;
+  worker: WorkerConfig;
+  /** Base URL people and viewers reach ctgate at (result page, DICOMweb proxy); default http://HTTP_HOST:HTTP_PORT. */
+  publicUrl: string;
   redisUrl: string;
   redisPrefix: string;
   queueName: string;
@@ -51,6 +121,10 @@ export interface Config {
   logLevel: LogLevel;
   /** Off by default: logs carry no patient data unless an operator asks for it. */
   logPhi: boolean;
+  oru?: OruConfig;
+  /** Where results go as FHIR; absent when CTGATE_FHIR_BASE_URL is not set (no FHIR output). */
+  fhir?: FhirConfig;
+  resultMappingsFile: string;
 }
 
 type Source = Record<string, unknown>;
@@ -60,6 +134,8 @@ interface Field<T> {
   file: string;
   parse: (raw: unknown, key: string) => T;
   default?: T;
+  /** Secrets: read from the environment only, refused in the config file. */
+  envOnly?: boolean;
 }
 
 const str = (raw: unknown, key: string): string => {
@@ -112,6 +188,24 @@ const token = (raw: unknown, key: string): string => {
   return s;
 };
 
+const httpUrl = (raw: unknown, key: string): string => {
+  const s = str(raw, key);
+  let u: URL;
+  try {
+    u = new URL(s);
+  } catch {
+    throw new ConfigError(key, 'an http(s) URL', raw);
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new ConfigError(key, 'an http(s) URL', raw);
+  return s.replace(/\/+$/, '');
+};
+
+/** Like str, but the error never echoes the value. */
+const secret = (raw: unknown, key: string): string => {
+  if ((typeof raw !== 'string' && typeof raw !== 'number') || String(raw) === '') throw new ConfigError(key, 'a non-empty value', '<hidden>');
+  return String(raw);
+};
+
 const oneOf =
   <T extends string>(values: readonly T[]) =>
   (raw: unknown, key: string): T => {
@@ -119,6 +213,13 @@ const oneOf =
     if (!(values as readonly string[]).includes(s)) throw new ConfigError(key, `one of ${values.join(', ')}`, raw);
     return s as T;
   };
+
+const providerList = (raw: unknown, key: string): ('cuda' | 'cpu')[] => {
+  const items = (Array.isArray(raw) ? raw.map(String) : String(raw).split(',')).map((p) => p.trim().toLowerCase()).filter((p) => p !== '');
+  if (items.length === 0 || items.some((p) => p !== 'cuda' && p !== 'cpu'))
+    throw new ConfigError(key, 'execution providers from cuda, cpu (comma separated)', raw);
+  return items as ('cuda' | 'cpu')[];
+};
 
 const fields = {
   redisUrl: { env: 'CTGATE_REDIS_URL', file: 'redisUrl', parse: redisUrl, default: 'redis://127.0.0.1:6379' },
@@ -146,6 +247,62 @@ const fields = {
   processes: { env: 'CTGATE_PROCESSES', file: 'processes', parse: int(1, 64), default: 1 },
   logLevel: { env: 'CTGATE_LOG_LEVEL', file: 'logLevel', parse: oneOf(['debug', 'info', 'warn', 'error'] as const), default: 'info' as LogLevel },
   logPhi: { env: 'CTGATE_LOG_PHI', file: 'logPhi', parse: bool, default: false },
+  resultMappingsFile: { env: 'CTGATE_RESULT_MAPPINGS_FILE', file: 'resultMappingsFile', parse: str, default: 'mappings/results.yaml' },
+  fhirBaseUrl: { env: 'CTGATE_FHIR_BASE_URL', file: 'fhirBaseUrl', parse: httpUrl },
+  fhirAuth: {
+    env: 'CTGATE_FHIR_AUTH',
+    file: 'fhirAuth',
+    parse: oneOf(['none', 'basic', 'bearer', 'smart-backend'] as const),
+    default: 'none' as FhirAuthMode,
+  },
+  fhirUsername: { env: 'CTGATE_FHIR_USERNAME', file: 'fhirUsername', parse: str },
+  fhirPassword: { env: 'CTGATE_FHIR_PASSWORD', file: 'fhirPassword', parse: secret, envOnly: true },
+  fhirToken: { env: 'CTGATE_FHIR_TOKEN', file: 'fhirToken', parse: secret, envOnly: true },
+  fhirSmartTokenUrl: { env: 'CTGATE_FHIR_SMART_TOKEN_URL', file: 'fhirSmartTokenUrl', parse: httpUrl },
+  fhirSmartClientId: { env: 'CTGATE_FHIR_SMART_CLIENT_ID', file: 'fhirSmartClientId', parse: str },
+  fhirSmartPrivateKeyFile: { env: 'CTGATE_FHIR_SMART_PRIVATE_KEY_FILE', file: 'fhirSmartPrivateKeyFile', parse: str },
+  fhirSmartKeyId: { env: 'CTGATE_FHIR_SMART_KEY_ID', file: 'fhirSmartKeyId', parse: str },
+  fhirSmartScope: { env: 'CTGATE_FHIR_SMART_SCOPE', file: 'fhirSmartScope', parse: str, default: 'system/*.write' },
+  fhirTimeoutMs: { env: 'CTGATE_FHIR_TIMEOUT_MS', file: 'fhirTimeoutMs', parse: int(100, 600_000), default: 30_000 },
+  fhirRetries: { env: 'CTGATE_FHIR_RETRIES', file: 'fhirRetries', parse: int(0, 20), default: 4 },
+  fhirRetryBaseMs: { env: 'CTGATE_FHIR_RETRY_BASE_MS', file: 'fhirRetryBaseMs', parse: int(1, 600_000), default: 500 },
+  oruHost: { env: 'CTGATE_ORU_HOST', file: 'oruHost', parse: str },
+  oruPort: { env: 'CTGATE_ORU_PORT', file: 'oruPort', parse: int(1, 65535), default: 2575 },
+  oruTls: { env: 'CTGATE_ORU_TLS', file: 'oruTls', parse: bool, default: false },
+  oruTlsCaFile: { env: 'CTGATE_ORU_TLS_CA_FILE', file: 'oruTlsCaFile', parse: str },
+  oruTlsCertFile: { env: 'CTGATE_ORU_TLS_CERT_FILE', file: 'oruTlsCertFile', parse: str },
+  oruTlsKeyFile: { env: 'CTGATE_ORU_TLS_KEY_FILE', file: 'oruTlsKeyFile', parse: str },
+  oruTlsServername: { env: 'CTGATE_ORU_TLS_SERVERNAME', file: 'oruTlsServername', parse: str },
+  oruConnectTimeoutMs: { env: 'CTGATE_ORU_CONNECT_TIMEOUT_MS', file: 'oruConnectTimeoutMs', parse: int(100, 600_000), default: 5000 },
+  oruAckTimeoutMs: { env: 'CTGATE_ORU_ACK_TIMEOUT_MS', file: 'oruAckTimeoutMs', parse: int(100, 3_600_000), default: 30_000 },
+  oruRetries: { env: 'CTGATE_ORU_RETRIES', file: 'oruRetries', parse: int(0, 100), default: 5 },
+  oruBackoffMs: { env: 'CTGATE_ORU_BACKOFF_MS', file: 'oruBackoffMs', parse: int(10, 3_600_000), default: 1000 },
+  oruBackoffMaxMs: { env: 'CTGATE_ORU_BACKOFF_MAX_MS', file: 'oruBackoffMaxMs', parse: int(10, 3_600_000), default: 60_000 },
+  oruSendingApplication: { env: 'CTGATE_ORU_SENDING_APPLICATION', file: 'oruSendingApplication', parse: str },
+  oruSendingFacility: { env: 'CTGATE_ORU_SENDING_FACILITY', file: 'oruSendingFacility', parse: str },
+  oruReceivingApplication: { env: 'CTGATE_ORU_RECEIVING_APPLICATION', file: 'oruReceivingApplication', parse: str },
+  oruReceivingFacility: { env: 'CTGATE_ORU_RECEIVING_FACILITY', file: 'oruReceivingFacility', parse: str },
+  pacsUrl: { env: 'CTGATE_PACS_URL', file: 'pacsUrl', parse: httpUrl },
+  pacsUser: { env: 'CTGATE_PACS_USER', file: 'pacsUser', parse: str },
+  pacsPassword: { env: 'CTGATE_PACS_PASSWORD', file: 'pacsPassword', parse: secret, envOnly: true },
+  pacsToken: { env: 'CTGATE_PACS_TOKEN', file: 'pacsToken', parse: secret, envOnly: true },
+  pacsTimeoutMs: { env: 'CTGATE_PACS_TIMEOUT_MS', file: 'pacsTimeoutMs', parse: int(100, 600_000), default: 30_000 },
+  publicUrl: { env: 'CTGATE_PUBLIC_URL', file: 'publicUrl', parse: httpUrl },
+  seriesRulesFile: { env: 'CTGATE_SERIES_RULES_FILE', file: 'seriesRulesFile', parse: str, default: 'mappings/series.yaml' },
+  modelsManifest: { env: 'CTGATE_MODELS_MANIFEST', file: 'modelsManifest', parse: str, default: 'models/manifest.json' },
+  modelThreads: { env: 'CTGATE_MODEL_THREADS', file: 'modelThreads', parse: int(0, 256), default: 0 },
+  modelProviders: { env: 'CTGATE_MODEL_PROVIDERS', file: 'modelProviders', parse: providerList, default: ['cpu'] as ('cuda' | 'cpu')[] },
+  workerConcurrency: { env: 'CTGATE_WORKER_CONCURRENCY', file: 'workerConcurrency', parse: int(1, 64), default: 1 },
+  studyPollMs: { env: 'CTGATE_STUDY_POLL_MS', file: 'studyPollMs', parse: int(100, 3_600_000), default: 2000 },
+  studyStableMs: { env: 'CTGATE_STUDY_STABLE_MS', file: 'studyStableMs', parse: int(0, 3_600_000), default: 10_000 },
+  studyCheckMs: { env: 'CTGATE_STUDY_CHECK_MS', file: 'studyCheckMs', parse: int(1000, 3_600_000), default: 60_000 },
+  studySleepMs: { env: 'CTGATE_STUDY_SLEEP_MS', file: 'studySleepMs', parse: int(100, 86_400_000), default: 60_000 },
+  studyDeadlineMinutes: { env: 'CTGATE_STUDY_DEADLINE_MINUTES', file: 'studyDeadlineMinutes', parse: int(1, 60 * 24 * 30), default: 24 * 60 },
+  stageTimeoutMs: { env: 'CTGATE_STAGE_TIMEOUT_MS', file: 'stageTimeoutMs', parse: int(1000, 86_400_000), default: 600_000 },
+  stageAttempts: { env: 'CTGATE_STAGE_ATTEMPTS', file: 'stageAttempts', parse: int(1, 100), default: 5 },
+  stageBackoffMs: { env: 'CTGATE_STAGE_BACKOFF_MS', file: 'stageBackoffMs', parse: int(10, 86_400_000), default: 5000 },
+  stageBackoffMaxMs: { env: 'CTGATE_STAGE_BACKOFF_MAX_MS', file: 'stageBackoffMaxMs', parse: int(10, 86_400_000), default: 300_000 },
+  retrieveConcurrency: { env: 'CTGATE_RETRIEVE_CONCURRENCY', file: 'retrieveConcurrency', parse: int(1, 64), default: 4 },
 } satisfies Record<string, Field<unknown>>;
 
 type Fields = typeof fields;
@@ -164,7 +321,7 @@ function readFile(path: string): Source {
   const doc: unknown = parseYaml(text);
   if (doc === null || doc === undefined) return {};
   if (typeof doc !== 'object' || Array.isArray(doc)) throw new ConfigError('CTGATE_CONFIG_FILE', 'a mapping of keys to values', path);
-  const known = new Set(Object.values(fields).map((f) => f.file));
+  const known = new Set((Object.values(fields) as Field<unknown>[]).filter((f) => !f.envOnly).map((f) => f.file));
   for (const k of Object.keys(doc)) {
     if (!known.has(k)) throw new ConfigError(`${path}: ${k}`, `one of ${[...known].join(', ')}`, k);
   }
@@ -181,7 +338,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   for (const [name, f] of Object.entries(fields) as [string, Field<unknown>][]) {
     const fromEnv = env[f.env];
     if (fromEnv !== undefined && fromEnv !== '') v[name] = f.parse(fromEnv, f.env);
-    else if (file[f.file] !== undefined) v[name] = f.parse(file[f.file], f.file);
+    else if (!f.envOnly && file[f.file] !== undefined) v[name] = f.parse(file[f.file], f.file);
     else v[name] = f.default;
   }
   const x = v as Values;
@@ -194,6 +351,23 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError('CTGATE_MLLP_TLS_CA_FILE', 'a CA file when CTGATE_MLLP_TLS_REQUIRE_CLIENT_CERT is on', undefined);
   }
   return {
+    pacs: pacsConfig(x),
+    worker: {
+      seriesRulesFile: x.seriesRulesFile,
+      modelsManifest: x.modelsManifest,
+      modelThreads: x.modelThreads,
+      modelProviders: x.modelProviders,
+      concurrency: x.workerConcurrency,
+      study: { pollMs: x.studyPollMs, stableMs: x.studyStableMs, checkMs: x.studyCheckMs, sleepMs: x.studySleepMs, deadlineMinutes: x.studyDeadlineMinutes },
+      stageTimeoutMs: x.stageTimeoutMs,
+      stageAttempts: x.stageAttempts,
+      stageBackoffMs: x.stageBackoffMs,
+      stageBackoffMaxMs: x.stageBackoffMaxMs,
+      retrieveConcurrency: x.retrieveConcurrency,
+    },
+    publicUrl: x.publicUrl ?? `http://${x.httpHost.includes(':') ? `[${x.httpHost}]` : x.httpHost}:${x.httpPort}`,
+    fhir: fhirConfig(x),
+    resultMappingsFile: x.resultMappingsFile,
     redisUrl: x.redisUrl,
     redisPrefix: x.redisPrefix,
     queueName: x.queueName,
@@ -221,7 +395,99 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     processes: x.processes,
     logLevel: x.logLevel,
     logPhi: x.logPhi,
+    oru: oruConfig(x),
   };
+}
+
+function oruConfig(x: Values): OruConfig | undefined {
+  const tlsFiles = { CTGATE_ORU_TLS_CA_FILE: x.oruTlsCaFile, CTGATE_ORU_TLS_CERT_FILE: x.oruTlsCertFile, CTGATE_ORU_TLS_KEY_FILE: x.oruTlsKeyFile };
+  if (!x.oruTls) {
+    // A certificate configured but TLS off would silently send results in clear text.
+    const given = Object.entries(tlsFiles).find(([, v]) => v !== undefined);
+    if (given) throw new ConfigError('CTGATE_ORU_TLS', `true when ${given[0]} is set`, false);
+  }
+  if ((x.oruTlsCertFile === undefined) !== (x.oruTlsKeyFile === undefined)) {
+    const missing = x.oruTlsCertFile ? 'CTGATE_ORU_TLS_KEY_FILE' : 'CTGATE_ORU_TLS_CERT_FILE';
+    throw new ConfigError(missing, 'a path (a client certificate needs both a certificate and a key)', undefined);
+  }
+  if (x.oruBackoffMaxMs < x.oruBackoffMs)
+    throw new ConfigError('CTGATE_ORU_BACKOFF_MAX_MS', `at least CTGATE_ORU_BACKOFF_MS (${x.oruBackoffMs})`, x.oruBackoffMaxMs);
+  if (!x.oruHost) return undefined;
+  return {
+    host: x.oruHost,
+    port: x.oruPort,
+    tls: x.oruTls,
+    tlsCaFile: x.oruTlsCaFile,
+    tlsCertFile: x.oruTlsCertFile,
+    tlsKeyFile: x.oruTlsKeyFile,
+    tlsServername: x.oruTlsServername,
+    connectTimeoutMs: x.oruConnectTimeoutMs,
+    ackTimeoutMs: x.oruAckTimeoutMs,
+    retries: x.oruRetries,
+    backoffMs: x.oruBackoffMs,
+    backoffMaxMs: x.oruBackoffMaxMs,
+    sendingApplication: x.oruSendingApplication ?? x.appName,
+    sendingFacility: x.oruSendingFacility ?? x.facilityName,
+    receivingApplication: x.oruReceivingApplication,
+    receivingFacility: x.oruReceivingFacility,
+  };
+}
+
+function pacsConfig(x: Values): PacsConfig | undefined {
+  if (x.pacsPassword !== undefined && x.pacsUser === undefined)
+    throw new ConfigError('CTGATE_PACS_USER', 'a user name when CTGATE_PACS_PASSWORD is set', undefined);
+  if (x.pacsUser !== undefined && x.pacsPassword === undefined)
+    throw new ConfigError('CTGATE_PACS_PASSWORD', 'a password (environment only) when CTGATE_PACS_USER is set', undefined);
+  if (x.pacsToken !== undefined && x.pacsUser !== undefined)
+    throw new ConfigError('CTGATE_PACS_TOKEN', 'unset when CTGATE_PACS_USER is set (one kind of PACS auth)', '<hidden>');
+  if (x.stageBackoffMaxMs < x.stageBackoffMs)
+    throw new ConfigError('CTGATE_STAGE_BACKOFF_MAX_MS', `at least CTGATE_STAGE_BACKOFF_MS (${x.stageBackoffMs})`, x.stageBackoffMaxMs);
+  if (!x.pacsUrl) return undefined;
+  const auth: PacsAuthConfig =
+    x.pacsUser !== undefined
+      ? { kind: 'basic', user: x.pacsUser, password: x.pacsPassword as string }
+      : x.pacsToken !== undefined
+        ? { kind: 'bearer', token: x.pacsToken }
+        : { kind: 'none' };
+  return { url: x.pacsUrl, auth, timeoutMs: x.pacsTimeoutMs };
+}
+
+function need<T>(value: T | undefined, key: string, why: string): T {
+  if (value === undefined) throw new ConfigError(key, why, undefined);
+  return value;
+}
+
+function fhirAuthConfig(x: Values): FhirAuthConfig {
+  const why = (what: string) => `${what} when CTGATE_FHIR_AUTH is ${x.fhirAuth}`;
+  switch (x.fhirAuth) {
+    case 'none':
+      return { mode: 'none' };
+    case 'basic':
+      return {
+        mode: 'basic',
+        username: need(x.fhirUsername, 'CTGATE_FHIR_USERNAME', why('a user name')),
+        password: need(x.fhirPassword, 'CTGATE_FHIR_PASSWORD', why('a password (environment only)')),
+      };
+    case 'bearer':
+      return { mode: 'bearer', token: need(x.fhirToken, 'CTGATE_FHIR_TOKEN', why('a token (environment only)')) };
+    case 'smart-backend':
+      return {
+        mode: 'smart-backend',
+        tokenUrl: need(x.fhirSmartTokenUrl, 'CTGATE_FHIR_SMART_TOKEN_URL', why('the token endpoint URL')),
+        clientId: need(x.fhirSmartClientId, 'CTGATE_FHIR_SMART_CLIENT_ID', why('the registered client id')),
+        privateKeyFile: need(x.fhirSmartPrivateKeyFile, 'CTGATE_FHIR_SMART_PRIVATE_KEY_FILE', why('a PEM private key (RSA or P-384)')),
+        keyId: x.fhirSmartKeyId,
+        scope: x.fhirSmartScope,
+      };
+  }
+}
+
+function fhirConfig(x: Values): FhirConfig | undefined {
+  if (!x.fhirBaseUrl) {
+    if (x.fhirAuth !== 'none') throw new ConfigError('CTGATE_FHIR_BASE_URL', `a URL when CTGATE_FHIR_AUTH is ${x.fhirAuth}`, undefined);
+    return undefined;
+  }
+  return { baseUrl: x.fhirBaseUrl, auth: fhirAuthConfig(x), timeoutMs: x.fhirTimeoutMs, retries: x.fhirRetries, retryBaseMs: x.fhirRetryBaseMs };
 }
 
 /** The HTTP API must never run open: `serve` calls this before listening. */

@@ -1,4 +1,5 @@
 import type { SliceMeta } from '../imaging/slices.js';
+import type { SourceStudy } from '../results/context.js';
 import { type DicomJson, num, nums, str, TAG } from './dicom-json.js';
 
 export class MetadataError extends Error {
@@ -37,4 +38,31 @@ export function sliceMetaFromJson(ds: DicomJson): SliceMeta {
     frameOfReferenceUid: str(ds, TAG.FrameOfReferenceUID),
     gantryTilt: num(ds, TAG.GantryDetectorTilt),
   };
+}
+
+/** PN values in DICOM JSON are objects ({ Alphabetic: "DOE^JANE" }); the Alphabetic group as stored. */
+function personName(ds: DicomJson, tag: string): string | undefined {
+  const v = ds[tag]?.Value?.[0] as { Alphabetic?: string } | string | undefined;
+  if (v === undefined) return undefined;
+  return typeof v === 'string' ? v : v.Alphabetic;
+}
+
+/** The patient and study attributes a derived object (the SEG) must repeat, from a study-level QIDO result. */
+export function sourceStudyFromJson(ds: DicomJson): SourceStudy {
+  const out: SourceStudy = { studyInstanceUid: str(ds, TAG.StudyInstanceUID) ?? '' };
+  const set = <K extends keyof SourceStudy>(k: K, v: SourceStudy[K] | undefined) => {
+    if (v !== undefined && v !== '') out[k] = v;
+  };
+  set('accessionNumber', str(ds, TAG.AccessionNumber));
+  set('studyId', str(ds, '00200010'));
+  set('studyDate', str(ds, TAG.StudyDate));
+  set('studyTime', str(ds, '00080030'));
+  set('studyDescription', str(ds, '00081030'));
+  set('referringPhysicianName', personName(ds, '00080090'));
+  set('patientName', personName(ds, '00100010'));
+  set('patientId', str(ds, TAG.PatientID));
+  set('issuerOfPatientId', str(ds, '00100021'));
+  set('patientBirthDate', str(ds, '00100030'));
+  set('patientSex', str(ds, '00100040'));
+  return out;
 }

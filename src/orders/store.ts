@@ -96,6 +96,19 @@ export class OrderStore {
     return v ? (JSON.parse(v) as OrderRecord) : null;
   }
 
+  async status(jobId: string): Promise<OrderStatus | null> {
+    return (await this.getOrder(jobId))?.status ?? null;
+  }
+
+  /** A worker stopped the job for a cancel the intake recorded as requested. */
+  async markCancelled(jobId: string, note: string): Promise<void> {
+    const r = await this.getOrder(jobId);
+    if (!r) return;
+    const at = new Date().toISOString();
+    const next: OrderRecord = { ...r, status: 'cancelled', updatedAt: at, history: [...r.history, { at, control: 'CA', controlId: '', note }] };
+    await this.redis.set(this.key('order', jobId), JSON.stringify(next), 'KEEPTTL');
+  }
+
   /**
    * Writes the order records and the resend marker (and, for a message recorded rather than acted on, that
    * message) in one MULTI, so a message is either fully recorded or not at all (the job itself is added first;

@@ -1,0 +1,87 @@
+/**
+ * `ctgate worker [--gpu]`: runs screening jobs from the queue (wait for the study, retrieve, analyze, write the
+ * SEG, the FHIR report and the ORU). Model sessions are opened once per process and follow model installs
+ * (ModelRegistry). Stops on SIGTERM/SIGINT after the jobs in hand reach a checkpoint or finish.
+ */
+
+import { Redis } from 'ioredis';
+import { type Config, ConfigError } from '../config/index.js';
+import { DicomWebClient } from '../dicomweb/client.js';
+import { loadSeriesRules } from '../imaging/series-selection.js';
+import { ModelRegistry } from '../inference/model-registry.js';
+import { JobStateStore } from '../jobs/job-state.js';
+import { connectRedis } from '../jobs/redis.js';
+import { ScreeningRunner } from '../jobs/screening.js';
+import { startScreeningWorker } from '../jobs/worker.js';
+import { oruWriter, segWriter } from '../jobs/writers.js';
+import type { Logger } from '../observability/log.js';
+import { OrderStore } from '../orders/store.js';
+
+export interface RunningWorker {
+  stop(): Promise<void>;
+  registry: ModelRegistry;
+}
+
+export async function startWorker(config: Config, log: Logger, opts: { gpu?: boolean } = {}): Promise<RunningWorker> {
+  const pacsConfig = config.pacs;
+  if (!pacsConfig) throw new ConfigError('CTGATE_PACS_URL', 'the DICOMweb base URL of the PACS (a worker reads studies from it)', undefined);
+  const w = config.worker;
+  const seriesRules = loadSeriesRules(w.seriesRulesFile);
+  const providers = opts.gpu ? (['cuda', 'cpu'] as const) : w.modelProviders;
+  const registry = new ModelRegistry(w.modelsManifest, { executionProviders: [...providers], intraOpNumThreads: w.modelThreads || undefined });
+  const set = await registry.start();
+  for (const r of set.models.fallbackReasons) log.warn('models.provider-fallback', { reason: r });
+  log.info('models.loaded', { models: set.manifest.modelIds, provider: set.models.executionProvider });
+
+  const pacs = new DicomWebClient({ url: pacsConfig.url, auth: pacsConfig.auth, timeoutMs: pacsConfig.timeoutMs, retries: 2 });
+  const redis = connectRedis(config.redisUrl, config.redisTimeoutMs);
+  // BullMQ's blocking commands need a connection without a per-command timeout or retry limit.
+  const bullConnection = new Redis(config.redisUrl, { maxRetriesPerRequest: null });
+  bullConnection.on('error', () => {});
+  const orders = new OrderStore(redis, config.redisPrefix, { dedupeDays: config.dedupeTtlDays, retentionDays: config.messageRetentionDays });
+  const states = new JobStateStore(redis, config.redisPrefix, config.messageRetentionDays);
+  const runner = new ScreeningRunner({
+    states,
+    orders,
+    pacs,
+    models: registry,
+    seriesRules,
+    writers: { seg: segWriter(pacs), oru: oruWriter(config, log) },
+    links: (jobId) => ({ dicomWebBaseUrl: `${config.publicUrl}/dicom-web`, resultPageUrl: `${config.publicUrl}/jobs/${jobId}` }),
+    settings: {
+      studyWait: {
+        pollMs: w.study.pollMs,
+        stableMs: w.study.stableMs,
+        checkMs: w.study.checkMs,
+        sleepMs: w.study.sleepMs,
+        deadlineMs: w.study.deadlineMinutes * 60_000,
+      },
+      stageTimeoutMs: w.stageTimeoutMs,
+      stageAttempts: w.stageAttempts,
+      backoffMs: w.stageBackoffMs,
+      backoffMaxMs: w.stageBackoffMaxMs,
+      retrieveConcurrency: w.retrieveConcurrency,
+      keySliceCount: 3,
+    },
+    log,
+  });
+  const worker = startScreeningWorker({
+    connection: bullConnection,
+    queueName: config.queueName,
+    prefix: config.redisPrefix,
+    concurrency: w.concurrency,
+    runner,
+    log,
+  });
+  await worker.waitUntilReady();
+  log.info('worker.ready', { concurrency: w.concurrency, queue: config.queueName });
+  return {
+    registry,
+    stop: async () => {
+      await worker.close();
+      await registry.close();
+      redis.disconnect();
+      bullConnection.disconnect();
+    },
+  };
+}

@@ -1,0 +1,87 @@
+/**
+ * A screening job's checkpoint in Redis: the stage it is at, what each finished stage produced, per-stage
+ * attempts and timings, and the last error. A worker that picks the job up again (after a crash, a retry or a
+ * restart) starts at `stage`; finished stages are never run twice.
+ */
+import type { Redis } from 'ioredis';
+import { type AnalysisCheckpoint, decodeCheckpoint, encodeCheckpoint } from './analysis-codec.js';
+
+export const STAGES = ['wait-for-study', 'retrieve', 'analyze', 'write-seg', 'write-fhir', 'send-oru'] as const;
+export type StageName = (typeof STAGES)[number];
+
+export interface StageOutputs {
+  'wait-for-study'?: { studyInstanceUid: string; instances: number; matchedBy: string };
+  retrieve?: { seriesInstanceUid: string; slices: number; reason: string };
+  analyze?: { verdict: string; probability: number | null; models: string[]; executionProvider: string; reason?: string };
+  'write-seg'?: { seriesInstanceUid: string; sopInstanceUid: string; frames: number } | { skipped: string };
+  'write-fhir'?: { diagnosticReportId: string; resources: number } | { skipped: string };
+  'send-oru'?: { controlId: string; ackCode: string; attempts: number } | { skipped: string };
+}
+
+export interface JobState {
+  jobId: string;
+  /** The next stage to run; 'done' when every stage finished, 'cancelled' when stopped by a cancel. */
+  stage: StageName | 'done' | 'cancelled';
+  attempts: Partial<Record<StageName, number>>;
+  timingsMs: Partial<Record<StageName, number>>;
+  outputs: StageOutputs;
+  startedAt: string;
+  updatedAt: string;
+  finishedAt?: string;
+  lastError?: { stage: StageName; message: string; retryable: boolean; at: string };
+}
+
+const DAY = 86_400;
+
+export class JobStateStore {
+  constructor(
+    private readonly redis: Redis,
+    private readonly prefix: string,
+    private readonly retentionDays: number,
+  ) {}
+
+  private key(jobId: string, part: string): string {
+    return `${this.prefix}:job:${jobId}:${part}`;
+  }
+
+  async get(jobId: string): Promise<JobState | null> {
+    const v = await this.redis.get(this.key(jobId, 'state'));
+    return v ? (JSON.parse(v) as JobState) : null;
+  }
+
+  async getMany(jobIds: string[]): Promise<(JobState | null)[]> {
+    if (jobIds.length === 0) return [];
+    const vs = await this.redis.mget(jobIds.map((id) => this.key(id, 'state')));
+    return vs.map((v) => (v ? (JSON.parse(v) as JobState) : null));
+  }
+
+  async put(state: JobState): Promise<void> {
+    await this.redis.set(this.key(state.jobId, 'state'), JSON.stringify(state), 'EX', this.retentionDays * DAY);
+  }
+
+  /** Saves the analysis and the state that points past it in one MULTI: a crash leaves either both or neither. */
+  async putWithAnalysis(state: JobState, analysis: AnalysisCheckpoint): Promise<void> {
+    const res = await this.redis
+      .multi()
+      .set(this.key(state.jobId, 'analysis'), encodeCheckpoint(analysis), 'EX', this.retentionDays * DAY)
+      .set(this.key(state.jobId, 'state'), JSON.stringify(state), 'EX', this.retentionDays * DAY)
+      .exec();
+    const failed = res?.find(([err]) => err);
+    if (!res || failed) throw failed?.[0] ?? new Error('Redis transaction aborted');
+  }
+
+  async getAnalysis(jobId: string): Promise<AnalysisCheckpoint | null> {
+    const v = await this.redis.get(this.key(jobId, 'analysis'));
+    return v ? decodeCheckpoint(v) : null;
+  }
+
+  /** Forgets a job's progress (an admin re-run from the start). */
+  async reset(jobId: string): Promise<void> {
+    await this.redis.del(this.key(jobId, 'state'), this.key(jobId, 'analysis'));
+  }
+}
+
+export function newJobState(jobId: string, now = new Date()): JobState {
+  const at = now.toISOString();
+  return { jobId, stage: STAGES[0], attempts: {}, timingsMs: {}, outputs: {}, startedAt: at, updatedAt: at };
+}

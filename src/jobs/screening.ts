@@ -1,0 +1,388 @@
+/**
+ * One screening job, stage by stage (DESIGN.md "Flow"):
+ *
+ *   wait-for-study → retrieve → analyze → write-seg → write-fhir → send-oru
+ *
+ * Each stage is checkpointed in Redis (job-state.ts) before the next begins, so a worker that dies mid-job is
+ * replaced by one that resumes at the stage it was in; the result writers are idempotent (deterministic UIDs, ids
+ * and control ids), so a stage re-run after a crash overwrites rather than duplicates. retrieve and analyze share
+ * the CT volume in memory, so a job resumed at analyze pulls the series again (the analysis itself is the
+ * checkpoint the writers read).
+ *
+ * Failures: a retryable one (PACS/FHIR/EMR down, timeouts) puts the job back in the queue with exponential backoff
+ * until the stage's attempts are used up; a permanent one (no usable series, a 4xx, an AR) fails the job at once.
+ * A failed job is the dead letter: visible in the API with its stage and reason, and retryable from there.
+ * The study wait does not count attempts: the job sleeps in the delayed set between checks until the order's
+ * deadline. A cancel from HL7 takes effect at the next stage boundary.
+ */
+import { DelayedError, UnrecoverableError } from 'bullmq';
+import type { DicomWebClient } from '../dicomweb/client.js';
+import { PacsError } from '../dicomweb/errors.js';
+import { sourceStudyFromJson } from '../dicomweb/metadata.js';
+import { retrieveVolume } from '../dicomweb/retrieve.js';
+import { seriesCandidates } from '../dicomweb/series-candidates.js';
+import { waitForStableStudy } from '../dicomweb/study-finder.js';
+import { type SeriesRules, selectSeries } from '../imaging/series-selection.js';
+import { keyImagePng } from '../inference/key-images.js';
+import type { ModelRegistry } from '../inference/model-registry.js';
+import { runPipeline } from '../inference/pipeline.js';
+import type { Logger } from '../observability/log.js';
+import type { OrderStatus } from '../orders/store.js';
+import type { ResultContext, ResultLinks } from '../results/context.js';
+import type { AnalysisCheckpoint } from './analysis-codec.js';
+import { type JobState, type JobStateStore, newJobState, STAGES, type StageName, type StageOutputs } from './job-state.js';
+import type { ScreeningJobData } from './queue.js';
+
+/** A stage failure with its retry class. Errors of other types are classified by classifyError. */
+export class StageFailure extends Error {
+  constructor(
+    message: string,
+    readonly retryable: boolean,
+  ) {
+    super(message);
+    this.name = 'StageFailure';
+  }
+}
+
+export interface ResultWriters {
+  seg?: (ctx: ResultContext) => Promise<NonNullable<StageOutputs['write-seg']>>;
+  fhir?: (ctx: ResultContext, seg: StageOutputs['write-seg']) => Promise<NonNullable<StageOutputs['write-fhir']>>;
+  oru?: (ctx: ResultContext, fhir: StageOutputs['write-fhir']) => Promise<NonNullable<StageOutputs['send-oru']>>;
+}
+
+export interface ScreeningSettings {
+  studyWait: {
+    /** First wait between PACS polls within one check. */
+    pollMs: number;
+    /** The instance count must be unchanged this long. */
+    stableMs: number;
+    /** How long one check polls before the job goes back to sleep in the queue. */
+    checkMs: number;
+    /** Sleep in the queue between checks. */
+    sleepMs: number;
+    /** Give up this long after the order was received. */
+    deadlineMs: number;
+  };
+  /** Per stage (wait-for-study excepted), for one attempt. */
+  stageTimeoutMs: number;
+  /** Attempts per stage before the job fails. */
+  stageAttempts: number;
+  backoffMs: number;
+  backoffMaxMs: number;
+  retrieveConcurrency: number;
+  keySliceCount: number;
+}
+
+export interface ScreeningDeps {
+  states: JobStateStore;
+  /** The order's status as the intake keeps it; markCancelled records that the job stopped for a cancel. */
+  orders: { status(jobId: string): Promise<OrderStatus | null>; markCancelled(jobId: string, note: string): Promise<void> };
+  pacs: DicomWebClient;
+  models: ModelRegistry;
+  seriesRules: SeriesRules;
+  writers: ResultWriters;
+  links: (jobId: string) => ResultLinks;
+  settings: ScreeningSettings;
+  log: Logger;
+}
+
+/** What the job returns (BullMQ's returnvalue), also shown by the API and the page. */
+export interface ScreeningResult {
+  jobId: string;
+  status: 'completed' | 'cancelled';
+  verdict?: string;
+  probability?: number | null;
+  models?: string[];
+  studyInstanceUid?: string;
+  segSeriesInstanceUid?: string;
+  diagnosticReportId?: string;
+  oruAckCode?: string;
+  skipped: Partial<Record<StageName, string>>;
+  timingsMs: JobState['timingsMs'];
+}
+
+/** The slice of a BullMQ job the runner uses (a fake one in unit tests). */
+export interface JobHandle {
+  id: string;
+  data: ScreeningJobData;
+  updateProgress(p: object): Promise<void>;
+  moveToDelayed(timestamp: number, token?: string): Promise<void>;
+}
+
+export function classifyError(e: unknown): StageFailure {
+  if (e instanceof StageFailure) return e;
+  if (e instanceof PacsError) return new StageFailure(e.message, e.retryable);
+  const err = e as Error & { retryable?: boolean };
+  return new StageFailure(err?.message ?? String(e), err?.retryable ?? true);
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number, stage: StageName): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const t = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new StageFailure(`stage ${stage} timed out after ${ms} ms`, true)), ms);
+  });
+  return Promise.race([p, t]).finally(() => clearTimeout(timer));
+}
+
+export function backoffMs(attempt: number, s: Pick<ScreeningSettings, 'backoffMs' | 'backoffMaxMs'>): number {
+  return Math.min(s.backoffMaxMs, s.backoffMs * 2 ** Math.max(0, attempt - 1));
+}
+
+export function summarize(state: JobState): ScreeningResult {
+  const o = state.outputs;
+  const skipped: ScreeningResult['skipped'] = {};
+  for (const s of ['write-seg', 'write-fhir', 'send-oru'] as const) {
+    const out = o[s] as { skipped?: string } | undefined;
+    if (out?.skipped) skipped[s] = out.skipped;
+  }
+  const seg = o['write-seg'] as { seriesInstanceUid?: string } | undefined;
+  const fhir = o['write-fhir'] as { diagnosticReportId?: string } | undefined;
+  const oru = o['send-oru'] as { ackCode?: string } | undefined;
+  return {
+    jobId: state.jobId,
+    status: state.stage === 'cancelled' ? 'cancelled' : 'completed',
+    verdict: o.analyze?.verdict,
+    probability: o.analyze?.probability,
+    models: o.analyze?.models,
+    studyInstanceUid: o['wait-for-study']?.studyInstanceUid,
+    segSeriesInstanceUid: seg?.seriesInstanceUid,
+    diagnosticReportId: fhir?.diagnosticReportId,
+    oruAckCode: oru?.ackCode,
+    skipped,
+    timingsMs: state.timingsMs,
+  };
+}
+
+export class ScreeningRunner {
+  constructor(private readonly deps: ScreeningDeps) {}
+
+  /** Runs the job from its checkpoint to the end (or to a delay, a cancel or a failure). */
+  async run(job: JobHandle, token?: string): Promise<ScreeningResult> {
+    const { states, log } = this.deps;
+    const state = (await states.get(job.id)) ?? newJobState(job.id);
+    let analysis: AnalysisCheckpoint | null = null;
+    let volume: Awaited<ReturnType<typeof retrieveVolume>> | null = null;
+    let seriesMeta: { seriesNumber?: number; seriesDescription?: string } = {};
+
+    while (state.stage !== 'done' && state.stage !== 'cancelled') {
+      const stage: StageName = state.stage;
+      if ((await this.deps.orders.status(job.id)) === 'cancel-requested') {
+        state.stage = 'cancelled';
+        state.finishedAt = new Date().toISOString();
+        await states.put(touch(state));
+        await this.deps.orders.markCancelled(job.id, `stopped before stage ${stage}`);
+        log.info('job.cancelled', { jobId: job.id, stage });
+        break;
+      }
+      const index = STAGES.indexOf(stage);
+      await job.updateProgress({ stage, stageIndex: index, stages: STAGES.length, percent: Math.round((index / STAGES.length) * 100) });
+      if (stage !== 'wait-for-study') state.attempts[stage] = (state.attempts[stage] ?? 0) + 1;
+      await states.put(touch(state));
+      const t0 = performance.now();
+      try {
+        switch (stage) {
+          case 'wait-for-study': {
+            const out = await this.waitForStudy(job, token);
+            state.outputs['wait-for-study'] = out;
+            break;
+          }
+          case 'retrieve': {
+            const r = await withTimeout(
+              this.retrieve(job, state, (done, total) => void job.updateProgress(progressOf(stage, done / total))),
+              this.deps.settings.stageTimeoutMs,
+              stage,
+            );
+            volume = r.volume;
+            seriesMeta = r.meta;
+            state.outputs.retrieve = r.output;
+            break;
+          }
+          case 'analyze': {
+            if (!volume) {
+              // Resumed here after a crash: the volume is not kept anywhere, so pull it again.
+              const r = await withTimeout(this.retrieve(job, state), this.deps.settings.stageTimeoutMs, 'retrieve');
+              volume = r.volume;
+              seriesMeta = r.meta;
+            }
+            analysis = await withTimeout(this.analyze(job, state, volume, seriesMeta), this.deps.settings.stageTimeoutMs, stage);
+            volume = null;
+            break;
+          }
+          case 'write-seg':
+          case 'write-fhir':
+          case 'send-oru': {
+            analysis ??= await states.getAnalysis(job.id);
+            if (!analysis) throw new StageFailure('the analysis checkpoint is missing (expired or deleted); re-run the job from the start', false);
+            const ctx: ResultContext = { ...analysis, order: job.data.order };
+            await withTimeout(this.write(stage, ctx, state), this.deps.settings.stageTimeoutMs, stage);
+            break;
+          }
+        }
+      } catch (e) {
+        if (e instanceof DelayedError) throw e;
+        const f = classifyError(e);
+        state.lastError = { stage, message: f.message, retryable: f.retryable, at: new Date().toISOString() };
+        await states.put(touch(state));
+        const attempts = state.attempts[stage] ?? 1;
+        if (f.retryable && attempts < this.deps.settings.stageAttempts) {
+          const delay = backoffMs(attempts, this.deps.settings);
+          log.warn('job.stage-retry', { jobId: job.id, stage, attempt: attempts, delayMs: delay, error: f.message });
+          await job.moveToDelayed(Date.now() + delay, token);
+          throw new DelayedError();
+        }
+        log.error('job.stage-failed', { jobId: job.id, stage, attempts, retryable: f.retryable, error: f.message });
+        throw new UnrecoverableError(`${stage}: ${f.message}`);
+      }
+      state.timingsMs[stage] = Math.round(performance.now() - t0);
+      const next = STAGES[index + 1];
+      state.stage = next ?? 'done';
+      state.lastError = undefined;
+      if (!next) state.finishedAt = new Date().toISOString();
+      if (stage === 'analyze' && analysis) await states.putWithAnalysis(touch(state), analysis);
+      else await states.put(touch(state));
+      log.info('job.stage-done', { jobId: job.id, stage, ms: state.timingsMs[stage] });
+    }
+    await job.updateProgress({ stage: state.stage, stageIndex: STAGES.length, stages: STAGES.length, percent: 100 });
+    return summarize(state);
+  }
+
+  private async waitForStudy(job: JobHandle, token?: string): Promise<NonNullable<StageOutputs['wait-for-study']>> {
+    const w = this.deps.settings.studyWait;
+    const order = job.data.order;
+    const deadline = Date.parse(job.data.receivedAt) + w.deadlineMs;
+    const remaining = deadline - Date.now();
+    if (remaining <= 0) throw new StageFailure(`the study did not arrive in the PACS within ${Math.round(w.deadlineMs / 60000)} min of the order`, false);
+    const r = await waitForStableStudy(
+      this.deps.pacs,
+      {
+        studyInstanceUid: order.studyInstanceUid,
+        accessionNumber: order.accessionNumber,
+        patientId: order.patient.identifiers[0]?.value,
+        orderDate: order.orderDateTime,
+      },
+      { pollMs: w.pollMs, stableMs: w.stableMs, deadlineMs: Math.min(w.checkMs, remaining) },
+    );
+    if (r.status === 'ready') return { studyInstanceUid: r.studyInstanceUid, instances: r.instances, matchedBy: r.matchedBy };
+    if (r.status === 'timeout') {
+      if (Date.now() + w.sleepMs >= deadline) throw new StageFailure(`the study did not arrive or settle before the deadline: ${r.reason}`, false);
+      this.deps.log.info('job.study-not-ready', { jobId: job.id, polls: r.polls, sleepMs: w.sleepMs });
+      await job.moveToDelayed(Date.now() + w.sleepMs, token);
+      throw new DelayedError();
+    }
+    throw new StageFailure(r.reason, false);
+  }
+
+  private async retrieve(job: JobHandle, state: JobState, onProgress?: (done: number, total: number) => void) {
+    const studyUid = state.outputs['wait-for-study']?.studyInstanceUid;
+    if (!studyUid) throw new StageFailure('no study recorded by wait-for-study', false);
+    const candidates = await seriesCandidates(this.deps.pacs, studyUid);
+    const selection = selectSeries(candidates, this.deps.seriesRules);
+    if (!selection.chosen) throw new StageFailure(`no series fits the selection rules: ${selection.reason ?? 'no series'}`, false);
+    const chosen = selection.chosen;
+    const r = await retrieveVolume(this.deps.pacs, studyUid, chosen.seriesInstanceUid, { concurrency: this.deps.settings.retrieveConcurrency, onProgress });
+    const rank = selection.decisions.find((d) => d.seriesInstanceUid === chosen.seriesInstanceUid)?.reasons.join('; ') ?? '';
+    this.deps.log.debug('job.series-chosen', { jobId: job.id, series: chosen.seriesInstanceUid });
+    return {
+      volume: r,
+      meta: { seriesNumber: chosen.seriesNumber, seriesDescription: chosen.description },
+      output: { seriesInstanceUid: chosen.seriesInstanceUid, slices: r.slices.length, reason: rank },
+    };
+  }
+
+  private async analyze(
+    job: JobHandle,
+    state: JobState,
+    retrieved: Awaited<ReturnType<typeof retrieveVolume>>,
+    meta: { seriesNumber?: number; seriesDescription?: string },
+  ): Promise<AnalysisCheckpoint> {
+    const studyUid = state.outputs['wait-for-study']?.studyInstanceUid as string;
+    const studies = await this.deps.pacs.searchStudies({ StudyInstanceUID: studyUid });
+    const studyJson = studies.find((s) => sourceStudyFromJson(s).studyInstanceUid === studyUid);
+    const study = studyJson ? sourceStudyFromJson(studyJson) : { studyInstanceUid: studyUid };
+    const lease = await this.deps.models.lease();
+    try {
+      const { models, manifest } = lease.set;
+      const result = await runPipeline(retrieved.volume, models, {
+        keySliceCount: this.deps.settings.keySliceCount,
+        onProgress: (p) => void job.updateProgress(progressOf('analyze', p.total > 0 ? p.done / p.total : 0, p.stage)),
+      });
+      const slices = retrieved.slices;
+      const first = slices[0];
+      state.outputs.analyze = {
+        verdict: result.verdict,
+        probability: result.probability,
+        models: result.models,
+        executionProvider: result.executionProvider,
+        ...(result.reason ? { reason: result.reason } : {}),
+      };
+      const mask = result.lesionMask;
+      return {
+        jobId: job.id,
+        study,
+        series: {
+          seriesInstanceUid: first?.seriesInstanceUid ?? '',
+          seriesNumber: meta.seriesNumber,
+          seriesDescription: meta.seriesDescription,
+          frameOfReferenceUid: first?.frameOfReferenceUid ?? '',
+          sopClassUid: '1.2.840.10008.5.1.4.1.1.2',
+          slices,
+          geometry: retrieved.volume.geometry,
+        },
+        analysis: {
+          verdict: result.verdict,
+          ...(result.reason ? { reason: result.reason } : {}),
+          probability: result.probability,
+          threshold: result.threshold,
+          findings: result.findings,
+          lesionMask: mask,
+          models: [manifest.lung, manifest.lesion, manifest.classifier].map((m) => ({ name: m.name, version: m.version })),
+          executionProvider: result.executionProvider,
+          completedAt: new Date().toISOString(),
+        },
+        keyImages:
+          mask && result.findings
+            ? result.findings.keySlices.map((k) => ({
+                sliceIndex: k.index,
+                sopInstanceUid: slices[k.index]?.sopInstanceUid ?? '',
+                lesionAreaMm2: k.lesionAreaMm2,
+                png: keyImagePng(retrieved.volume, k.index, mask),
+              }))
+            : [],
+        links: this.deps.links(job.id),
+      };
+    } finally {
+      lease.release();
+    }
+  }
+
+  private async write(stage: 'write-seg' | 'write-fhir' | 'send-oru', ctx: ResultContext, state: JobState): Promise<void> {
+    const w = this.deps.writers;
+    switch (stage) {
+      case 'write-seg':
+        state.outputs['write-seg'] = w.seg ? await w.seg(ctx) : { skipped: 'no PACS writer configured' };
+        return;
+      case 'write-fhir':
+        state.outputs['write-fhir'] = w.fhir ? await w.fhir(ctx, state.outputs['write-seg']) : { skipped: 'CTGATE_FHIR_BASE_URL is not set' };
+        return;
+      case 'send-oru':
+        state.outputs['send-oru'] = w.oru ? await w.oru(ctx, state.outputs['write-fhir']) : { skipped: 'CTGATE_ORU_HOST is not set' };
+        return;
+    }
+  }
+}
+
+function touch(s: JobState): JobState {
+  s.updatedAt = new Date().toISOString();
+  return s;
+}
+
+function progressOf(stage: StageName, fraction: number, detail?: string) {
+  const index = STAGES.indexOf(stage);
+  return {
+    stage,
+    stageIndex: index,
+    stages: STAGES.length,
+    percent: Math.round(((index + Math.min(1, Math.max(0, fraction))) / STAGES.length) * 100),
+    ...(detail ? { detail } : {}),
+  };
+}

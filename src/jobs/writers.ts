@@ -1,0 +1,48 @@
+/**
+ * The result stages' writers, made from the configuration: SEG to the PACS (STOW-RS), FHIR to the chart, ORU^R01
+ * to the EMR. Each is idempotent (see the encoders), so a stage re-run never makes a second copy.
+ */
+import type { Config } from '../config/index.js';
+import type { DicomWebClient } from '../dicomweb/client.js';
+import type { Logger } from '../observability/log.js';
+import { encodeOru, oruControlId } from '../results/oru/encode.js';
+import { oruSenderOptions, sendOru } from '../results/oru/sender.js';
+import { encodeSeg, NoSegError } from '../results/seg/encode.js';
+import { storeSeg } from '../results/seg/store.js';
+import type { ResultWriters } from './screening.js';
+
+export const CTGATE_VERSION = '0.1.0';
+
+export function segWriter(pacs: DicomWebClient): NonNullable<ResultWriters['seg']> {
+  return async (ctx) => {
+    let seg: ReturnType<typeof encodeSeg>;
+    try {
+      seg = encodeSeg(ctx, { softwareVersion: CTGATE_VERSION });
+    } catch (e) {
+      if (e instanceof NoSegError) return { skipped: e.message };
+      throw e;
+    }
+    const stored = await storeSeg(pacs, seg);
+    return { seriesInstanceUid: stored.seriesInstanceUid, sopInstanceUid: stored.sopInstanceUid, frames: seg.frames };
+  };
+}
+
+export function oruWriter(config: Config, log: Logger): ResultWriters['oru'] {
+  const c = config.oru;
+  if (!c) return undefined;
+  const opts = oruSenderOptions(c, log);
+  return async (ctx) => {
+    const message = encodeOru(ctx, {
+      sendingApplication: c.sendingApplication,
+      sendingFacility: c.sendingFacility,
+      receivingApplication: c.receivingApplication,
+      receivingFacility: c.receivingFacility,
+      controlId: oruControlId(ctx.jobId),
+      // The analysis time, not the clock: a re-run after a crash sends the very same message.
+      now: new Date(ctx.analysis.completedAt),
+      version: '2.5.1',
+    });
+    const d = await sendOru(message, ctx.jobId, opts);
+    return { controlId: d.controlId, ackCode: d.ackCode, attempts: d.attempts };
+  };
+}

@@ -1,0 +1,255 @@
+/**
+ * ORU^R01 (HL7 v2.5.1) for one finished job: a pure function of the ResultContext, the control id and the time, so
+ * the same inputs always give the same bytes and a resend is byte-for-byte the message first sent.
+ *
+ * Linking: ORC-2/OBR-2 echo the placer order number, ORC-3/OBR-3 the filler number, OBR-18 the accession number
+ * (the radiology convention; ORU_R01 has no IPC segment in 2.5.1), and an OBX carries the StudyInstanceUID.
+ * Results are preliminary (OBR-25 and every OBX-11 = P): no physician has confirmed them.
+ */
+import { createHash } from 'node:crypto';
+import { escapeHl7, hl7Timestamp } from '../../hl7/ack.js';
+import type { Order } from '../../orders/order.js';
+import type { ResultContext } from '../context.js';
+import { type Coded, IMPRESSION, OBSERVATION, SYSTEM, UNIT } from './codes.js';
+
+export interface OruOptions {
+  /** MSH-3/MSH-4 (namespace ids). */
+  sendingApplication: string;
+  sendingFacility: string;
+  /** MSH-5/MSH-6; default: the application and facility that sent the order. */
+  receivingApplication?: string;
+  receivingFacility?: string;
+  /** MSH-10; see oruControlId. */
+  controlId: string;
+  /** MSH-7. */
+  now: Date;
+  version: '2.5.1';
+}
+
+const FS = '|';
+const ENC = '^~\\&';
+
+/**
+ * MSH-10 for a job's ORU: a hash of the job id (no PHI, at most 20 characters as 2.5.1 allows) and a sequence
+ * number. The sender resends the same message (same id) after a lost ACK; a new sequence marks a deliberately new
+ * message for the same job (a corrected result), still recognisable by its prefix.
+ */
+export function oruControlId(jobId: string, sequence = 1): string {
+  if (!Number.isInteger(sequence) || sequence < 1 || sequence > 999) throw new RangeError(`ORU sequence must be 1..999, got ${sequence}`);
+  const hash = createHash('sha256').update(jobId).digest('hex').slice(0, 14).toUpperCase();
+  return `R${hash}-${sequence}`;
+}
+
+const esc = (s: string | undefined): string => escapeHl7(s ?? '', FS, ENC);
+
+/** Components escaped and joined with ^, trailing empty components dropped. */
+function comp(...parts: (string | undefined)[]): string {
+  const out = parts.map(esc);
+  while (out.length > 0 && out[out.length - 1] === '') out.pop();
+  return out.join('^');
+}
+
+const coded = (c: Coded): string => comp(c.code, c.text, c.system);
+
+/** A segment from already-encoded fields (index 0 is field 1), trailing empty fields dropped. */
+function segment(id: string, fields: string[]): string {
+  const out = [...fields];
+  while (out.length > 0 && out[out.length - 1] === '') out.pop();
+  return [id, ...out].join(FS);
+}
+
+function isoToHl7(iso: string, what: string): string {
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) throw new Error(`ORU: ${what} is not an ISO 8601 date-time: ${JSON.stringify(iso)}`);
+  return hl7Timestamp(d);
+}
+
+/** DICOM DA + TM (local time, no zone) as an HL7 DTM; undefined when the study date is missing or malformed. */
+function studyDateTime(date?: string, time?: string): string | undefined {
+  if (!date || !/^\d{8}$/.test(date)) return undefined;
+  const t = /^(\d{2,6})/.exec(time ?? '')?.[1] ?? '';
+  return date + (t.length % 2 === 0 ? t : t.slice(0, -1));
+}
+
+const SEX: Record<NonNullable<Order['patient']['sex']>, string> = { male: 'M', female: 'F', other: 'O', unknown: 'U' };
+
+function fmt(n: number | null | undefined, digits: number): string | undefined {
+  return typeof n === 'number' && Number.isFinite(n) ? n.toFixed(digits) : undefined;
+}
+
+function provider(p: Order['orderingProvider']): string {
+  return p ? comp(p.id, p.family, p.given) : '';
+}
+
+function conclusion(ctx: ResultContext): string {
+  const a = ctx.analysis;
+  const head = 'AI chest-CT screening (preliminary, not reviewed by a physician):';
+  if (a.verdict === 'not-assessable') return `${head} study not assessable${a.reason ? `: ${a.reason}` : ''}.`;
+  const prob = fmt(a.probability, 3);
+  const probText = prob ? ` Probability ${prob} (threshold ${fmt(a.threshold, 3)}).` : '';
+  const f = a.findings;
+  const lesions =
+    f && f.lesionCount > 0
+      ? ` Lesions: ${fmt(f.lesionVolumeMl, 2)} mL, ${fmt(f.lungInvolvementPercent.total, 1)}% of lung volume (left ${fmt(f.lungInvolvementPercent.left, 1)}%, right ${fmt(f.lungInvolvementPercent.right, 1)}%), ${f.lesionCount} ${f.lesionCount === 1 ? 'lesion' : 'lesions'}${f.bilateral ? ', bilateral' : ''}.`
+      : f
+        ? ' No lesion found.'
+        : '';
+  const verdict = a.verdict === 'positive' ? 'CT pattern consistent with COVID-19 pneumonia.' : 'no CT pattern of COVID-19 pneumonia.';
+  const other = a.verdict === 'negative' && f && f.lesionCount > 0 ? ' Lesions of another cause are possible.' : '';
+  return `${head} ${verdict}${probText}${lesions}${other}`;
+}
+
+function impression(ctx: ResultContext): { value: Coded; flag: string } | undefined {
+  const a = ctx.analysis;
+  if (a.verdict === 'positive') return { value: IMPRESSION.covidPneumonia, flag: 'A' };
+  if (a.verdict === 'negative') {
+    return a.findings && a.findings.lesionCount > 0 ? { value: IMPRESSION.abnormal, flag: 'A' } : { value: IMPRESSION.noAbnormality, flag: 'N' };
+  }
+  return undefined;
+}
+
+interface Obx {
+  type: 'CE' | 'ST' | 'TX' | 'NM' | 'RP';
+  id: Coded;
+  subId?: string;
+  /** Already encoded (components joined, text escaped). */
+  value: string;
+  units?: Coded;
+  flag?: string;
+}
+
+function observations(ctx: ResultContext): Obx[] {
+  const a = ctx.analysis;
+  const out: Obx[] = [];
+  const imp = impression(ctx);
+  if (imp) out.push({ type: 'CE', id: OBSERVATION.impression, value: coded(imp.value), flag: imp.flag });
+  out.push({ type: 'TX', id: OBSERVATION.conclusion, value: esc(conclusion(ctx)) });
+  if (a.verdict === 'not-assessable') {
+    out.push({ type: 'ST', id: OBSERVATION.notAssessableReason, value: esc(a.reason || 'not given') });
+  } else {
+    const num = (id: Coded, n: number | null | undefined, digits: number, units?: Coded) => {
+      const v = fmt(n, digits);
+      if (v !== undefined) out.push({ type: 'NM', id, value: v, units });
+    };
+    num(OBSERVATION.probability, a.probability, 3);
+    num(OBSERVATION.threshold, a.threshold, 3);
+    const f = a.findings;
+    if (f) {
+      num(OBSERVATION.lesionVolume, f.lesionVolumeMl, 2, UNIT.milliliter);
+      num(OBSERVATION.involvementTotal, f.lungInvolvementPercent.total, 1, UNIT.percent);
+      num(OBSERVATION.involvementLeft, f.lungInvolvementPercent.left, 1, UNIT.percent);
+      num(OBSERVATION.involvementRight, f.lungInvolvementPercent.right, 1, UNIT.percent);
+      num(OBSERVATION.lesionCount, f.lesionCount, 0);
+      out.push({ type: 'CE', id: OBSERVATION.bilateral, value: f.bilateral ? comp('Y', 'Yes', SYSTEM.yesNo) : comp('N', 'No', SYSTEM.yesNo) });
+    }
+  }
+  if (ctx.study.studyInstanceUid) out.push({ type: 'ST', id: OBSERVATION.studyInstanceUid, value: esc(ctx.study.studyInstanceUid) });
+  a.models.forEach((m, i) => {
+    out.push({ type: 'ST', id: OBSERVATION.model, subId: String(i + 1), value: esc(`${m.name} ${m.version}`) });
+  });
+  const url = ctx.links.resultPageUrl;
+  // RP: pointer ^ application id ^ type of data (table 0191) ^ subtype (table 0291).
+  if (url) out.push({ type: 'RP', id: OBSERVATION.resultPage, value: comp(url, 'CTGATE', 'TEXT', 'HTML') });
+  return out;
+}
+
+/** The ORU^R01 message, segments separated by CR (no trailing CR; MLLP framing adds the frame). */
+export function encodeOru(ctx: ResultContext, opts: OruOptions): string {
+  const o = ctx.order;
+  const p = o.patient;
+  const completed = isoToHl7(ctx.analysis.completedAt, 'analysis.completedAt');
+  const observed = studyDateTime(ctx.study.studyDate, ctx.study.studyTime) ?? completed;
+  const accession = o.accessionNumber ?? ctx.study.accessionNumber;
+  const msh = [
+    ENC,
+    esc(opts.sendingApplication),
+    esc(opts.sendingFacility),
+    esc(opts.receivingApplication ?? o.sender.application),
+    esc(opts.receivingFacility ?? o.sender.facility),
+    hl7Timestamp(opts.now),
+    '',
+    'ORU^R01^ORU_R01',
+    esc(opts.controlId),
+    esc(o.message.processingId || 'P'),
+    opts.version,
+    '',
+    '',
+    '',
+    '',
+    '',
+    '',
+    'UNICODE UTF-8',
+  ];
+  const pid = [
+    '1',
+    '',
+    p.identifiers.map((id) => comp(id.value, '', '', id.authority, id.type)).join('~'),
+    '',
+    comp(p.name.family, p.name.given[0], p.name.given.slice(1).join(' ')),
+    '',
+    p.birthDate ? p.birthDate.replaceAll('-', '') : '',
+    p.sex ? SEX[p.sex] : '',
+  ];
+  const placer = comp(o.placerOrderNumber, o.placerAuthority);
+  const filler = comp(o.fillerOrderNumber);
+  const orc = ['RE', placer, filler, '', '', '', '', '', completed, '', '', provider(o.orderingProvider)];
+  const service = comp(
+    o.procedure.code,
+    o.procedure.text,
+    o.procedure.system,
+    o.procedure.alternate?.code,
+    o.procedure.alternate?.text,
+    o.procedure.alternate?.system,
+  );
+  const obr = [
+    '1',
+    placer,
+    filler,
+    service,
+    '',
+    '',
+    observed,
+    '',
+    '',
+    '',
+    '',
+    '',
+    '',
+    '',
+    '',
+    provider(o.orderingProvider),
+    '',
+    esc(accession),
+    '',
+    '',
+    '',
+    completed,
+    '',
+    'CT',
+    'P',
+  ];
+  const obx = observations(ctx).map((x, i) =>
+    segment('OBX', [
+      String(i + 1),
+      x.type,
+      coded(x.id),
+      x.subId ?? '',
+      x.value,
+      x.units ? coded(x.units) : '',
+      '',
+      x.flag ?? '',
+      '',
+      '',
+      'P',
+      '',
+      '',
+      observed,
+      '',
+      '',
+      '',
+      '',
+      completed,
+    ]),
+  );
+  return [segment('MSH', msh), segment('PID', pid), segment('PV1', ['1', 'O']), segment('ORC', orc), segment('OBR', obr), ...obx].join('\r');
+}

@@ -1,0 +1,58 @@
+/** python-hl7's MLLP server as the receiving EMR (test/helpers/oru-receiver.py), started per test. */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const RECEIVER = join(import.meta.dirname, '../helpers/oru-receiver.py');
+export const tmpRoot = mkdtempSync(join(tmpdir(), 'ctgate-oru-'));
+
+export interface Receiver {
+  port: number;
+  /** The messages received so far, as the receiver wrote them. */
+  received(): Buffer[];
+  stop(): Promise<void>;
+}
+
+export const running = new Set<ChildProcess>();
+
+export function startReceiver(o: { port?: number; mode?: string; tls?: { cert: string; key: string; ca?: string } } = {}): Promise<Receiver> {
+  const out = mkdtempSync(join(tmpRoot, 'rx-'));
+  const args = [RECEIVER, '--port', String(o.port ?? 0), '--out', out, '--mode', o.mode ?? 'aa'];
+  if (o.tls) args.push('--tls-cert', o.tls.cert, '--tls-key', o.tls.key, ...(o.tls.ca ? ['--tls-ca', o.tls.ca] : []));
+  const proc = spawn('/usr/bin/python3', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  running.add(proc);
+  let stderr = '';
+  proc.stderr?.on('data', (d: Buffer) => {
+    stderr += d.toString();
+  });
+  const stop = () =>
+    new Promise<void>((resolve) => {
+      running.delete(proc);
+      if (proc.exitCode !== null || proc.signalCode !== null) return resolve();
+      proc.once('exit', () => resolve());
+      proc.kill('SIGTERM');
+    });
+  return new Promise((resolve, reject) => {
+    let buf = '';
+    const t = setTimeout(() => reject(new Error(`receiver did not start: ${stderr}`)), 10_000);
+    proc.stdout?.on('data', (d: Buffer) => {
+      buf += d.toString();
+      const m = /LISTENING (\d+)/.exec(buf);
+      if (!m) return;
+      clearTimeout(t);
+      resolve({
+        port: Number(m[1]),
+        received: () =>
+          readdirSync(out)
+            .sort()
+            .map((f) => readFileSync(join(out, f))),
+        stop,
+      });
+    });
+    proc.once('exit', (code) => {
+      clearTimeout(t);
+      reject(new Error(`receiver exited (${code}): ${stderr}`));
+    });
+  });
+}
