@@ -1,8 +1,10 @@
 import type { Server } from 'node:http';
 import type { Redis } from 'ioredis';
 import { type Config, requireApiToken } from '../config/index.js';
+import { DicomWebClient } from '../dicomweb/client.js';
 import { type MllpServer, startMllpServer } from '../hl7/mllp-server.js';
 import { createApp } from '../http/app.js';
+import { JobStateStore } from '../jobs/job-state.js';
 import { createScreeningQueue, type ScreeningQueue } from '../jobs/queue.js';
 import { connectRedis, waitReady } from '../jobs/redis.js';
 import type { Logger } from '../observability/log.js';
@@ -53,7 +55,9 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
     },
     log,
   );
-  const app = createApp({ apiToken, redis, queue, store, intake, log, reloadMappings });
+  const states = new JobStateStore(redis, config.redisPrefix, config.messageRetentionDays);
+  const pacs = config.pacs ? new DicomWebClient({ url: config.pacs.url, auth: config.pacs.auth, timeoutMs: config.pacs.timeoutMs, retries: 2 }) : undefined;
+  const app = createApp({ config, states, pacs, apiToken, redis, queue, store, intake, log, reloadMappings });
   const http: Server = await new Promise((resolve, reject) => {
     const s = app.listen(config.httpPort, config.httpHost, () => resolve(s));
     s.once('error', reject);

@@ -1,14 +1,25 @@
 import Router from '@koa/router';
 import type { Redis } from 'ioredis';
 import Koa from 'koa';
+import type { Config } from '../config/index.js';
+import type { DicomWebClient } from '../dicomweb/client.js';
+import type { JobStateStore } from '../jobs/job-state.js';
 import type { ScreeningQueue } from '../jobs/queue.js';
 import type { Logger } from '../observability/log.js';
 import type { Intake } from '../orders/intake.js';
 import { MappingsError } from '../orders/mappings.js';
 import type { MessageKind, OrderStore } from '../orders/store.js';
 import { requireBearer } from './auth.js';
+import { dicomWebProxy } from './dicomweb-proxy.js';
+import { opsRoutes } from './ops.js';
+import { webPages } from './web/pages.js';
 
 export interface HttpDeps {
+  config: Config;
+  /** Job checkpoints (stage, outputs, analysis with the lesion mask) written by the workers. */
+  states: JobStateStore;
+  /** The PACS (DICOMweb); absent when CTGATE_PACS_URL is not set. */
+  pacs?: DicomWebClient;
   apiToken: string;
   redis: Redis;
   queue: ScreeningQueue;
@@ -135,6 +146,12 @@ export function createApp(deps: HttpDeps): Koa {
   });
 
   app.use(open.routes()).use(open.allowedMethods());
+  const ops = opsRoutes(deps);
+  app.use(ops.routes()).use(ops.allowedMethods());
   app.use(api.routes()).use(api.allowedMethods());
+  const proxy = dicomWebProxy(deps);
+  app.use(proxy.routes()).use(proxy.allowedMethods());
+  const web = webPages(deps);
+  app.use(web.routes()).use(web.allowedMethods());
   return app;
 }
