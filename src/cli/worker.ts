@@ -13,7 +13,7 @@ import { JobStateStore } from '../jobs/job-state.js';
 import { connectRedis } from '../jobs/redis.js';
 import { ScreeningRunner } from '../jobs/screening.js';
 import { startScreeningWorker } from '../jobs/worker.js';
-import { oruWriter, segWriter } from '../jobs/writers.js';
+import { fhirWriter, oruWriter, segWriter } from '../jobs/writers.js';
 import type { Logger } from '../observability/log.js';
 import { OrderStore } from '../orders/store.js';
 
@@ -46,7 +46,7 @@ export async function startWorker(config: Config, log: Logger, opts: { gpu?: boo
     pacs,
     models: registry,
     seriesRules,
-    writers: { seg: segWriter(pacs), oru: oruWriter(config, log) },
+    writers: { seg: segWriter(pacs), fhir: fhirWriter(config, log), oru: oruWriter(config, log) },
     links: (jobId) => ({ dicomWebBaseUrl: `${config.publicUrl}/dicom-web`, resultPageUrl: `${config.publicUrl}/jobs/${jobId}` }),
     settings: {
       studyWait: {

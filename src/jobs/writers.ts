@@ -5,6 +5,9 @@
 import type { Config } from '../config/index.js';
 import type { DicomWebClient } from '../dicomweb/client.js';
 import type { Logger } from '../observability/log.js';
+import { buildResultBundle } from '../results/fhir/bundle.js';
+import { FhirSender } from '../results/fhir/client.js';
+import { loadFhirMappings } from '../results/fhir/mappings.js';
 import { encodeOru, oruControlId } from '../results/oru/encode.js';
 import { oruSenderOptions, sendOru } from '../results/oru/sender.js';
 import { encodeSeg, NoSegError } from '../results/seg/encode.js';
@@ -24,6 +27,20 @@ export function segWriter(pacs: DicomWebClient): NonNullable<ResultWriters['seg'
     }
     const stored = await storeSeg(pacs, seg);
     return { seriesInstanceUid: stored.seriesInstanceUid, sopInstanceUid: stored.sopInstanceUid, frames: seg.frames };
+  };
+}
+
+export function fhirWriter(config: Config, log: Logger): ResultWriters['fhir'] {
+  const c = config.fhir;
+  if (!c) return undefined;
+  const sender = FhirSender.fromConfig(c, log);
+  const maps = loadFhirMappings(config.resultMappingsFile);
+  return async (ctx, seg) => {
+    const segRef = seg && 'seriesInstanceUid' in seg ? { seriesInstanceUid: seg.seriesInstanceUid, sopInstanceUid: seg.sopInstanceUid } : undefined;
+    const sent = await sender.send(buildResultBundle(ctx, maps, { seg: segRef }), ctx.jobId);
+    const report = sent.resources.find((r) => r.resourceType === 'DiagnosticReport');
+    if (!report) throw new Error('the FHIR server did not return the DiagnosticReport it stored');
+    return { diagnosticReportId: report.id, resources: sent.resources.length };
   };
 }
 

@@ -19,6 +19,7 @@ import { silentLogger } from '../../src/observability/log.js';
 import type { OrderRecord } from '../../src/orders/store.js';
 import { writeCtSeries } from '../../src/synthetic/dicom-writer.js';
 import { generateChestCt } from '../../src/synthetic/phantom.js';
+import { TestFhirServer } from '../helpers/fhir.js';
 import { freePort, TestOrthanc } from '../helpers/orthanc.js';
 import { type Receiver, running, startReceiver } from '../helpers/oru-receiver.js';
 import { deleteKeys, REDIS_URL, requireRedis } from '../helpers/redis.js';
@@ -28,6 +29,7 @@ const QUEUE = 'screening';
 
 describe('screening worker (Redis, Orthanc, models, python-hl7 receiver)', () => {
   const orthanc = new TestOrthanc();
+  const fhir = new TestFhirServer();
   const prefix = `ctgate-test-${randomBytes(4).toString('hex')}`;
   let redis: Redis;
   let queue: Queue<ScreeningJobData>;
@@ -40,6 +42,7 @@ describe('screening worker (Redis, Orthanc, models, python-hl7 receiver)', () =>
     CTGATE_REDIS_URL: REDIS_URL,
     CTGATE_REDIS_PREFIX: prefix,
     CTGATE_PACS_URL: orthanc.dicomweb,
+    CTGATE_FHIR_BASE_URL: fhir.url,
     CTGATE_ORU_HOST: '127.0.0.1',
     CTGATE_ORU_PORT: String(oruPort),
     CTGATE_ORU_RETRIES: '0',
@@ -82,7 +85,7 @@ describe('screening worker (Redis, Orthanc, models, python-hl7 receiver)', () =>
 
   before(async () => {
     await requireRedis();
-    await orthanc.start();
+    await Promise.all([orthanc.start(), fhir.start()]);
     redis = new Redis(REDIS_URL, { maxRetriesPerRequest: null });
     queue = new Queue<ScreeningJobData>(QUEUE, { connection: redis, prefix: `${prefix}:bull` });
     states = new JobStateStore(redis, prefix, 1);
@@ -96,6 +99,7 @@ describe('screening worker (Redis, Orthanc, models, python-hl7 receiver)', () =>
     await queue?.close();
     redis?.disconnect();
     await orthanc.stop();
+    await fhir.stop();
     await deleteKeys(prefix);
   });
 
@@ -125,7 +129,18 @@ describe('screening worker (Redis, Orthanc, models, python-hl7 receiver)', () =>
       assert.equal(st?.stage, 'done');
       for (const s of ['retrieve', 'analyze', 'write-seg', 'send-oru'] as const) assert.equal(st?.attempts[s], 1, s);
       assert.equal((job?.progress as { percent?: number } | undefined)?.percent, 100);
-      assert.equal(st?.outputs['write-fhir'] && 'skipped' in st.outputs['write-fhir'] ? 'skipped' : 'written', 'skipped', 'no FHIR server configured here');
+      // The DiagnosticReport is readable in the FHIR server, preliminary, pointing at the study's ImagingStudy.
+      assert.ok(r?.diagnosticReportId);
+      const report = (await (await fetch(`${fhir.url}/DiagnosticReport/${r?.diagnosticReportId}`)).json()) as {
+        status: string;
+        conclusion: string;
+        imagingStudy?: unknown[];
+        result?: unknown[];
+      };
+      assert.equal(report.status, 'preliminary');
+      assert.match(report.conclusion, /not for clinical use/i);
+      assert.equal(report.imagingStudy?.length, 1);
+      assert.ok((report.result?.length ?? 0) >= 3);
     } finally {
       await worker.stop();
     }
