@@ -10,17 +10,23 @@ import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import dcmjs from 'dcmjs';
+import { type Config, ConfigError, loadConfig } from '../config/index.js';
 import { allocateVolume, fillSlice, planVolume, type SliceMeta, VolumeError } from '../imaging/slices.js';
 import type { HuVolume } from '../imaging/volume.js';
 import { keyImagePng } from '../inference/key-images.js';
 import { loadManifest, ManifestError } from '../inference/manifest.js';
 import { type PipelineResult, type Progress, runPipeline, type Stage } from '../inference/pipeline.js';
 import { createOnnxModels, type ExecutionProvider, parseExecutionProviders } from '../inference/session.js';
+import type { Order } from '../orders/order.js';
+import type { KeyImage, SourceStudy } from '../results/context.js';
+import { analyzeJobId, OrderFileError, orderFromFile, orderFromStudy, writeResultFiles } from './analyze-results.js';
 
 export const ANALYZE_USAGE = `usage:
-  ctgate analyze PATH... --out DIR [--manifest models/manifest.json] [--threads N] [--providers cuda,cpu]
+  ctgate analyze PATH... --out DIR [--order ORM.hl7] [--manifest models/manifest.json] [--threads N] [--providers cuda,cpu]
       screen a chest CT series read from DICOM files (folders are searched recursively; with several series the
-      one with the most slices is analysed) and write DIR/findings.json and key images (PNG)
+      one with the most slices is analysed) and write DIR/findings.json, key images (PNG), and what the service
+      would send: DIR/seg.dcm (when there is a lesion), DIR/bundle.json (FHIR) and DIR/oru.hl7 — for the order in
+      --order, or one made from the DICOM header
       (exit 0: analysed, any verdict; 2: unusable input; 78: bad model manifest; 1: usage error)`;
 
 export const EXIT_OK = 0;
@@ -69,6 +75,9 @@ interface Instance {
   meta: SliceMeta;
   transferSyntax: string;
   seriesDescription?: string;
+  seriesNumber?: number;
+  sopClassUid: string;
+  study: SourceStudy;
   pixels: Uint8Array | null;
 }
 
@@ -102,6 +111,31 @@ const text = (v: unknown): string | undefined => {
   const x = Array.isArray(v) ? v[0] : v;
   return typeof x === 'string' && x.trim() !== '' ? x.trim() : undefined;
 };
+/** dcmjs gives PN as { Alphabetic } objects (or a plain string from older writers). */
+const personName = (v: unknown): string | undefined => {
+  const x = Array.isArray(v) ? v[0] : v;
+  if (typeof x === 'string') return text(x);
+  return text((x as { Alphabetic?: unknown } | undefined)?.Alphabetic);
+};
+
+function studyOf(ds: Record<string, unknown>): SourceStudy {
+  const out: SourceStudy = { studyInstanceUid: text(ds.StudyInstanceUID) ?? '' };
+  const set = <K extends keyof SourceStudy>(k: K, v: SourceStudy[K] | undefined) => {
+    if (v !== undefined) out[k] = v;
+  };
+  set('accessionNumber', text(ds.AccessionNumber));
+  set('studyId', text(ds.StudyID));
+  set('studyDate', text(ds.StudyDate));
+  set('studyTime', text(ds.StudyTime));
+  set('studyDescription', text(ds.StudyDescription));
+  set('referringPhysicianName', personName(ds.ReferringPhysicianName));
+  set('patientName', personName(ds.PatientName));
+  set('patientId', text(ds.PatientID));
+  set('issuerOfPatientId', text(ds.IssuerOfPatientID));
+  set('patientBirthDate', text(ds.PatientBirthDate));
+  set('patientSex', text(ds.PatientSex));
+  return out;
+}
 
 /** Reads one Part 10 file; null when it is not DICOM or not an image slice ctgate can place (with why). */
 function readInstance(file: string, bytes: Uint8Array): { instance: Instance } | { skip: string } {
@@ -136,6 +170,9 @@ function readInstance(file: string, bytes: Uint8Array): { instance: Instance } |
       file,
       transferSyntax,
       seriesDescription: text(ds.SeriesDescription),
+      seriesNumber: num(ds.SeriesNumber),
+      sopClassUid: text(ds.SOPClassUID) ?? '1.2.840.10008.5.1.4.1.1.2',
+      study: studyOf(ds),
       pixels,
       meta: {
         sopInstanceUid: text(ds.SOPInstanceUID) ?? file,
@@ -161,6 +198,9 @@ function readInstance(file: string, bytes: Uint8Array): { instance: Instance } |
 
 export interface LoadedSeries {
   volume: HuVolume;
+  study: SourceStudy;
+  seriesNumber?: number;
+  sopClassUid: string;
   /** Slices in volume z order. */
   slices: SliceMeta[];
   seriesInstanceUid: string;
@@ -230,8 +270,12 @@ export async function loadSeriesFromFiles(paths: string[], note: (line: string) 
     }
     inst.pixels = null;
   });
+  const first = ordered[0] as Instance;
   return {
     volume,
+    study: first.study,
+    seriesNumber: first.seriesNumber,
+    sopClassUid: first.sopClassUid,
     slices: ordered.map((i) => i.meta),
     seriesInstanceUid: uid,
     seriesDescription: description,
@@ -296,6 +340,8 @@ export interface FindingsJson {
   executionProvider: string;
   timingsMs: Record<string, number>;
   series: { seriesInstanceUid: string; seriesDescription?: string; slices: number; size: [number, number, number]; spacingMm: [number, number, number] };
+  /** The result files written beside findings.json (seg.dcm, bundle.json, oru.hl7). */
+  results: string[];
   warnings: string[];
 }
 
@@ -311,6 +357,7 @@ export async function analyzeCommand(args: string[], io: AnalyzeIo = processIo):
         manifest: { type: 'string', default: 'models/manifest.json' },
         threads: { type: 'string' },
         providers: { type: 'string' },
+        order: { type: 'string' },
       },
       allowPositionals: true,
     }));
@@ -353,6 +400,25 @@ export async function analyzeCommand(args: string[], io: AnalyzeIo = processIo):
   }
   timingsMs.manifest = Math.round(performance.now() - t);
   for (const w of manifest.warnings) log(`warning: ${w}`);
+
+  let config: Config;
+  try {
+    config = loadConfig();
+  } catch (e) {
+    if (!(e instanceof ConfigError)) throw e;
+    io.err(`ctgate analyze: configuration error: ${e.message}\n`);
+    return EXIT_BAD_MANIFEST;
+  }
+  let orderFromArgs: Order | undefined;
+  if (values.order !== undefined) {
+    try {
+      orderFromArgs = await orderFromFile(String(values.order), config.mappingsFile);
+    } catch (e) {
+      if (!(e instanceof OrderFileError)) throw e;
+      io.err(`ctgate analyze: unusable input: ${e.message}\n`);
+      return EXIT_UNUSABLE_INPUT;
+    }
+  }
 
   t = performance.now();
   let series: LoadedSeries;
@@ -402,6 +468,7 @@ export async function analyzeCommand(args: string[], io: AnalyzeIo = processIo):
 
   t = performance.now();
   const keySlices: FindingsJson['keySlices'] = [];
+  const keyImages: KeyImage[] = [];
   const f = result.findings;
   if (f && result.lesionMask) {
     let rank = 0;
@@ -409,7 +476,9 @@ export async function analyzeCommand(args: string[], io: AnalyzeIo = processIo):
       rank++;
       const meta = series.slices[ks.index] as SliceMeta;
       const image = `key-${rank}-slice-${ks.index}.png`;
-      await writeFile(join(outDir, image), keyImagePng(series.volume, ks.index, result.lesionMask));
+      const png = keyImagePng(series.volume, ks.index, result.lesionMask);
+      await writeFile(join(outDir, image), png);
+      keyImages.push({ sliceIndex: ks.index, sopInstanceUid: meta.sopInstanceUid, lesionAreaMm2: ks.lesionAreaMm2, png });
       keySlices.push({
         sliceIndex: ks.index,
         instanceNumber: meta.instanceNumber,
@@ -420,6 +489,45 @@ export async function analyzeCommand(args: string[], io: AnalyzeIo = processIo):
     }
   }
   timingsMs.keyImages = Math.round(performance.now() - t);
+
+  // What the service would send for this result, from the same encoders.
+  t = performance.now();
+  const order = orderFromArgs ?? orderFromStudy(series.study);
+  const resultNotes = orderFromArgs
+    ? []
+    : ['no --order given: bundle.json and oru.hl7 answer an order made from the DICOM header (placer number = accession number)'];
+  const written = await writeResultFiles(
+    {
+      jobId: analyzeJobId(order),
+      order,
+      study: series.study,
+      series: {
+        seriesInstanceUid: series.seriesInstanceUid,
+        seriesNumber: series.seriesNumber,
+        seriesDescription: series.seriesDescription,
+        frameOfReferenceUid: series.slices[0]?.frameOfReferenceUid ?? '',
+        sopClassUid: series.sopClassUid,
+        slices: series.slices,
+        geometry: g,
+      },
+      analysis: {
+        verdict: result.verdict,
+        ...(result.reason ? { reason: result.reason } : {}),
+        probability: result.probability,
+        threshold: result.threshold,
+        findings: result.findings,
+        lesionMask: result.lesionMask,
+        models: [manifest.lung, manifest.lesion, manifest.classifier].map((m) => ({ name: m.name, version: m.version })),
+        executionProvider: result.executionProvider,
+        completedAt: new Date().toISOString(),
+      },
+      keyImages,
+      links: { dicomWebBaseUrl: `${config.publicUrl}/dicom-web` },
+    },
+    config,
+    outDir,
+  );
+  timingsMs.results = Math.round(performance.now() - t);
   timingsMs.total = Math.round(performance.now() - t0);
 
   const json: FindingsJson = {
@@ -444,13 +552,16 @@ export async function analyzeCommand(args: string[], io: AnalyzeIo = processIo):
       size: [...g.size],
       spacingMm: [...g.spacing],
     },
-    warnings: [...manifest.warnings, ...series.notes, ...fallbacks, ...result.warnings],
+    results: written.files,
+    warnings: [...manifest.warnings, ...series.notes, ...fallbacks, ...result.warnings, ...resultNotes, ...written.notes],
   };
   await writeFile(join(outDir, 'findings.json'), `${JSON.stringify(json, null, 2)}\n`);
   const summary =
     result.verdict === 'not-assessable'
       ? `not assessable: ${result.reason}`
       : `${result.verdict} (p = ${(result.probability as number).toFixed(3)}, threshold ${result.threshold}); lesion ${f?.lesionVolumeMl.toFixed(1)} mL in ${f?.lesionCount} region(s), ${f?.lungInvolvementPercent.total.toFixed(1)} % of the lungs`;
-  io.out(`${summary}\nwrote ${join(outDir, 'findings.json')}${keySlices.length > 0 ? ` and ${keySlices.length} key image(s)` : ''} in ${timingsMs.total} ms\n`);
+  io.out(
+    `${summary}\nwrote ${join(outDir, 'findings.json')}${keySlices.length > 0 ? `, ${keySlices.length} key image(s)` : ''} and ${written.files.join(', ')} in ${timingsMs.total} ms\n`,
+  );
   return EXIT_OK;
 }

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -12,6 +13,7 @@ import { PNG_SIGNATURE } from '../../src/inference/key-images.js';
 import { dice, LEFT_LUNG, RIGHT_LUNG, segmentLungs } from '../../src/inference/lungs.js';
 import { sha256File } from '../../src/inference/manifest.js';
 import { identityLesionOnnx, meanClassifierOnnx } from '../../src/inference/testing.js';
+import { readSeg } from '../../src/results/seg/read.js';
 import { writeCtSeries, writeSeriesToDir } from '../../src/synthetic/dicom-writer.js';
 import { generateChestCt, maskVolumesMl, type PhantomKind, phantomGeometry } from '../../src/synthetic/phantom.js';
 
@@ -32,6 +34,35 @@ async function writeStudy(
   const p = generateChestCt({ seed, kind, size, spacing });
   await writeSeriesToDir(dir, writeCtSeries(p.volume, { seed, seriesDescription: `synthetic ${kind}` }));
   return p;
+}
+
+/** seg.dcm (dciodvfy-clean, frames on the study's slices), bundle.json and oru.hl7, as the service would send them. */
+async function assertResultFiles(out: string, f: FindingsJson, withSeg: boolean) {
+  assert.deepEqual(f.results, withSeg ? ['seg.dcm', 'bundle.json', 'oru.hl7'] : ['bundle.json', 'oru.hl7']);
+  if (withSeg) {
+    const v = spawnSync('dciodvfy', [join(out, 'seg.dcm')], { encoding: 'utf8' });
+    if (v.error) throw new Error(`dciodvfy could not run (install dicom3tools: bash .ci/setup.sh): ${v.error.message}`);
+    const errors = `${v.stdout}${v.stderr}`.split('\n').filter((l) => /^Error/.test(l));
+    assert.deepEqual(errors, []);
+    const seg = readSeg(new Uint8Array(await readFile(join(out, 'seg.dcm'))));
+    assert.ok(seg.frames.length > 0);
+    const keyUids = new Set(f.keySlices.map((k) => k.sopInstanceUid));
+    assert.ok(
+      seg.frames.some((fr) => keyUids.has(fr.sourceSopInstanceUid ?? '')),
+      'the key slices have SEG frames',
+    );
+  }
+  const bundle = JSON.parse(await readFile(join(out, 'bundle.json'), 'utf8')) as {
+    resourceType: string;
+    type: string;
+    entry: { resource: { resourceType: string; conclusion?: string } }[];
+  };
+  assert.equal(bundle.type, 'transaction');
+  const report = bundle.entry.find((e) => e.resource.resourceType === 'DiagnosticReport')?.resource;
+  assert.match(report?.conclusion ?? '', /not for clinical use/i);
+  const oru = await readFile(join(out, 'oru.hl7'), 'utf8');
+  assert.match(oru, /^MSH\|\^~\\&\|.*ORU\^R01/);
+  assert.match(oru, /\nOBR\|/);
 }
 
 async function readFindings(dir: string): Promise<FindingsJson> {
@@ -260,10 +291,14 @@ describe('ctgate analyze with the trained models (models/)', { skip: haveModels 
       const out = join(root, `out-${kind}`);
       const p = await writeStudy(study, kind, seed, [128, 128, 52], [2.6, 2.6, 5]);
       const io = capture();
-      const rc = await analyzeCommand([study, '--out', out, '--providers', 'cpu'], io);
+      // The positive study answers the fixture ORM; the others get an order made from their DICOM header.
+      const orderArgs = expected === 'positive' ? ['--order', 'fixtures/hl7/orm-chest-ct.hl7'] : [];
+      const rc = await analyzeCommand([study, '--out', out, '--providers', 'cpu', ...orderArgs], io);
       assert.equal(rc, 0, io.stderr());
       const f = await readFindings(out);
       assertFindingsShape(f);
+      if (expected === 'positive') assert.match(await readFile(join(out, 'oru.hl7'), 'utf8'), /\nOBR\|1\|PLC1001\^EPIC\|FIL2001\|[^\n]*\|ACC3001\|/);
+      else assert.ok(f.warnings.some((w) => w.includes('no --order given')));
       assert.equal(f.verdict, expected, `p=${f.probability} at threshold ${f.threshold}`);
       assert.equal(f.threshold, 0.613, 'the manifest threshold is the one applied');
       const truth = maskVolumesMl(p.lesionMask, p.volume.geometry);
@@ -273,6 +308,7 @@ describe('ctgate analyze with the trained models (models/)', { skip: haveModels 
         assert.ok((f.lesionVolumeMl ?? 0) > 0.3 * truth.total, `lesion ${f.lesionVolumeMl} mL vs truth ${truth.total} mL`);
         assert.ok(f.keySlices.length > 0);
       }
+      await assertResultFiles(out, f, (f.lesionVolumeMl ?? 0) > 0);
       process.stdout.write(
         `# ${kind}: ${f.verdict} p=${f.probability?.toFixed(3)} lesion ${f.lesionVolumeMl} mL (truth ${truth.total} mL), ${f.lesionCount} region(s), models ${f.models.join(', ')}, ${f.timingsMs.total} ms\n`,
       );

@@ -1,0 +1,105 @@
+/**
+ * The result objects `ctgate analyze` writes beside findings.json — DIR/seg.dcm, DIR/bundle.json, DIR/oru.hl7 —
+ * made by the same encoders the worker uses, so an integration engineer sees exactly what would be sent.
+ * The order comes from `--order FILE` (the ORM the result answers); without one it is made from the DICOM header
+ * (accession number as the placer number) and findings.json says so.
+ */
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Config } from '../config/index.js';
+import { jobIdFor } from '../jobs/queue.js';
+import { evaluateMessage } from '../orders/evaluate.js';
+import { loadMappings } from '../orders/mappings.js';
+import type { Order } from '../orders/order.js';
+import type { ResultContext, SourceStudy } from '../results/context.js';
+import { buildResultBundle } from '../results/fhir/bundle.js';
+import { loadFhirMappings } from '../results/fhir/mappings.js';
+import { encodeOru, oruControlId } from '../results/oru/encode.js';
+import { encodeSeg, NoSegError } from '../results/seg/encode.js';
+
+export class OrderFileError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'OrderFileError';
+  }
+}
+
+/** The first chest-CT order of an ORM/OMI file (CR or LF line ends). */
+export async function orderFromFile(file: string, mappingsFile: string): Promise<Order> {
+  let text: string;
+  try {
+    text = (await readFile(file, 'utf8')).replace(/\r?\n/g, '\r').replace(/^[\x0b\s]+|[\x1c\r\s]+$/g, '');
+  } catch (e) {
+    throw new OrderFileError(`cannot read ${file}: ${(e as Error).message}`);
+  }
+  const ev = evaluateMessage(text, loadMappings(mappingsFile));
+  if (ev.kind === 'reject') throw new OrderFileError(`${file} is not a usable order: ${ev.error.reason}`);
+  const chest = ev.orders.find((o) => o.chestCt.chestCt) ?? ev.orders[0];
+  if (!chest) throw new OrderFileError(`${file} holds no order`);
+  return chest.order;
+}
+
+const isoDate = (da?: string) => (da && /^\d{8}$/.test(da) ? `${da.slice(0, 4)}-${da.slice(4, 6)}-${da.slice(6, 8)}` : undefined);
+const SEX: Record<string, Order['patient']['sex']> = { M: 'male', F: 'female', O: 'other' };
+
+/** An order made from the study's DICOM header, for analysing files that came without one. */
+export function orderFromStudy(study: SourceStudy): Order {
+  const [family = '', ...given] = (study.patientName ?? '').split('^');
+  const placer = study.accessionNumber ?? `STUDY-${study.studyInstanceUid.slice(-16)}`;
+  return {
+    sender: { application: 'CTGATE-ANALYZE', facility: 'LOCAL' },
+    message: { type: 'ORM^O01', controlId: placer, version: '2.5.1', processingId: 'P' },
+    orderControl: 'NW',
+    placerOrderNumber: placer,
+    accessionNumber: study.accessionNumber,
+    studyInstanceUid: study.studyInstanceUid,
+    procedure: { code: '24627-2', text: 'CT Chest', system: 'LN' },
+    patient: {
+      identifiers: study.patientId ? [{ value: study.patientId, authority: study.issuerOfPatientId ?? 'LOCAL', type: 'MR' }] : [],
+      name: { family, given: given.filter((g) => g !== '') },
+      birthDate: isoDate(study.patientBirthDate),
+      sex: SEX[study.patientSex ?? ''] ?? 'unknown',
+    },
+  };
+}
+
+export function analyzeJobId(order: Order): string {
+  return jobIdFor(order.sender, order.placerOrderNumber);
+}
+
+export interface WrittenResults {
+  files: string[];
+  notes: string[];
+}
+
+/** Writes seg.dcm (when there is a lesion), bundle.json and oru.hl7 for the context. */
+export async function writeResultFiles(ctx: ResultContext, config: Config, outDir: string): Promise<WrittenResults> {
+  const files: string[] = [];
+  const notes: string[] = [];
+  let seg: { seriesInstanceUid: string; sopInstanceUid: string } | undefined;
+  try {
+    const encoded = encodeSeg(ctx);
+    await writeFile(join(outDir, 'seg.dcm'), encoded.bytes);
+    files.push('seg.dcm');
+    seg = { seriesInstanceUid: encoded.seriesInstanceUid, sopInstanceUid: encoded.sopInstanceUid };
+  } catch (e) {
+    if (!(e instanceof NoSegError)) throw e;
+    notes.push(`no seg.dcm: ${e.message}`);
+  }
+  const bundle = buildResultBundle(ctx, loadFhirMappings(config.resultMappingsFile), { seg });
+  await writeFile(join(outDir, 'bundle.json'), `${JSON.stringify(bundle, null, 2)}\n`);
+  files.push('bundle.json');
+  const oru = encodeOru(ctx, {
+    sendingApplication: config.oru?.sendingApplication ?? config.appName,
+    sendingFacility: config.oru?.sendingFacility ?? config.facilityName,
+    receivingApplication: config.oru?.receivingApplication,
+    receivingFacility: config.oru?.receivingFacility,
+    controlId: oruControlId(ctx.jobId),
+    now: new Date(ctx.analysis.completedAt),
+    version: '2.5.1',
+  });
+  // One segment per line on disk, as integration engineers read them; MLLP sends CR.
+  await writeFile(join(outDir, 'oru.hl7'), `${oru.replace(/\r/g, '\n')}\n`);
+  files.push('oru.hl7');
+  return { files, notes };
+}
