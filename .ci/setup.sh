@@ -13,6 +13,7 @@ command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v dciodvfy >/dev/null 2>&1 || missing+=(dicom3tools)
 command -v dcmdump >/dev/null 2>&1 || missing+=(dcmtk)
 command -v gdcmconv >/dev/null 2>&1 || missing+=(libgdcm-tools)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 /usr/bin/python3 -c 'import pydicom, numpy' >/dev/null 2>&1 || missing+=(python3-pydicom python3-numpy)
 if ((${#missing[@]})); then
   if [ "$(id -u)" = 0 ]; then

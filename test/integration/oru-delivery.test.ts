@@ -1,6 +1,6 @@
 /**
  * ORU^R01 delivery against a real, independent MLLP receiver: python-hl7's server and create_ack()
- * (test/helpers/oru-receiver.py), plain and over TLS (the same receiver with Python's ssl context).
+ * (src/cli/local-peers/oru-receiver.py), plain and over TLS (the same receiver with Python's ssl context).
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
@@ -9,12 +9,12 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { running, startReceiver, tmpRoot } from '../../src/cli/local-peers/oru-receiver.js';
 import { loadConfig } from '../../src/config/index.js';
 import { createLogger } from '../../src/observability/log.js';
 import type { ResultContext } from '../../src/results/context.js';
 import { encodeOru, oruControlId } from '../../src/results/oru/encode.js';
 import { OruDeliveryError, type OruSenderOptions, oruSenderOptions, sendOru } from '../../src/results/oru/sender.js';
-import { running, startReceiver, tmpRoot } from '../helpers/oru-receiver.js';
 import { syntheticResult } from '../helpers/result-context.js';
 
 async function freePort(): Promise<number> {
@@ -93,7 +93,7 @@ describe('ORU^R01 delivery to a python-hl7 MLLP receiver', () => {
   });
   after(async () => {
     for (const p of running) p.kill('SIGTERM');
-    rmSync(tmpRoot, { recursive: true, force: true });
+    rmSync(tmpRoot(), { recursive: true, force: true });
   });
 
   it('delivers the message intact and returns the delivery record; logs hold no patient data', async () => {
@@ -193,7 +193,7 @@ describe('ORU^R01 delivery to a python-hl7 MLLP receiver', () => {
   });
 
   it('delivers over TLS with a client certificate from the config, and refuses what it cannot trust', async () => {
-    const certs = makeCerts(mkdtempSync(join(tmpRoot, 'tls-')));
+    const certs = makeCerts(mkdtempSync(join(tmpRoot(), 'tls-')));
     const rx = await startReceiver({ tls: { cert: certs.serverCert, key: certs.serverKey, ca: certs.clientCert } });
     try {
       const config = loadConfig({

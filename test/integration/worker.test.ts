@@ -11,6 +11,7 @@ import { once } from 'node:events';
 import { after, before, describe, it } from 'node:test';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
+import { type Receiver, running, startReceiver } from '../../src/cli/local-peers/oru-receiver.js';
 import { startWorker } from '../../src/cli/worker.js';
 import { loadConfig } from '../../src/config/index.js';
 import { JobStateStore } from '../../src/jobs/job-state.js';
@@ -21,7 +22,6 @@ import { writeCtSeries } from '../../src/synthetic/dicom-writer.js';
 import { generateChestCt } from '../../src/synthetic/phantom.js';
 import { TestFhirServer } from '../helpers/fhir.js';
 import { freePort, TestOrthanc } from '../helpers/orthanc.js';
-import { type Receiver, running, startReceiver } from '../helpers/oru-receiver.js';
 import { deleteKeys, REDIS_URL, requireRedis } from '../helpers/redis.js';
 import { sampleOrder } from '../helpers/result-context.js';
 

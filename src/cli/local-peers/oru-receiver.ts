@@ -1,11 +1,20 @@
-/** python-hl7's MLLP server as the receiving EMR (test/helpers/oru-receiver.py), started per test. */
+/**
+ * python-hl7's MLLP server (./oru-receiver.py) as the EMR that receives ORU^R01: the receiver of the tests and
+ * of `ctgate demo`. Each received message is written to a folder; received() reads them back.
+ */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
-const RECEIVER = join(import.meta.dirname, '../helpers/oru-receiver.py');
-export const tmpRoot = mkdtempSync(join(tmpdir(), 'ctgate-oru-'));
+const RECEIVER = fileURLToPath(new URL('./oru-receiver.py', import.meta.url));
+let root: string | undefined;
+/** The folder under which receivers keep what they receive (made on first use). */
+export function tmpRoot(): string {
+  root ??= mkdtempSync(join(tmpdir(), 'ctgate-oru-'));
+  return root;
+}
 
 export interface Receiver {
   port: number;
@@ -17,7 +26,7 @@ export interface Receiver {
 export const running = new Set<ChildProcess>();
 
 export function startReceiver(o: { port?: number; mode?: string; tls?: { cert: string; key: string; ca?: string } } = {}): Promise<Receiver> {
-  const out = mkdtempSync(join(tmpRoot, 'rx-'));
+  const out = mkdtempSync(join(tmpRoot(), 'rx-'));
   const args = [RECEIVER, '--port', String(o.port ?? 0), '--out', out, '--mode', o.mode ?? 'aa'];
   if (o.tls) args.push('--tls-cert', o.tls.cert, '--tls-key', o.tls.key, ...(o.tls.ca ? ['--tls-ca', o.tls.ca] : []));
   const proc = spawn('/usr/bin/python3', args, { stdio: ['ignore', 'pipe', 'pipe'] });

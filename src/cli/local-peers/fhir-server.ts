@@ -3,7 +3,7 @@
  * Medplum's server runs for CRUD, conditional create/update, transactions, search with chains and _include)
  * behind a small node:http front.
  *
- *   node --experimental-websocket --import tsx test/peers/fhir-server.ts --port 0 [--token SECRET]
+ *   node --experimental-websocket --import tsx src/cli/local-peers/fhir-server.ts --port 0 [--token SECRET]
  *
  * Prints `FHIR server ready <base URL>` on stdout once it answers. With --token every request must carry
  * `Authorization: Bearer SECRET` (401 otherwise). Node 20 needs --experimental-websocket: Medplum 5 expects

@@ -1,0 +1,96 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DicomWebClient, type PacsOptions } from '../../dicomweb/client.js';
+
+const ORTHANC = '/usr/sbin/Orthanc';
+const PLUGINS = '/usr/share/orthanc/plugins';
+
+export async function freePort(): Promise<number> {
+  const s = createServer();
+  s.listen(0, '127.0.0.1');
+  await once(s, 'listening');
+  const port = (s.address() as { port: number }).port;
+  s.close();
+  return port;
+}
+
+/**
+ * A real Orthanc PACS with the DICOMweb plugin, on a free port and a temporary storage folder: the PACS of the
+ * tests and of `ctgate demo` (a hospital points ctgate at its own PACS instead).
+ */
+export class LocalOrthanc {
+  private proc?: ChildProcess;
+  private dir = '';
+  port = 0;
+  log = '';
+
+  constructor(private readonly opts: { user?: string; password?: string; stableAgeSeconds?: number } = {}) {}
+
+  get url(): string {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  get dicomweb(): string {
+    return `${this.url}/dicom-web`;
+  }
+
+  /** A DICOMweb client for this PACS with its credentials. */
+  client(opts: Partial<PacsOptions> = {}): DicomWebClient {
+    const auth: PacsOptions['auth'] = this.opts.user ? { kind: 'basic', user: this.opts.user, password: this.opts.password ?? '' } : { kind: 'none' };
+    return new DicomWebClient({ url: this.dicomweb, auth, timeoutMs: 10_000, retries: 1, retryBaseMs: 50, ...opts });
+  }
+
+  async start(): Promise<void> {
+    if (!existsSync(ORTHANC) || !existsSync(join(PLUGINS, 'libOrthancDicomWeb.so'))) {
+      throw new Error('Orthanc with the DICOMweb plugin is not installed (apt-get install orthanc orthanc-dicomweb); run: bash .ci/setup.sh');
+    }
+    this.dir = mkdtempSync(join(tmpdir(), 'ctgate-orthanc-'));
+    this.port = await freePort();
+    const auth = Boolean(this.opts.user);
+    const config = {
+      Name: 'ctgate-test-pacs',
+      StorageDirectory: join(this.dir, 'db'),
+      IndexDirectory: join(this.dir, 'db'),
+      Plugins: [join(PLUGINS, 'libOrthancDicomWeb.so')],
+      HttpPort: this.port,
+      RemoteAccessAllowed: false,
+      AuthenticationEnabled: auth,
+      RegisteredUsers: auth ? { [this.opts.user as string]: this.opts.password ?? '' } : {},
+      DicomServerEnabled: false,
+      UnknownSopClassAccepted: true,
+      StableAge: this.opts.stableAgeSeconds ?? 2,
+      StorageCompression: false,
+      DicomWeb: { Enable: true, Root: '/dicom-web/', StudiesMetadata: 'Full', SeriesMetadata: 'Full' },
+    };
+    writeFileSync(join(this.dir, 'orthanc.json'), JSON.stringify(config));
+    this.proc = spawn(ORTHANC, [join(this.dir, 'orthanc.json')], { stdio: ['ignore', 'ignore', 'pipe'] });
+    this.proc.stderr?.on('data', (d) => {
+      this.log = (this.log + d).slice(-4000);
+    });
+    const headers: Record<string, string> = auth ? { Authorization: `Basic ${Buffer.from(`${this.opts.user}:${this.opts.password}`).toString('base64')}` } : {};
+    const deadline = Date.now() + 15_000;
+    while (Date.now() < deadline) {
+      if (this.proc.exitCode !== null) throw new Error(`Orthanc exited: ${this.log}`);
+      try {
+        if ((await fetch(`${this.url}/system`, { headers })).ok) return;
+      } catch {}
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error(`Orthanc did not answer on ${this.url}: ${this.log}`);
+  }
+
+  async stop(): Promise<void> {
+    const p = this.proc;
+    if (p && p.exitCode === null) {
+      p.kill('SIGTERM');
+      const t = setTimeout(() => p.kill('SIGKILL'), 8000);
+      await once(p, 'exit');
+      clearTimeout(t);
+    }
+    if (this.dir) rmSync(this.dir, { recursive: true, force: true });
+  }
+}
