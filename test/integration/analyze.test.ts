@@ -1,14 +1,13 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { gunzipSync } from 'node:zlib';
 import dcmjs from 'dcmjs';
 import { ANALYZE_USAGE, type AnalyzeIo, analyzeCommand, EXIT_BAD_MANIFEST, EXIT_UNUSABLE_INPUT, type FindingsJson } from '../../src/cli/analyze.js';
-import type { Geometry } from '../../src/imaging/volume.js';
+import { readNifti } from '../../src/imaging/nifti.js';
 import { PNG_SIGNATURE } from '../../src/inference/key-images.js';
 import { dice, LEFT_LUNG, RIGHT_LUNG, segmentLungs } from '../../src/inference/lungs.js';
 import { sha256File } from '../../src/inference/manifest.js';
@@ -317,40 +316,6 @@ describe('ctgate analyze with the trained models (models/)', { skip: haveModels 
 });
 
 // ---- TotalSegmentator's small example CT: classical lung mask against its reference segmentation ----
-
-interface Nifti {
-  geometry: Geometry;
-  data: Int16Array | Uint8Array;
-}
-
-/** A minimal NIfTI-1 reader (single file .nii.gz; int16 or uint8; sform), converted to LPS. */
-function readNifti(file: string): Nifti {
-  const b = gunzipSync(readFileSync(file));
-  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
-  assert.equal(v.getInt32(0, true), 348, 'little-endian NIfTI-1');
-  const dim = [1, 2, 3].map((i) => v.getInt16(40 + 2 * i, true)) as [number, number, number];
-  const datatype = v.getInt16(70, true);
-  const voxOffset = v.getFloat32(108, true);
-  const slope = v.getFloat32(112, true);
-  const inter = v.getFloat32(116, true);
-  assert.ok(v.getInt16(254, true) > 0, 'sform present');
-  const srow = [280, 296, 312].map((o) => [0, 1, 2, 3].map((c) => v.getFloat32(o + 4 * c, true)));
-  // RAS → LPS: negate the first two rows of the affine.
-  const lps = srow.map((row, r) => row.map((x) => (r < 2 ? -x : x)));
-  const col = (c: number) => [0, 1, 2].map((r) => (lps[r] as number[])[c] as number);
-  const spacing = [0, 1, 2].map((c) => Math.hypot(...col(c))) as [number, number, number];
-  const direction = [0, 1, 2].flatMap((c) => col(c).map((x) => x / (spacing[c] as number))) as Geometry['direction'];
-  const origin = col(3) as [number, number, number];
-  const n = dim[0] * dim[1] * dim[2];
-  let data: Int16Array | Uint8Array;
-  if (datatype === 4) {
-    data = new Int16Array(n);
-    for (let i = 0; i < n; i++) data[i] = Math.round(v.getInt16(voxOffset + 2 * i, true) * (slope || 1) + inter);
-  } else if (datatype === 2) {
-    data = Uint8Array.from(b.subarray(voxOffset, voxOffset + n));
-  } else throw new Error(`NIfTI datatype ${datatype} not handled`);
-  return { geometry: { size: dim, spacing, origin, direction }, data };
-}
 
 const TOTALSEG = '../shared/data/totalseg-ct-small';
 
