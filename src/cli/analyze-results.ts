@@ -7,6 +7,7 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Config } from '../config/index.js';
+import { normalizeSegments } from '../hl7/text.js';
 import { jobIdFor } from '../jobs/queue.js';
 import { evaluateMessage } from '../orders/evaluate.js';
 import { loadMappings } from '../orders/mappings.js';
@@ -28,7 +29,7 @@ export class OrderFileError extends Error {
 export async function orderFromFile(file: string, mappingsFile: string): Promise<Order> {
   let text: string;
   try {
-    text = (await readFile(file, 'utf8')).replace(/\r?\n/g, '\r').replace(/^[\x0b\s]+|[\x1c\r\s]+$/g, '');
+    text = normalizeSegments((await readFile(file, 'utf8')).trim());
   } catch (e) {
     throw new OrderFileError(`cannot read ${file}: ${(e as Error).message}`);
   }

@@ -8,6 +8,7 @@ import { JobStateStore } from '../jobs/job-state.js';
 import { createScreeningQueue, type ScreeningQueue } from '../jobs/queue.js';
 import { connectRedis, waitReady } from '../jobs/redis.js';
 import type { Logger } from '../observability/log.js';
+import { MetricsRecorder, registerRecorder } from '../observability/metrics.js';
 import { Intake } from '../orders/intake.js';
 import { loadMappings } from '../orders/mappings.js';
 import { OrderStore } from '../orders/store.js';
@@ -45,8 +46,13 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
   });
   if (!(await waitReady(redis, 3000))) log.warn('redis.unavailable-at-start', { note: 'orders are NAKed (AE/CE) until Redis answers' });
   const queue = createScreeningQueue(redis, config.queueName, config.redisPrefix);
+  // Order counters: in memory, added to Redis about once a second (shared by every gateway process; /metrics reads them).
+  const metrics = registerRecorder(
+    redis,
+    new MetricsRecorder(redis, config.redisPrefix, { onError: (e) => log.debug('metrics.flush-failed', { error: e.message }) }).start(),
+  );
   const store = new OrderStore(redis, config.redisPrefix, { dedupeDays: config.dedupeTtlDays, retentionDays: config.messageRetentionDays });
-  const intake = new Intake({ store, queue, mappings: () => mappings, log, appName: config.appName, facilityName: config.facilityName });
+  const intake = new Intake({ store, queue, mappings: () => mappings, log, appName: config.appName, facilityName: config.facilityName, metrics });
   const mllp = await startMllpServer(
     config.mllp,
     {
@@ -54,6 +60,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
       oversized: async (head, size, peer) => (await intake.handleOversized(head, size, config.mllp.maxMessageBytes, peer)).ack,
     },
     log,
+    metrics,
   );
   const states = new JobStateStore(redis, config.redisPrefix, config.messageRetentionDays);
   const pacs = config.pacs ? new DicomWebClient({ url: config.pacs.url, auth: config.pacs.auth, timeoutMs: config.pacs.timeoutMs, retries: 2 }) : undefined;
@@ -75,6 +82,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
     stop: async () => {
       await mllp.close();
       await new Promise<void>((r) => http.close(() => r()));
+      await metrics.close();
       await queue.close().catch(() => {});
       redis.disconnect();
     },

@@ -15,6 +15,7 @@ import { ScreeningRunner } from '../jobs/screening.js';
 import { startScreeningWorker } from '../jobs/worker.js';
 import { fhirWriter, oruWriter, segWriter } from '../jobs/writers.js';
 import type { Logger } from '../observability/log.js';
+import { MetricsRecorder, registerRecorder } from '../observability/metrics.js';
 import { OrderStore } from '../orders/store.js';
 
 export interface RunningWorker {
@@ -40,6 +41,11 @@ export async function startWorker(config: Config, log: Logger, opts: { gpu?: boo
   bullConnection.on('error', () => {});
   const orders = new OrderStore(redis, config.redisPrefix, { dedupeDays: config.dedupeTtlDays, retentionDays: config.messageRetentionDays });
   const states = new JobStateStore(redis, config.redisPrefix, config.messageRetentionDays);
+  // Stage durations, model time, outcomes and peer errors, added to Redis about once a second for the gateway's /metrics.
+  const metrics = registerRecorder(
+    redis,
+    new MetricsRecorder(redis, config.redisPrefix, { onError: (e) => log.debug('metrics.flush-failed', { error: e.message }) }).start(),
+  );
   const runner = new ScreeningRunner({
     states,
     orders,
@@ -64,6 +70,7 @@ export async function startWorker(config: Config, log: Logger, opts: { gpu?: boo
       keySliceCount: 3,
     },
     log,
+    metrics,
   });
   const worker = startScreeningWorker({
     connection: bullConnection,
@@ -79,6 +86,7 @@ export async function startWorker(config: Config, log: Logger, opts: { gpu?: boo
     registry,
     stop: async () => {
       await worker.close();
+      await metrics.close();
       await registry.close();
       redis.disconnect();
       bullConnection.disconnect();

@@ -77,6 +77,8 @@ export interface PacsConfig {
   url: string;
   auth: PacsAuthConfig;
   timeoutMs: number;
+  /** Largest STOW-RS body the /dicom-web proxy passes on (bytes); default 2 GiB. */
+  proxyMaxStowBytes?: number;
 }
 
 /** What a worker (`ctgate worker`) needs besides the PACS. */
@@ -107,6 +109,8 @@ export interface Config {
   httpHost: string;
   httpPort: number;
   apiToken?: string;
+  /** GET /metrics without the bearer token (for a scraper on a trusted network); off by default. */
+  metricsOpen: boolean;
   mappingsFile: string;
   /** Name ctgate uses for itself in MSH-3/MSH-4 of the ACKs it writes. */
   appName: string;
@@ -238,6 +242,7 @@ const fields = {
   httpHost: { env: 'CTGATE_HTTP_HOST', file: 'httpHost', parse: str, default: '127.0.0.1' },
   httpPort: { env: 'CTGATE_HTTP_PORT', file: 'httpPort', parse: int(0, 65535), default: 8080 },
   apiToken: { env: 'CTGATE_API_TOKEN', file: 'apiToken', parse: token },
+  metricsOpen: { env: 'CTGATE_METRICS_OPEN', file: 'metricsOpen', parse: bool, default: false },
   mappingsFile: { env: 'CTGATE_MAPPINGS_FILE', file: 'mappingsFile', parse: str, default: 'mappings/orders.yaml' },
   appName: { env: 'CTGATE_APP_NAME', file: 'appName', parse: str, default: 'CTGATE' },
   facilityName: { env: 'CTGATE_FACILITY_NAME', file: 'facilityName', parse: str, default: 'CTGATE' },
@@ -287,6 +292,7 @@ const fields = {
   pacsPassword: { env: 'CTGATE_PACS_PASSWORD', file: 'pacsPassword', parse: secret, envOnly: true },
   pacsToken: { env: 'CTGATE_PACS_TOKEN', file: 'pacsToken', parse: secret, envOnly: true },
   pacsTimeoutMs: { env: 'CTGATE_PACS_TIMEOUT_MS', file: 'pacsTimeoutMs', parse: int(100, 600_000), default: 30_000 },
+  proxyMaxStowBytes: { env: 'CTGATE_PROXY_MAX_STOW_BYTES', file: 'proxyMaxStowBytes', parse: int(1, 2 ** 40), default: 2 * 2 ** 30 },
   publicUrl: { env: 'CTGATE_PUBLIC_URL', file: 'publicUrl', parse: httpUrl },
   seriesRulesFile: { env: 'CTGATE_SERIES_RULES_FILE', file: 'seriesRulesFile', parse: str, default: 'mappings/series.yaml' },
   modelsManifest: { env: 'CTGATE_MODELS_MANIFEST', file: 'modelsManifest', parse: str, default: 'models/manifest.json' },
@@ -386,6 +392,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     httpHost: x.httpHost,
     httpPort: x.httpPort,
     apiToken: x.apiToken,
+    metricsOpen: x.metricsOpen,
     mappingsFile: x.mappingsFile,
     appName: x.appName,
     facilityName: x.facilityName,
@@ -449,7 +456,7 @@ function pacsConfig(x: Values): PacsConfig | undefined {
       : x.pacsToken !== undefined
         ? { kind: 'bearer', token: x.pacsToken }
         : { kind: 'none' };
-  return { url: x.pacsUrl, auth, timeoutMs: x.pacsTimeoutMs };
+  return { url: x.pacsUrl, auth, timeoutMs: x.pacsTimeoutMs, proxyMaxStowBytes: x.proxyMaxStowBytes };
 }
 
 function need<T>(value: T | undefined, key: string, why: string): T {

@@ -62,10 +62,15 @@ class PacsHttpsAgent extends https.Agent {
   }
 }
 
-const agents = { http: new PacsHttpAgent({ keepAlive: true, maxSockets: 16 }), https: new PacsHttpsAgent({ keepAlive: true, maxSockets: 16 }) };
+/** Keep-alive agents for a PACS (see keepShortLived), up to maxSockets per host. */
+export function pacsAgents(maxSockets: number): { http: http.Agent; https: https.Agent } {
+  return { http: new PacsHttpAgent({ keepAlive: true, maxSockets }), https: new PacsHttpsAgent({ keepAlive: true, maxSockets }) };
+}
+
+const agents = pacsAgents(16);
 
 /** A request that failed on a pooled socket the server had already closed: safe to send again on another socket. */
-function staleSocket(req: http.ClientRequest, e: unknown): boolean {
+export function staleSocket(req: http.ClientRequest, e: unknown): boolean {
   const code = (e as { code?: string }).code;
   return req.reusedSocket && (code === 'ECONNRESET' || code === 'EPIPE');
 }

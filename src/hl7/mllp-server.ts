@@ -3,6 +3,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import type { MllpConfig } from '../config/index.js';
 import type { Logger } from '../observability/log.js';
+import { METRICS, type MetricsSink, noMetrics } from '../observability/metrics.js';
 import { MllpDecoder } from './mllp-framing.js';
 
 /** encodeFrame(ack) as one string: the same bytes (VT, the ACK as UTF-8, FS CR), written without copying buffers. */
@@ -50,7 +51,7 @@ function peerAllowed(list: net.BlockList | null, address: string | undefined): b
  * The MLLP listener: each connection decodes frames as bytes arrive and answers them in order, one at a
  * time. A bad connection (garbage, endless frame, dropped socket) only ever affects itself.
  */
-export function startMllpServer(cfg: MllpConfig, handler: MllpHandler, log: Logger): Promise<MllpServer> {
+export function startMllpServer(cfg: MllpConfig, handler: MllpHandler, log: Logger, metrics: MetricsSink = noMetrics): Promise<MllpServer> {
   const allowed = allowList(cfg.allowIps);
   const sockets = new Set<net.Socket>();
   const chains = new Map<net.Socket, () => Promise<void>>();
@@ -60,11 +61,13 @@ export function startMllpServer(cfg: MllpConfig, handler: MllpHandler, log: Logg
     const remoteAddress = socket.remoteAddress ?? 'unknown';
     if (!peerAllowed(allowed, socket.remoteAddress)) {
       log.warn('mllp.refused', { remote: remoteAddress, reason: 'address not in CTGATE_MLLP_ALLOW_IPS' });
+      metrics.inc(METRICS.mllpRefused, { reason: 'allow-list' });
       socket.destroy();
       return;
     }
     if (sockets.size >= cfg.maxConnections) {
       log.warn('mllp.refused', { remote: remoteAddress, reason: `connection cap ${cfg.maxConnections} reached` });
+      metrics.inc(METRICS.mllpRefused, { reason: 'connection-cap' });
       socket.destroy();
       return;
     }
@@ -116,7 +119,10 @@ export function startMllpServer(cfg: MllpConfig, handler: MllpHandler, log: Logg
       for (const ev of decoder.push(chunk)) {
         if (ev.type === 'message') reply(() => handler.message(ev.data, peer));
         else if (ev.type === 'oversized') reply(() => handler.oversized(ev.head, ev.size, peer));
-        else log.warn('mllp.garbage', { remote: remoteAddress, bytes: ev.bytes, reason: ev.reason });
+        else {
+          log.warn('mllp.garbage', { remote: remoteAddress, bytes: ev.bytes, reason: ev.reason });
+          metrics.inc(METRICS.mllpGarbage);
+        }
       }
     });
   };

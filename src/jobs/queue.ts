@@ -28,6 +28,11 @@ export function createScreeningQueue(connection: Redis, name: string, prefix: st
   const queue = new Queue<ScreeningJobData>(name, {
     connection,
     prefix: `${prefix}:bull`,
+    // BullMQ checks the Redis version once, with INFO, when the queue's connection first comes up, and keeps that
+    // promise: an INFO that times out (the intake's connection has a short command timeout, and the event loop may
+    // stall at start) would leave the queue failing every call for good, so every order NAKed. The workers'
+    // connections (no command timeout) still check the version.
+    skipVersionCheck: true,
     defaultJobOptions: {
       attempts: 5,
       backoff: { type: 'exponential', delay: 5000 },

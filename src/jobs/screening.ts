@@ -27,6 +27,7 @@ import { keyImagePng } from '../inference/key-images.js';
 import type { ModelRegistry } from '../inference/model-registry.js';
 import { runPipeline } from '../inference/pipeline.js';
 import type { Logger } from '../observability/log.js';
+import { errorPeer, METRICS, type MetricsSink, noMetrics } from '../observability/metrics.js';
 import type { OrderStatus } from '../orders/store.js';
 import type { ResultContext, ResultLinks } from '../results/context.js';
 import type { AnalysisCheckpoint } from './analysis-codec.js';
@@ -84,6 +85,8 @@ export interface ScreeningDeps {
   links: (jobId: string) => ResultLinks;
   settings: ScreeningSettings;
   log: Logger;
+  /** Stage durations, model time, outcomes and peer errors (shared through Redis; see observability/metrics.ts). */
+  metrics?: MetricsSink;
 }
 
 /** What the job returns (BullMQ's returnvalue), also shown by the API and the page. */
@@ -159,6 +162,7 @@ export class ScreeningRunner {
   /** Runs the job from its checkpoint to the end (or to a delay, a cancel or a failure). */
   async run(job: JobHandle, token?: string): Promise<ScreeningResult> {
     const { states, log } = this.deps;
+    const metrics = this.deps.metrics ?? noMetrics;
     const state = (await states.get(job.id)) ?? newJobState(job.id);
     let analysis: AnalysisCheckpoint | null = null;
     let volume: Awaited<ReturnType<typeof retrieveVolume>> | null = null;
@@ -172,6 +176,7 @@ export class ScreeningRunner {
         await states.put(touch(state));
         await this.deps.orders.markCancelled(job.id, `stopped before stage ${stage}`);
         log.info('job.cancelled', { jobId: job.id, stage });
+        metrics.inc(METRICS.jobsCancelled);
         break;
       }
       const index = STAGES.indexOf(stage);
@@ -227,10 +232,13 @@ export class ScreeningRunner {
         if (f.retryable && attempts < this.deps.settings.stageAttempts) {
           const delay = backoffMs(attempts, this.deps.settings);
           log.warn('job.stage-retry', { jobId: job.id, stage, attempt: attempts, delayMs: delay, error: f.message });
+          metrics.inc(METRICS.stageErrors, { stage, peer: errorPeer(stage, e), retryable: 'true' });
           await job.moveToDelayed(Date.now() + delay, token);
           throw new DelayedError();
         }
         log.error('job.stage-failed', { jobId: job.id, stage, attempts, retryable: f.retryable, error: f.message });
+        metrics.inc(METRICS.stageErrors, { stage, peer: errorPeer(stage, e), retryable: 'false' });
+        metrics.inc(METRICS.jobsFailed, { stage });
         throw new UnrecoverableError(`${stage}: ${f.message}`);
       }
       state.timingsMs[stage] = Math.round(performance.now() - t0);
@@ -241,6 +249,8 @@ export class ScreeningRunner {
       if (stage === 'analyze' && analysis) await states.putWithAnalysis(touch(state), analysis);
       else await states.put(touch(state));
       log.info('job.stage-done', { jobId: job.id, stage, ms: state.timingsMs[stage] });
+      metrics.observe(METRICS.stageDuration, { stage }, (state.timingsMs[stage] ?? 0) / 1000);
+      if (!next) metrics.inc(METRICS.jobsCompleted, { verdict: state.outputs.analyze?.verdict ?? 'none' });
     }
     await job.updateProgress({ stage: state.stage, stageIndex: STAGES.length, stages: STAGES.length, percent: 100 });
     return summarize(state);
@@ -302,10 +312,12 @@ export class ScreeningRunner {
     const lease = await this.deps.models.lease();
     try {
       const { models, manifest } = lease.set;
+      const modelStart = performance.now();
       const result = await runPipeline(retrieved.volume, models, {
         keySliceCount: this.deps.settings.keySliceCount,
         onProgress: (p) => void job.updateProgress(progressOf('analyze', p.total > 0 ? p.done / p.total : 0, p.stage)),
       });
+      this.deps.metrics?.observe(METRICS.modelDuration, { provider: result.executionProvider }, (performance.now() - modelStart) / 1000);
       const slices = retrieved.slices;
       const first = slices[0];
       state.outputs.analyze = {

@@ -3,6 +3,7 @@ import { type MshHeader, namespaceOf, readHeader } from '../hl7/header.js';
 import { decodeMessageBytes } from '../hl7/text.js';
 import { type IntakeChannel, intakeChannel, jobIdFor, type NewJob, NOT_STARTED, type ScreeningQueue } from '../jobs/queue.js';
 import type { Logger } from '../observability/log.js';
+import { METRICS, type MetricsSink } from '../observability/metrics.js';
 import { type EvaluatedOrder, type Evaluation, evaluateMessage } from './evaluate.js';
 import type { Mappings } from './mappings.js';
 import { type OrderRecord, OrderStore } from './store.js';
@@ -15,6 +16,8 @@ export interface IntakeDeps {
   appName: string;
   facilityName: string;
   now?: () => Date;
+  /** Counts messages received and their ACK codes (in memory, added to Redis in the background). */
+  metrics?: MetricsSink;
 }
 
 export type Outcome = 'queued' | 'duplicate' | 'resend' | 'cancelled' | 'cancel-requested' | 'updated' | 'ignored' | 'rejected' | 'error';
@@ -88,6 +91,12 @@ export class Intake {
   }
 
   private logResult(header: MshHeader | null, r: IntakeResult, started: number, meta: MessageMeta): IntakeResult {
+    const m = this.deps.metrics;
+    if (m && !meta.replay) {
+      m.inc(METRICS.ordersReceived);
+      m.inc(METRICS.ordersAcked, { code: r.ackCode });
+      if (r.ackCode !== 'AA' && r.ackCode !== 'CA') m.inc(METRICS.ordersNak, { class: r.ackCode === 'AR' || r.ackCode === 'CR' ? 'reject' : 'error' });
+    }
     const fields = {
       controlId: header?.controlId.slice(0, 40),
       sendingApplication: header ? namespaceOf(header.sendingApp, header.componentSep).slice(0, 40) : undefined,
