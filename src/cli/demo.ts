@@ -11,7 +11,7 @@
  * Without --once everything keeps running until Ctrl-C. With --once it stops what it started and prints a JSON
  * summary as its last line; the exit code is 0 only when every study finished.
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -30,7 +30,6 @@ import { startGateway } from './gateway.js';
 import { LocalFhirServer } from './local-peers/fhir.js';
 import { LocalOrthanc } from './local-peers/orthanc.js';
 import { startReceiver } from './local-peers/oru-receiver.js';
-import { startWorker } from './worker.js';
 
 const execFileP = promisify(execFile);
 const SENDER = { application: 'DEMO-EMR', facility: 'GENHOSP' };
@@ -86,6 +85,60 @@ export function demoOrm(s: DemoStudy, controlId: string, now = new Date()): stri
   ].join('\r');
 }
 
+interface SpawnedWorker {
+  pid: number;
+  ready: { models: string[]; provider: string };
+  stop(): Promise<void>;
+}
+
+/** `ctgate worker` as a child process; resolves when it logs worker.ready (its log lines are JSON on stderr). */
+function spawnWorker(env: NodeJS.ProcessEnv): Promise<SpawnedWorker> {
+  const child = spawn(process.execPath, ['bin/ctgate.mjs', 'worker'], { env: { ...env, CTGATE_LOG_LEVEL: 'info' }, stdio: ['ignore', 'ignore', 'pipe'] });
+  let buf = '';
+  let tail = '';
+  const ready = { models: [] as string[], provider: '' };
+  const stop = async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    child.kill('SIGTERM');
+    const t = setTimeout(() => child.kill('SIGKILL'), 15_000);
+    await new Promise((r) => child.once('exit', r));
+    clearTimeout(t);
+  };
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      void stop();
+      reject(new Error(`the worker did not start within 60 s: ${tail}`));
+    }, 60_000);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`the worker exited (${code}): ${tail}`));
+    });
+    child.stderr.on('data', (d: Buffer) => {
+      buf += d.toString();
+      tail = (tail + d.toString()).slice(-2000);
+      let nl = buf.indexOf('\n');
+      while (nl >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        nl = buf.indexOf('\n');
+        let rec: { event?: string; models?: string[]; provider?: string; level?: string };
+        try {
+          rec = JSON.parse(line);
+        } catch {
+          continue;
+        }
+        if (rec.event === 'models.loaded') Object.assign(ready, { models: rec.models ?? [], provider: rec.provider ?? '' });
+        if (rec.event === 'worker.ready') {
+          clearTimeout(timer);
+          child.removeAllListeners('exit');
+          resolve({ pid: child.pid ?? 0, ready, stop });
+        }
+        if (rec.level === 'error') process.stderr.write(`worker: ${line}\n`);
+      }
+    });
+  });
+}
+
 const pct = (p: unknown) => (typeof p === 'object' && p !== null ? (p as { percent?: number; stage?: string }) : {});
 
 export async function runDemo(args: string[]): Promise<number> {
@@ -135,10 +188,12 @@ export async function runDemo(args: string[]): Promise<number> {
     const gw = await startGateway(gwConfig, log);
     stops.push(() => gw.stop());
     const base = `http://127.0.0.1:${gw.httpPort}`;
-    const worker = await startWorker(loadConfig({ ...env, CTGATE_PUBLIC_URL: base }), log);
+    // The worker in its own process, as at a site: model runs hold its event loop for seconds, which would
+    // otherwise delay the gateway's ACKs.
+    const worker = await spawnWorker({ ...env, CTGATE_PUBLIC_URL: base });
     stops.push(() => worker.stop());
-    const models = worker.registry.status();
-    out(`   MLLP 127.0.0.1:${gw.mllp.port}   HTTP ${base}   models ${models.modelIds.join(', ')} on ${models.executionProvider}`);
+    const models = worker.ready;
+    out(`   MLLP 127.0.0.1:${gw.mllp.port}   HTTP ${base}   worker pid ${worker.pid}: models ${models.models.join(', ')} on ${models.provider}`);
 
     out('\n3. Storing the studies in the PACS (STOW-RS)');
     const studies: DemoStudy[] = [
