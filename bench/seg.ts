@@ -8,13 +8,12 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import type { SliceMeta } from '../src/imaging/slices.js';
-import { type Geometry, voxelToPatient } from '../src/imaging/volume.js';
+import type { Geometry } from '../src/imaging/volume.js';
 import type { ResultContext } from '../src/results/context.js';
 import { packFrames } from '../src/results/seg/bits.js';
 import { encodeSeg } from '../src/results/seg/encode.js';
 import { deterministicUid } from '../src/synthetic/dicom-writer.js';
-import { syntheticResult } from '../test/helpers/result-context.js';
+import { slicesOf, syntheticResult } from '../test/helpers/result-context.js';
 
 const { values } = parseArgs({ options: { repeat: { type: 'string', default: '5' } } });
 const repeat = Number(values.repeat);
@@ -60,22 +59,7 @@ const cases: { name: string; mask: Uint8Array }[] = [
 // A context skeleton from the small synthetic study, with the big grid and its slices swapped in.
 const base = syntheticResult({ seed: 1, kind: 'covid', size: [32, 32, 4] }).context;
 const seriesUid = deterministicUid('bench|series');
-const slices: SliceMeta[] = Array.from({ length: nz }, (_, k) => ({
-  sopInstanceUid: deterministicUid(`bench|instance|${k}`),
-  seriesInstanceUid: seriesUid,
-  instanceNumber: k + 1,
-  position: voxelToPatient(geometry, 0, 0, k),
-  orientation: [1, 0, 0, 0, 1, 0],
-  pixelSpacing: [0.7, 0.7],
-  rows: ny,
-  columns: nx,
-  bitsAllocated: 16,
-  pixelRepresentation: 0,
-  samplesPerPixel: 1,
-  rescaleSlope: 1,
-  rescaleIntercept: -1024,
-  sliceThickness: 1,
-}));
+const slices = slicesOf(geometry, seriesUid, (k) => deterministicUid(`bench|instance|${k}`));
 
 function time(fn: () => void): number {
   fn();

@@ -18,7 +18,7 @@ import { loadManifest, ManifestError } from '../inference/manifest.js';
 import { type PipelineResult, type Progress, runPipeline, type Stage } from '../inference/pipeline.js';
 import { createOnnxModels, type ExecutionProvider, parseExecutionProviders } from '../inference/session.js';
 import type { Order } from '../orders/order.js';
-import type { KeyImage, SourceStudy } from '../results/context.js';
+import { analysisOf, type KeyImage, type SourceStudy } from '../results/context.js';
 import { analyzeJobId, OrderFileError, orderFromFile, orderFromStudy, writeResultFiles } from './analyze-results.js';
 
 export const ANALYZE_USAGE = `usage:
@@ -510,17 +510,7 @@ export async function analyzeCommand(args: string[], io: AnalyzeIo = processIo):
         slices: series.slices,
         geometry: g,
       },
-      analysis: {
-        verdict: result.verdict,
-        ...(result.reason ? { reason: result.reason } : {}),
-        probability: result.probability,
-        threshold: result.threshold,
-        findings: result.findings,
-        lesionMask: result.lesionMask,
-        models: [manifest.lung, manifest.lesion, manifest.classifier].map((m) => ({ name: m.name, version: m.version })),
-        executionProvider: result.executionProvider,
-        completedAt: new Date().toISOString(),
-      },
+      analysis: analysisOf(result, manifest),
       keyImages,
       links: { dicomWebBaseUrl: `${config.publicUrl}/dicom-web` },
     },

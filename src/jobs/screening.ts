@@ -29,7 +29,7 @@ import { runPipeline } from '../inference/pipeline.js';
 import type { Logger } from '../observability/log.js';
 import { errorPeer, METRICS, type MetricsSink, noMetrics } from '../observability/metrics.js';
 import type { OrderStatus } from '../orders/store.js';
-import type { ResultContext, ResultLinks } from '../results/context.js';
+import { analysisOf, type ResultContext, type ResultLinks } from '../results/context.js';
 import type { AnalysisCheckpoint } from './analysis-codec.js';
 import { type JobState, type JobStateStore, newJobState, STAGES, type StageName, type StageOutputs } from './job-state.js';
 import type { ScreeningJobData } from './queue.js';
@@ -340,17 +340,7 @@ export class ScreeningRunner {
           slices,
           geometry: retrieved.volume.geometry,
         },
-        analysis: {
-          verdict: result.verdict,
-          ...(result.reason ? { reason: result.reason } : {}),
-          probability: result.probability,
-          threshold: result.threshold,
-          findings: result.findings,
-          lesionMask: mask,
-          models: [manifest.lung, manifest.lesion, manifest.classifier].map((m) => ({ name: m.name, version: m.version })),
-          executionProvider: result.executionProvider,
-          completedAt: new Date().toISOString(),
-        },
+        analysis: analysisOf(result, manifest),
         keyImages:
           mask && result.findings
             ? result.findings.keySlices.map((k) => ({

@@ -5,7 +5,8 @@
  */
 import type { SliceMeta } from '../imaging/slices.js';
 import type { Geometry } from '../imaging/volume.js';
-import type { Findings, Verdict } from '../inference/pipeline.js';
+import type { Manifest } from '../inference/manifest.js';
+import type { Findings, PipelineResult, Verdict } from '../inference/pipeline.js';
 import type { Order } from '../orders/order.js';
 
 /** Patient and study attributes of the source CT, as the PACS holds them (the SEG must repeat them exactly). */
@@ -84,4 +85,19 @@ export interface ResultContext {
   analysis: Analysis;
   keyImages: KeyImage[];
   links: ResultLinks;
+}
+
+/** The Analysis of a pipeline run with the manifest's models (what the worker and `ctgate analyze` record). */
+export function analysisOf(result: PipelineResult, manifest: Pick<Manifest, 'lung' | 'lesion' | 'classifier'>, completedAt = new Date()): Analysis {
+  return {
+    verdict: result.verdict,
+    ...(result.reason ? { reason: result.reason } : {}),
+    probability: result.probability,
+    threshold: result.threshold,
+    findings: result.findings,
+    lesionMask: result.lesionMask,
+    models: [manifest.lung, manifest.lesion, manifest.classifier].map((m) => ({ name: m.name, version: m.version })),
+    executionProvider: result.executionProvider,
+    completedAt: completedAt.toISOString(),
+  };
 }

@@ -4,7 +4,7 @@
  * store in Orthanc so that the SEG's references point at real instances.
  */
 import type { SliceMeta } from '../../src/imaging/slices.js';
-import { voxelToPatient } from '../../src/imaging/volume.js';
+import { type Geometry, voxelToPatient } from '../../src/imaging/volume.js';
 import { keySlices, measureLesions } from '../../src/inference/findings.js';
 import { keyImagePng } from '../../src/inference/key-images.js';
 import { LEFT_LUNG, RIGHT_LUNG } from '../../src/inference/lungs.js';
@@ -16,6 +16,29 @@ import { generateChestCt, type PhantomKind } from '../../src/synthetic/phantom.j
 export interface SyntheticResult {
   context: ResultContext;
   series: CtSeries;
+}
+
+/** Slice metadata for every z index of a grid (16-bit CT stored with intercept −1024), as the PACS would give it. */
+export function slicesOf(g: Geometry, seriesInstanceUid: string, sopInstanceUid: (k: number) => string, frameOfReferenceUid?: string): SliceMeta[] {
+  const [nx, ny, nz] = g.size;
+  const orientation = [...g.direction.slice(0, 6)] as SliceMeta['orientation'];
+  return Array.from({ length: nz }, (_, k) => ({
+    sopInstanceUid: sopInstanceUid(k),
+    seriesInstanceUid,
+    instanceNumber: k + 1,
+    position: voxelToPatient(g, 0, 0, k),
+    orientation,
+    pixelSpacing: [g.spacing[1], g.spacing[0]],
+    rows: ny,
+    columns: nx,
+    bitsAllocated: 16,
+    pixelRepresentation: 0,
+    samplesPerPixel: 1,
+    rescaleSlope: 1,
+    rescaleIntercept: -1024,
+    sliceThickness: g.spacing[2],
+    ...(frameOfReferenceUid ? { frameOfReferenceUid } : {}),
+  }));
 }
 
 export function sampleOrder(overrides: Partial<Order> = {}): Order {
@@ -68,24 +91,8 @@ export function syntheticResult(opts: { seed?: number; kind?: PhantomKind; size?
   const mask = Uint8Array.from(phantom.lesionMask);
   const measured = measureLesions(g, labels, mask);
   const keys = keySlices(mask, g, 3);
-  const orientation = [...g.direction.slice(0, 6)] as SliceMeta['orientation'];
-  const slices: SliceMeta[] = series.files.map((f, k) => ({
-    sopInstanceUid: f.sopInstanceUid,
-    seriesInstanceUid: series.seriesInstanceUid,
-    instanceNumber: f.instanceNumber,
-    position: voxelToPatient(g, 0, 0, k),
-    orientation,
-    pixelSpacing: [g.spacing[1], g.spacing[0]],
-    rows: ny,
-    columns: nx,
-    bitsAllocated: 16,
-    pixelRepresentation: 0,
-    samplesPerPixel: 1,
-    rescaleSlope: 1,
-    rescaleIntercept: -1024,
-    sliceThickness: g.spacing[2],
-    frameOfReferenceUid: series.frameOfReferenceUid,
-  }));
+  const slices = slicesOf(g, series.seriesInstanceUid, (k) => series.files[k]?.sopInstanceUid ?? '', series.frameOfReferenceUid);
+
   const positive = kind === 'covid';
   const context: ResultContext = {
     jobId: `job-${seed}-${kind}`,
