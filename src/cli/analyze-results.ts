@@ -1,5 +1,6 @@
 /**
- * The result objects `ctgate analyze` writes beside findings.json — DIR/seg.dcm, DIR/bundle.json, DIR/oru.hl7 —
+ * The result objects `ctgate analyze` writes beside findings.json — DIR/seg.dcm, the key images as secondary
+ * captures (DIR/key-<rank>-slice-<z>.dcm, beside the PNG of the same name), DIR/bundle.json, DIR/oru.hl7 —
  * made by the same encoders the worker uses, so an integration engineer sees exactly what would be sent.
  * The order comes from `--order FILE` (the ORM the result answers); without one it is made from the DICOM header
  * (accession number as the placer number) and findings.json says so.
@@ -15,6 +16,7 @@ import type { Order } from '../orders/order.js';
 import type { ResultContext, SourceStudy } from '../results/context.js';
 import { buildResultBundle } from '../results/fhir/bundle.js';
 import { loadFhirMappings } from '../results/fhir/mappings.js';
+import { encodeKeyImages, NoKeyImagesError } from '../results/key-image-sc/encode.js';
 import { encodeOru, oruControlId } from '../results/oru/encode.js';
 import { encodeSeg, NoSegError } from '../results/seg/encode.js';
 
@@ -73,7 +75,10 @@ export interface WrittenResults {
   notes: string[];
 }
 
-/** Writes seg.dcm (when there is a lesion), bundle.json and oru.hl7 for the context. */
+/** The file name of a key image: its PNG (analyze.ts) and its secondary capture share the name. */
+export const keyImageFileName = (rank: number, sliceIndex: number, ext: 'png' | 'dcm') => `key-${rank}-slice-${sliceIndex}.${ext}`;
+
+/** Writes seg.dcm and the key images' .dcm (when there is a lesion), bundle.json and oru.hl7 for the context. */
 export async function writeResultFiles(ctx: ResultContext, config: Config, outDir: string): Promise<WrittenResults> {
   const files: string[] = [];
   const notes: string[] = [];
@@ -86,6 +91,16 @@ export async function writeResultFiles(ctx: ResultContext, config: Config, outDi
   } catch (e) {
     if (!(e instanceof NoSegError)) throw e;
     notes.push(`no seg.dcm: ${e.message}`);
+  }
+  try {
+    for (const k of encodeKeyImages(ctx).instances) {
+      const name = keyImageFileName(k.instanceNumber, k.sliceIndex, 'dcm');
+      await writeFile(join(outDir, name), k.bytes);
+      files.push(name);
+    }
+  } catch (e) {
+    if (!(e instanceof NoKeyImagesError)) throw e;
+    notes.push(`no key-image .dcm: ${e.message}`);
   }
   const bundle = buildResultBundle(ctx, loadFhirMappings(config.resultMappingsFile), { seg });
   await writeFile(join(outDir, 'bundle.json'), `${JSON.stringify(bundle, null, 2)}\n`);

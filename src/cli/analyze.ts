@@ -19,7 +19,7 @@ import { type PipelineResult, type Progress, runPipeline, type Stage } from '../
 import { createOnnxModels, type ExecutionProvider, parseExecutionProviders } from '../inference/session.js';
 import type { Order } from '../orders/order.js';
 import { analysisOf, type KeyImage, type SourceStudy } from '../results/context.js';
-import { analyzeJobId, OrderFileError, orderFromFile, orderFromStudy, writeResultFiles } from './analyze-results.js';
+import { analyzeJobId, keyImageFileName, OrderFileError, orderFromFile, orderFromStudy, writeResultFiles } from './analyze-results.js';
 
 export const ANALYZE_USAGE = `usage:
   ctgate analyze PATH... --out DIR [--order ORM.hl7] [--manifest models/manifest.json] [--threads N] [--providers cuda,cpu]
@@ -475,7 +475,7 @@ export async function analyzeCommand(args: string[], io: AnalyzeIo = processIo):
     for (const ks of f.keySlices) {
       rank++;
       const meta = series.slices[ks.index] as SliceMeta;
-      const image = `key-${rank}-slice-${ks.index}.png`;
+      const image = keyImageFileName(rank, ks.index, 'png');
       const png = keyImagePng(series.volume, ks.index, result.lesionMask);
       await writeFile(join(outDir, image), png);
       keyImages.push({ sliceIndex: ks.index, sopInstanceUid: meta.sopInstanceUid, lesionAreaMm2: ks.lesionAreaMm2, png });

@@ -13,7 +13,16 @@ export interface StageOutputs {
   'wait-for-study'?: { studyInstanceUid: string; instances: number; matchedBy: string };
   retrieve?: { seriesInstanceUid: string; slices: number; reason: string };
   analyze?: { verdict: string; probability: number | null; models: string[]; executionProvider: string; reason?: string };
-  'write-seg'?: { seriesInstanceUid: string; sopInstanceUid: string; frames: number } | { skipped: string };
+  'write-seg'?:
+    | {
+        seriesInstanceUid: string;
+        sopInstanceUid: string;
+        frames: number;
+        /** The key-image series (secondary captures with the overlay burned in), when there were key slices. */
+        keyImageSeriesInstanceUid?: string;
+        keyImages?: number;
+      }
+    | { skipped: string };
   'write-fhir'?: { diagnosticReportId: string; resources: number } | { skipped: string };
   'send-oru'?: { controlId: string; ackCode: string; attempts: number } | { skipped: string };
 }

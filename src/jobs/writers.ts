@@ -1,6 +1,7 @@
 /**
- * The result stages' writers, made from the configuration: SEG to the PACS (STOW-RS), FHIR to the chart, ORU^R01
- * to the EMR. Each is idempotent (see the encoders), so a stage re-run never makes a second copy.
+ * The result stages' writers, made from the configuration: SEG and key images (secondary captures) to the PACS
+ * (STOW-RS), FHIR to the chart, ORU^R01 to the EMR. Each is idempotent (see the encoders), so a stage re-run never
+ * makes a second copy.
  */
 import type { Config } from '../config/index.js';
 import type { DicomWebClient } from '../dicomweb/client.js';
@@ -8,14 +9,20 @@ import type { Logger } from '../observability/log.js';
 import { buildResultBundle } from '../results/fhir/bundle.js';
 import { FhirSender } from '../results/fhir/client.js';
 import { loadFhirMappings } from '../results/fhir/mappings.js';
+import { encodeKeyImages, NoKeyImagesError } from '../results/key-image-sc/encode.js';
 import { encodeOru, oruControlId } from '../results/oru/encode.js';
 import { oruSenderOptions, sendOru } from '../results/oru/sender.js';
 import { encodeSeg, NoSegError } from '../results/seg/encode.js';
-import { storeSeg } from '../results/seg/store.js';
+import { storeSeg, storeSeries } from '../results/seg/store.js';
 import type { ResultWriters } from './screening.js';
 
 export const CTGATE_VERSION = '0.1.0';
 
+/**
+ * The write-seg stage: the SEG, then the key images (secondary captures, for viewers without SEG support) in a
+ * series of their own. Both are idempotent, so a re-run of the stage (e.g. after the key images failed) stores the
+ * same instances again.
+ */
 export function segWriter(pacs: DicomWebClient): NonNullable<ResultWriters['seg']> {
   return async (ctx) => {
     let seg: ReturnType<typeof encodeSeg>;
@@ -26,7 +33,19 @@ export function segWriter(pacs: DicomWebClient): NonNullable<ResultWriters['seg'
       throw e;
     }
     const stored = await storeSeg(pacs, seg);
-    return { seriesInstanceUid: stored.seriesInstanceUid, sopInstanceUid: stored.sopInstanceUid, frames: seg.frames };
+    let keyImages: ReturnType<typeof encodeKeyImages> | undefined;
+    try {
+      keyImages = encodeKeyImages(ctx, { softwareVersion: CTGATE_VERSION });
+    } catch (e) {
+      if (!(e instanceof NoKeyImagesError)) throw e;
+    }
+    const keyImageSeries = keyImages ? await storeSeries(pacs, keyImages, 'key-image SC') : undefined;
+    return {
+      seriesInstanceUid: stored.seriesInstanceUid,
+      sopInstanceUid: stored.sopInstanceUid,
+      frames: seg.frames,
+      ...(keyImageSeries ? { keyImageSeriesInstanceUid: keyImageSeries.seriesInstanceUid, keyImages: keyImageSeries.instances.length } : {}),
+    };
   };
 }
 

@@ -17,9 +17,10 @@ import { createHash, randomUUID } from 'node:crypto';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { endianness } from 'node:os';
 import { join } from 'node:path';
-import dcmjs from 'dcmjs';
+import type { NaturalizedDataset } from 'dcmjs';
 import type { HuVolume } from '../imaging/volume.js';
 import { voxelToPatient } from '../imaging/volume.js';
+import { part10WithPixelSpace } from '../results/part10.js';
 
 export { writeMasks } from './masks.js';
 
@@ -102,8 +103,6 @@ export function deterministicUid(name: string): string {
 export function randomUid(): string {
   return `2.25.${BigInt(`0x${randomUUID().replace(/-/g, '')}`).toString(10)}`;
 }
-
-const IMPLEMENTATION_CLASS_UID = deterministicUid('implementation');
 
 /** Decimal String (DS): at most 16 characters, no exponent, no "-0". */
 export function formatDs(v: number): string {
@@ -245,33 +244,15 @@ export function writeCtSeries(volume: HuVolume, opts: CtSeriesOptions = {}): CtS
       ImagePositionPatient: ipp.map(formatDs),
       SliceLocation: formatDs(ipp[0] * (normal[0] as number) + ipp[1] * (normal[1] as number) + ipp[2] * (normal[2] as number)),
     };
-    const meta = dcmjs.data.DicomMetaDictionary.denaturalizeDataset({
-      FileMetaInformationVersion: new Uint8Array([0, 1]).buffer,
-      MediaStorageSOPClassUID: CT_IMAGE_STORAGE,
-      MediaStorageSOPInstanceUID: sopInstanceUid,
-      TransferSyntaxUID: EXPLICIT_VR_LITTLE_ENDIAN,
-      ImplementationClassUID: IMPLEMENTATION_CLASS_UID,
-      ImplementationVersionName: IMPLEMENTATION_VERSION_NAME,
-      _vrMap: { FileMetaInformationVersion: 'OB' },
+    const {
+      bytes,
+      view,
+      pixelOffset: px,
+    } = part10WithPixelSpace(dataset as unknown as NaturalizedDataset, pixelBytes, {
+      vr: 'OW',
+      implementationVersionName: IMPLEMENTATION_VERSION_NAME,
     });
-    const dict = new dcmjs.data.DicomDict(meta);
-    dict.dict = dcmjs.data.DicomMetaDictionary.denaturalizeDataset(dataset);
-    if (Object.keys(dict.dict).some((tag) => tag.toUpperCase() >= '7FE00010')) throw new Error('Pixel Data must be the last element');
-    // dcmjs writes everything but Pixel Data; Pixel Data (7FE0,0010), the last element, is appended here as
-    // OW with an explicit length, straight into the file buffer (saves dcmjs' copies of 0.5 MB per slice).
-    const head = new Uint8Array(dict.write());
-    if (head.length % 2 !== 0) throw new Error('dcmjs wrote an odd-length dataset');
-    const bytes = new Uint8Array(head.length + 12 + pixelBytes);
-    bytes.set(head, 0);
-    const view = new DataView(bytes.buffer);
-    const at = head.length;
-    view.setUint16(at, 0x7fe0, true);
-    view.setUint16(at + 2, 0x0010, true);
-    bytes[at + 4] = 0x4f; // 'O'
-    bytes[at + 5] = 0x57; // 'W'
-    view.setUint32(at + 8, pixelBytes, true);
     const hu = volume.data.subarray(k * sliceLen, (k + 1) * sliceLen);
-    const px = at + 12;
     if (exact && littleEndianHost) {
       const store = pixelRepresentation === 0 ? new Uint16Array(bytes.buffer, px, sliceLen) : new Int16Array(bytes.buffer, px, sliceLen);
       clampedVoxels += storeExact(hu, store, intercept, minStored, maxStored);

@@ -35,14 +35,21 @@ async function writeStudy(
   return p;
 }
 
-/** seg.dcm (dciodvfy-clean, frames on the study's slices), bundle.json and oru.hl7, as the service would send them. */
+/**
+ * seg.dcm (dciodvfy-clean, frames on the study's slices), the key images as secondary captures (one .dcm beside each
+ * key PNG, dciodvfy-clean), bundle.json and oru.hl7, as the service would send them.
+ */
 async function assertResultFiles(out: string, f: FindingsJson, withSeg: boolean) {
-  assert.deepEqual(f.results, withSeg ? ['seg.dcm', 'bundle.json', 'oru.hl7'] : ['bundle.json', 'oru.hl7']);
+  const keyDcm = f.keySlices.map((k) => k.image.replace(/\.png$/, '.dcm'));
+  assert.deepEqual(f.results, withSeg ? ['seg.dcm', ...keyDcm, 'bundle.json', 'oru.hl7'] : ['bundle.json', 'oru.hl7']);
   if (withSeg) {
-    const v = spawnSync('dciodvfy', [join(out, 'seg.dcm')], { encoding: 'utf8' });
-    if (v.error) throw new Error(`dciodvfy could not run (install dicom3tools: bash .ci/setup.sh): ${v.error.message}`);
-    const errors = `${v.stdout}${v.stderr}`.split('\n').filter((l) => /^Error/.test(l));
-    assert.deepEqual(errors, []);
+    assert.ok(keyDcm.length > 0, 'key images with a lesion');
+    for (const file of ['seg.dcm', ...keyDcm]) {
+      const v = spawnSync('dciodvfy', [join(out, file)], { encoding: 'utf8' });
+      if (v.error) throw new Error(`dciodvfy could not run (install dicom3tools: bash .ci/setup.sh): ${v.error.message}`);
+      const errors = `${v.stdout}${v.stderr}`.split('\n').filter((l) => /^Error/.test(l));
+      assert.deepEqual(errors, [], file);
+    }
     const seg = readSeg(new Uint8Array(await readFile(join(out, 'seg.dcm'))));
     assert.ok(seg.frames.length > 0);
     const keyUids = new Set(f.keySlices.map((k) => k.sopInstanceUid));

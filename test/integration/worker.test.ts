@@ -14,6 +14,7 @@ import { Redis } from 'ioredis';
 import { type Receiver, running, startReceiver } from '../../src/cli/local-peers/oru-receiver.js';
 import { startWorker } from '../../src/cli/worker.js';
 import { loadConfig } from '../../src/config/index.js';
+import { str, TAG } from '../../src/dicomweb/dicom-json.js';
 import { JobStateStore } from '../../src/jobs/job-state.js';
 import { jobIdFor, type ScreeningJobData } from '../../src/jobs/queue.js';
 import { silentLogger } from '../../src/observability/log.js';
@@ -120,6 +121,18 @@ describe('screening worker (Redis, Orthanc, models, python-hl7 receiver)', () =>
       // The SEG is in the study, once.
       const segs = (await orthanc.client().searchSeries(series.studyInstanceUid, { Modality: 'SEG' })).length;
       assert.equal(segs, 1);
+      // Beside the CT and the SEG, one series of key images (secondary captures, Modality OT) for viewers without SEG.
+      const all = await orthanc.client().searchSeries(series.studyInstanceUid);
+      const modalities = all.map((s) => str(s, TAG.Modality)).sort();
+      assert.deepEqual(modalities, ['CT', 'OT', 'SEG']);
+      const keySeries = all.find((s) => str(s, TAG.Modality) === 'OT');
+      assert.match(str(keySeries ?? {}, TAG.SeriesDescription) ?? '', /NOT FOR CLINICAL USE/);
+      const segOut = (await states.get(jobId))?.outputs['write-seg'];
+      assert.ok(segOut && 'keyImageSeriesInstanceUid' in segOut, JSON.stringify(segOut));
+      assert.equal(segOut.keyImageSeriesInstanceUid, str(keySeries ?? {}, TAG.SeriesInstanceUID));
+      const keyInstances = await orthanc.client().searchInstances(series.studyInstanceUid, segOut.keyImageSeriesInstanceUid as string);
+      assert.equal(keyInstances.length, segOut.keyImages);
+      assert.ok(keyInstances.length >= 1);
       // The EMR got exactly one ORU for this job, carrying the accession number.
       const orus = rx.received().filter((m) => m.toString().includes('ACC-W1'));
       assert.equal(orus.length, 1);

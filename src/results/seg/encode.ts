@@ -14,10 +14,10 @@
 import type { NaturalizedDataset } from 'dcmjs';
 import { deterministicUid, formatDs } from '../../synthetic/dicom-writer.js';
 import type { ModelRef, ResultContext } from '../context.js';
+import { writePart10 } from '../part10.js';
 import { countBits, packFrames } from './bits.js';
 import { CODES, type Code, codeItem } from './codes.js';
 import { dicomDateTime } from './datetime.js';
-import { writePart10 } from './part10.js';
 
 export const SEGMENTATION_STORAGE = '1.2.840.10008.5.1.4.1.1.66.4';
 export const SEG_SERIES_DESCRIPTION = 'AI lesion segmentation (NOT FOR CLINICAL USE)';
@@ -314,7 +314,7 @@ export function encodeSeg(ctx: ResultContext, opts: SegOptions = {}): EncodedSeg
     PerFrameFunctionalGroupsSequence: perFrame,
   };
 
-  const bytes = writePart10(dataset, pixelData);
+  const bytes = writePart10(dataset, pixelData, 'CTGATE_SEG_1');
   return {
     bytes,
     studyInstanceUid: study.studyInstanceUid,
