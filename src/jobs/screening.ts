@@ -98,6 +98,7 @@ export interface ScreeningResult {
   models?: string[];
   studyInstanceUid?: string;
   segSeriesInstanceUid?: string;
+  keyImageSeriesInstanceUid?: string;
   diagnosticReportId?: string;
   oruAckCode?: string;
   skipped: Partial<Record<StageName, string>>;
@@ -138,7 +139,7 @@ export function summarize(state: JobState): ScreeningResult {
     const out = o[s] as { skipped?: string } | undefined;
     if (out?.skipped) skipped[s] = out.skipped;
   }
-  const seg = o['write-seg'] as { seriesInstanceUid?: string } | undefined;
+  const seg = o['write-seg'] as { seriesInstanceUid?: string; keyImageSeriesInstanceUid?: string } | undefined;
   const fhir = o['write-fhir'] as { diagnosticReportId?: string } | undefined;
   const oru = o['send-oru'] as { ackCode?: string } | undefined;
   return {
@@ -149,6 +150,7 @@ export function summarize(state: JobState): ScreeningResult {
     models: o.analyze?.models,
     studyInstanceUid: o['wait-for-study']?.studyInstanceUid,
     segSeriesInstanceUid: seg?.seriesInstanceUid,
+    keyImageSeriesInstanceUid: seg?.keyImageSeriesInstanceUid,
     diagnosticReportId: fhir?.diagnosticReportId,
     oruAckCode: oru?.ackCode,
     skipped,

@@ -55,8 +55,10 @@ export function fhirWriter(config: Config, log: Logger): ResultWriters['fhir'] {
   const sender = FhirSender.fromConfig(c, log);
   const maps = loadFhirMappings(config.resultMappingsFile);
   return async (ctx, seg) => {
-    const segRef = seg && 'seriesInstanceUid' in seg ? { seriesInstanceUid: seg.seriesInstanceUid, sopInstanceUid: seg.sopInstanceUid } : undefined;
-    const sent = await sender.send(buildResultBundle(ctx, maps, { seg: segRef }), ctx.jobId);
+    const stored = seg && 'seriesInstanceUid' in seg ? seg : undefined;
+    const segRef = stored ? { seriesInstanceUid: stored.seriesInstanceUid, sopInstanceUid: stored.sopInstanceUid } : undefined;
+    const keyImages = stored?.keyImageSeriesInstanceUid ? { seriesInstanceUid: stored.keyImageSeriesInstanceUid, instances: stored.keyImages ?? 0 } : undefined;
+    const sent = await sender.send(buildResultBundle(ctx, maps, { seg: segRef, keyImages }), ctx.jobId);
     const report = sent.resources.find((r) => r.resourceType === 'DiagnosticReport');
     if (!report) throw new Error('the FHIR server did not return the DiagnosticReport it stored');
     return { diagnosticReportId: report.id, resources: sent.resources.length };

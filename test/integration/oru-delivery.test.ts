@@ -3,10 +3,9 @@
  * (src/cli/local-peers/oru-receiver.py), plain and over TLS (the same receiver with Python's ssl context).
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { running, startReceiver, tmpRoot } from '../../src/cli/local-peers/oru-receiver.js';

@@ -44,6 +44,7 @@ describe('FHIR result bundle', () => {
   it('validates with Medplum and the FHIR R4 JSON schema, for every kind of result', () => {
     const cases = [
       buildResultBundle(positive, maps, { seg: SEG }),
+      buildResultBundle(positive, maps, { seg: SEG, keyImages: { seriesInstanceUid: '2.25.42', instances: 3 } }),
       buildResultBundle(healthy, maps),
       buildResultBundle(pneumonia, maps),
       buildResultBundle(notAssessable(positive), maps),
@@ -52,6 +53,23 @@ describe('FHIR result bundle', () => {
       const problems = [...fhirProblems(b), ...resources(b).flatMap((r) => fhirProblems(r))];
       assert.deepEqual(problems, []);
     }
+  });
+
+  it('lists the key-image series (modality OT) in the ImagingStudy when it was stored', () => {
+    const is = one<ImagingStudy>(buildResultBundle(positive, maps, { seg: SEG, keyImages: { seriesInstanceUid: '2.25.42', instances: 3 } }), 'ImagingStudy');
+    assert.deepEqual(
+      is.series?.map((s) => [s.modality.code, s.numberOfInstances]),
+      [
+        ['CT', positive.series.slices.length],
+        ['SEG', 1],
+        ['OT', 3],
+      ],
+    );
+    assert.deepEqual(
+      is.modality?.map((m) => m.code),
+      ['CT', 'SEG', 'OT'],
+    );
+    assert.equal(is.numberOfSeries, 3);
   });
 
   it('catches broken resources (the validators are live)', () => {

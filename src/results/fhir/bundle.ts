@@ -3,7 +3,7 @@ import type { ResultContext } from '../context.js';
 import { deviceEntry, deviceId } from './device.js';
 import { stableId, urnUuid } from './ids.js';
 import { endpointEntry, endpointId, imagingStudyEntry, imagingStudyId } from './imaging-study.js';
-import { type BuildInput, modelsKey, type Refs, type SegSeriesRef } from './input.js';
+import { type BuildInput, type KeyImageSeriesRef, modelsKey, type Refs, type SegSeriesRef } from './input.js';
 import type { FhirMappings } from './mappings.js';
 import { observationEntries } from './observations.js';
 import { patientEntry } from './patient.js';
@@ -13,6 +13,8 @@ import { serviceRequestEntry } from './service-request.js';
 export interface BundleOptions {
   /** The SEG series, when the SEG writer stored one. */
   seg?: SegSeriesRef;
+  /** The key-image series, when stored. */
+  keyImages?: KeyImageSeriesRef;
 }
 
 /**
@@ -29,7 +31,7 @@ export function buildResultBundle(ctx: ResultContext, maps: FhirMappings, opts: 
     device: urnUuid(deviceId(modelsKey(ctx))),
     imagingStudy: urnUuid(imagingStudyId(ctx.study.studyInstanceUid)),
   };
-  const input: BuildInput = { ctx, maps, refs, seg: opts.seg };
+  const input: BuildInput = { ctx, maps, refs, seg: opts.seg, keyImages: opts.keyImages };
   const observations = observationEntries(input);
   const entries: BundleEntry<FhirResource>[] = [
     patientEntry(input),

@@ -3,6 +3,12 @@ import type { ResultContext } from '../context.js';
 import type { FhirMappings, TemplateVars } from './mappings.js';
 
 /** The SEG series the SEG writer stored beside the CT (its writer derives the UIDs). */
+/** The key-image series (Secondary Capture, modality OT) the write-seg stage stored. */
+export interface KeyImageSeriesRef {
+  seriesInstanceUid: string;
+  instances: number;
+}
+
 export interface SegSeriesRef {
   seriesInstanceUid: string;
   sopInstanceUid?: string;
@@ -23,6 +29,7 @@ export interface BuildInput {
   maps: FhirMappings;
   refs: Refs;
   seg?: SegSeriesRef;
+  keyImages?: KeyImageSeriesRef;
 }
 
 export class FhirMappingError extends Error {

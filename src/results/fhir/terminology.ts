@@ -45,6 +45,8 @@ export const NEGATIVE = c(SYSTEM.interpretation, 'NEG', 'Negative');
 export const WADO_RS = c(SYSTEM.endpointConnectionType, 'dicom-wado-rs', 'DICOM WADO-RS');
 export const MODALITY_CT = c(SYSTEM.dicom, 'CT', 'Computed Tomography');
 export const MODALITY_SEG = c(SYSTEM.dicom, 'SEG', 'Segmentation');
+/** The key images (Secondary Capture) carry modality OT. */
+export const MODALITY_OT = c(SYSTEM.dicom, 'OT', 'Other');
 
 /** DICOM Segmentation Storage SOP Class. */
 export const SEGMENTATION_STORAGE = '1.2.840.10008.5.1.4.1.1.66.4';
