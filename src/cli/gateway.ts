@@ -69,6 +69,9 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
     const s = app.listen(config.httpPort, config.httpHost, () => resolve(s));
     s.once('error', reject);
   });
+  // Node cuts a request that takes longer than 5 min to arrive; a large STOW-RS through the DICOMweb proxy (up to
+  // CTGATE_PROXY_MAX_STOW_BYTES) over a hospital link can take longer. Headers must still come within 60 s.
+  http.requestTimeout = 60 * 60_000;
   const httpPort = (http.address() as { port: number }).port;
   log.info('http.listening', { host: config.httpHost, port: httpPort });
   return {
