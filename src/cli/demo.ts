@@ -313,7 +313,10 @@ export async function runDemo(args: string[]): Promise<number> {
     const allDone = summary.studies.every((s) => s.state === 'completed');
     if (!once) {
       out('\nEverything keeps running; press Ctrl-C to stop.');
-      await new Promise<void>((r) => process.once('SIGINT', () => r()));
+      await new Promise<void>((r) => {
+        process.once('SIGINT', () => r());
+        process.once('SIGTERM', () => r());
+      });
     }
     await stopAll();
     if (once) out(JSON.stringify(summary));
