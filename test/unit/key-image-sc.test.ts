@@ -138,7 +138,7 @@ describe('key-image secondary captures', () => {
       assert.match(d.imageComments, /NOT FOR CLINICAL USE/);
       assert.match(d.derivationDescription, /NOT FOR CLINICAL USE/);
       assert.match(d.derivationDescription, /lesion-unetpp 0\.1\.0/);
-      assert.equal(d.burnedInAnnotation, 'YES');
+      assert.equal(d.burnedInAnnotation, 'NO');
       // ContentDate/Time: when the analysis completed (2026-11-27T10:00:00Z).
       assert.equal(d.contentDate, '20261127');
       assert.equal(d.contentTime, '100000');

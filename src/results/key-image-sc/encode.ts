@@ -199,7 +199,9 @@ export function encodeKeyImages(ctx: ResultContext, opts: KeyImageScOptions = {}
       ImageComments:
         `Derived image: key image ${instanceNumber} of ${total}, ${sliceText}, AI lesion overlay (red) burned in, ` +
         `lesion area ${mm2(key.lesionAreaMm2)} mm2. NOT FOR CLINICAL USE`,
-      BurnedInAnnotation: 'YES',
+      // PS3.3 C.7.6.1.1.3: YES means enough burned-in text to identify the patient; the burned-in label and overlay
+      // carry none, so NO (de-identification tools need not quarantine these images).
+      BurnedInAnnotation: 'NO',
       LossyImageCompression: '00',
       SamplesPerPixel: 3,
       PhotometricInterpretation: 'RGB',
