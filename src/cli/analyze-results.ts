@@ -1,6 +1,7 @@
 /**
  * The result objects `ctgate analyze` writes beside findings.json — DIR/seg.dcm, the key images as secondary
- * captures (DIR/key-<rank>-slice-<z>.dcm, beside the PNG of the same name), DIR/bundle.json, DIR/oru.hl7 —
+ * captures (DIR/key-<rank>-slice-<z>.dcm, beside the PNG of the same name), the measurement report
+ * (DIR/report-sr.dcm, TID 1500), DIR/bundle.json, DIR/oru.hl7 —
  * made by the same encoders the worker uses, so an integration engineer sees exactly what would be sent.
  * The order comes from `--order FILE` (the ORM the result answers); without one it is made from the DICOM header
  * (accession number as the placer number) and findings.json says so.
@@ -19,6 +20,7 @@ import { loadFhirMappings } from '../results/fhir/mappings.js';
 import { encodeKeyImages, NoKeyImagesError } from '../results/key-image-sc/encode.js';
 import { encodeOru, oruControlId } from '../results/oru/encode.js';
 import { encodeSeg, NoSegError } from '../results/seg/encode.js';
+import { encodeSr } from '../results/sr/encode.js';
 
 export class OrderFileError extends Error {
   constructor(message: string) {
@@ -78,7 +80,7 @@ export interface WrittenResults {
 /** The file name of a key image: its PNG (analyze.ts) and its secondary capture share the name. */
 export const keyImageFileName = (rank: number, sliceIndex: number, ext: 'png' | 'dcm') => `key-${rank}-slice-${sliceIndex}.${ext}`;
 
-/** Writes seg.dcm and the key images' .dcm (when there is a lesion), bundle.json and oru.hl7 for the context. */
+/** Writes seg.dcm and the key images' .dcm (when there is a lesion), report-sr.dcm, bundle.json and oru.hl7 for the context. */
 export async function writeResultFiles(ctx: ResultContext, config: Config, outDir: string): Promise<WrittenResults> {
   const files: string[] = [];
   const notes: string[] = [];
@@ -102,6 +104,9 @@ export async function writeResultFiles(ctx: ResultContext, config: Config, outDi
     if (!(e instanceof NoKeyImagesError)) throw e;
     notes.push(`no key-image .dcm: ${e.message}`);
   }
+  // Always: without a SEG it reports no lesion, or why the study was not assessable.
+  await writeFile(join(outDir, 'report-sr.dcm'), encodeSr(ctx, seg).bytes);
+  files.push('report-sr.dcm');
   const bundle = buildResultBundle(ctx, loadFhirMappings(config.resultMappingsFile), { seg });
   await writeFile(join(outDir, 'bundle.json'), `${JSON.stringify(bundle, null, 2)}\n`);
   files.push('bundle.json');

@@ -25,7 +25,8 @@ export const ANALYZE_USAGE = `usage:
   ctgate analyze PATH... --out DIR [--order ORM.hl7] [--manifest models/manifest.json] [--threads N] [--providers cuda,cpu]
       screen a chest CT series read from DICOM files (folders are searched recursively; with several series the
       one with the most slices is analysed) and write DIR/findings.json, key images (PNG), and what the service
-      would send: DIR/seg.dcm (when there is a lesion), DIR/bundle.json (FHIR) and DIR/oru.hl7 — for the order in
+      would send: DIR/seg.dcm (when there is a lesion), DIR/report-sr.dcm (measurements, DICOM SR), DIR/bundle.json
+      (FHIR) and DIR/oru.hl7 — for the order in
       --order, or one made from the DICOM header
       (exit 0: analysed, any verdict; 2: unusable input; 78: bad model manifest; 1: usage error)`;
 
@@ -340,7 +341,7 @@ export interface FindingsJson {
   executionProvider: string;
   timingsMs: Record<string, number>;
   series: { seriesInstanceUid: string; seriesDescription?: string; slices: number; size: [number, number, number]; spacingMm: [number, number, number] };
-  /** The result files written beside findings.json (seg.dcm, bundle.json, oru.hl7). */
+  /** The result files written beside findings.json (seg.dcm, key images, report-sr.dcm, bundle.json, oru.hl7). */
   results: string[];
   warnings: string[];
 }

@@ -305,6 +305,8 @@ export async function runDemo(args: string[]): Promise<number> {
       if (entry.diagnosticReport) out(`      FHIR ${fhir.url}/${entry.diagnosticReport}`);
       if (entry.segSeriesInstanceUid) out(`      SEG  series ${entry.segSeriesInstanceUid} (in the PACS, and through ${base}/dicom-web)`);
       else if (r?.skipped['write-seg']) out(`      SEG  none: ${r.skipped['write-seg']}`);
+      if (r?.keyImageSeriesInstanceUid) out(`      key images (Secondary Capture) series ${r.keyImageSeriesInstanceUid}`);
+      if (r?.srSeriesInstanceUid) out(`      measurements (DICOM SR, TID 1500) series ${r.srSeriesInstanceUid}`);
       out(`      ORU  ${entry.oruAcked ? `delivered to the EMR (ACK ${r?.oruAckCode})` : 'not delivered'}`);
     }
     out(`\n   EMR received ${emr.received().length} ORU^R01 message(s).`);

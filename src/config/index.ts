@@ -97,6 +97,23 @@ export interface WorkerConfig {
   retrieveConcurrency: number;
 }
 
+/**
+ * Bearer access tokens (JWTs) from the hospital's single sign-on (Keycloak, Entra ID, Okta), accepted beside the
+ * API token; absent when CTGATE_OIDC_ISSUER is not set.
+ */
+export interface OidcConfig {
+  /** The `iss` every token must carry, exactly as the identity provider writes it. */
+  issuer: string;
+  /** A value the token's `aud` (string or array) must contain. */
+  audience: string;
+  /** Where the signing keys are; absent: the jwks_uri of `${issuer}/.well-known/openid-configuration`. */
+  jwksUrl?: string;
+  /** A role or group the token must carry (in `roles`, `groups` or `realm_access.roles`). */
+  requiredRole?: string;
+  /** Leeway for exp/nbf/iat against this host's clock. */
+  clockSkewS: number;
+}
+
 export interface Config {
   pacs?: PacsConfig;
   worker: WorkerConfig;
@@ -109,6 +126,8 @@ export interface Config {
   httpHost: string;
   httpPort: number;
   apiToken?: string;
+  /** OIDC bearer tokens accepted beside apiToken; absent when CTGATE_OIDC_ISSUER is not set. */
+  oidc?: OidcConfig;
   /** GET /metrics without the bearer token (for a scraper on a trusted network); off by default. */
   metricsOpen: boolean;
   mappingsFile: string;
@@ -204,6 +223,24 @@ const httpUrl = (raw: unknown, key: string): string => {
   return s.replace(/\/+$/, '');
 };
 
+/**
+ * An https URL (plain http only for a loopback host: a local identity provider in a test or behind a sidecar).
+ * Kept exactly as written (a trailing slash is part of an OIDC issuer).
+ */
+const secureUrl = (raw: unknown, key: string): string => {
+  const s = str(raw, key);
+  let u: URL;
+  try {
+    u = new URL(s);
+  } catch {
+    throw new ConfigError(key, 'an https URL', raw);
+  }
+  const loopback = u.hostname === 'localhost' || u.hostname === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(u.hostname);
+  if (u.protocol !== 'https:' && !(u.protocol === 'http:' && loopback)) throw new ConfigError(key, 'an https URL (http only for a loopback host)', raw);
+  if (u.search || u.hash || u.username || u.password) throw new ConfigError(key, 'an https URL without query, fragment or credentials', raw);
+  return s;
+};
+
 /** Like str, but the error never echoes the value. */
 const secret = (raw: unknown, key: string): string => {
   if ((typeof raw !== 'string' && typeof raw !== 'number') || String(raw) === '') throw new ConfigError(key, 'a non-empty value', '<hidden>');
@@ -242,6 +279,11 @@ const fields = {
   httpHost: { env: 'CTGATE_HTTP_HOST', file: 'httpHost', parse: str, default: '127.0.0.1' },
   httpPort: { env: 'CTGATE_HTTP_PORT', file: 'httpPort', parse: int(0, 65535), default: 8080 },
   apiToken: { env: 'CTGATE_API_TOKEN', file: 'apiToken', parse: token },
+  oidcIssuer: { env: 'CTGATE_OIDC_ISSUER', file: 'oidcIssuer', parse: secureUrl },
+  oidcAudience: { env: 'CTGATE_OIDC_AUDIENCE', file: 'oidcAudience', parse: str },
+  oidcJwksUrl: { env: 'CTGATE_OIDC_JWKS_URL', file: 'oidcJwksUrl', parse: secureUrl },
+  oidcRequiredRole: { env: 'CTGATE_OIDC_REQUIRED_ROLE', file: 'oidcRequiredRole', parse: str },
+  oidcClockSkewS: { env: 'CTGATE_OIDC_CLOCK_SKEW_S', file: 'oidcClockSkewS', parse: int(0, 600), default: 60 },
   metricsOpen: { env: 'CTGATE_METRICS_OPEN', file: 'metricsOpen', parse: bool, default: false },
   mappingsFile: { env: 'CTGATE_MAPPINGS_FILE', file: 'mappingsFile', parse: str, default: 'mappings/orders.yaml' },
   appName: { env: 'CTGATE_APP_NAME', file: 'appName', parse: str, default: 'CTGATE' },
@@ -392,6 +434,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     httpHost: x.httpHost,
     httpPort: x.httpPort,
     apiToken: x.apiToken,
+    oidc: oidcConfig(x),
     metricsOpen: x.metricsOpen,
     mappingsFile: x.mappingsFile,
     appName: x.appName,
@@ -457,6 +500,27 @@ function pacsConfig(x: Values): PacsConfig | undefined {
         ? { kind: 'bearer', token: x.pacsToken }
         : { kind: 'none' };
   return { url: x.pacsUrl, auth, timeoutMs: x.pacsTimeoutMs, proxyMaxStowBytes: x.proxyMaxStowBytes };
+}
+
+function oidcConfig(x: Values): OidcConfig | undefined {
+  if (!x.oidcIssuer) {
+    const given = (
+      [
+        ['CTGATE_OIDC_AUDIENCE', x.oidcAudience],
+        ['CTGATE_OIDC_JWKS_URL', x.oidcJwksUrl],
+        ['CTGATE_OIDC_REQUIRED_ROLE', x.oidcRequiredRole],
+      ] as const
+    ).find(([, v]) => v !== undefined);
+    if (given) throw new ConfigError('CTGATE_OIDC_ISSUER', `the identity provider's issuer URL when ${given[0]} is set`, undefined);
+    return undefined;
+  }
+  return {
+    issuer: x.oidcIssuer,
+    audience: need(x.oidcAudience, 'CTGATE_OIDC_AUDIENCE', 'the audience ctgate accepts (the client id or API identifier) when CTGATE_OIDC_ISSUER is set'),
+    jwksUrl: x.oidcJwksUrl,
+    requiredRole: x.oidcRequiredRole,
+    clockSkewS: x.oidcClockSkewS,
+  };
 }
 
 function need<T>(value: T | undefined, key: string, why: string): T {

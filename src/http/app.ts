@@ -9,8 +9,9 @@ import type { Logger } from '../observability/log.js';
 import type { Intake } from '../orders/intake.js';
 import { MappingsError } from '../orders/mappings.js';
 import type { MessageKind, OrderStore } from '../orders/store.js';
-import { requireBearer } from './auth.js';
+import { type AuthOptions, authOf, requireBearer } from './auth.js';
 import { dicomWebProxy } from './dicomweb-proxy.js';
+import { OidcVerifier } from './oidc.js';
 import { opsRoutes } from './ops.js';
 import { webPages } from './web/pages.js';
 
@@ -21,6 +22,8 @@ export interface HttpDeps {
   /** The PACS (DICOMweb); absent when CTGATE_PACS_URL is not set. */
   pacs?: DicomWebClient;
   apiToken: string;
+  /** Who may call: built by createApp from apiToken and config.oidc unless given (tests). */
+  auth?: AuthOptions;
   redis: Redis;
   queue: ScreeningQueue;
   store: OrderStore;
@@ -38,7 +41,13 @@ function intParam(v: unknown, def: number, max: number): number {
   return Number.isInteger(n) && n >= 0 ? Math.min(n, max) : def;
 }
 
-export function createApp(deps: HttpDeps): Koa {
+/** The routers' auth: the API token, plus the OIDC verifier (one key cache for every route) when configured. */
+export function authOptions(config: Config, apiToken: string, log?: Logger): AuthOptions {
+  return { apiToken, log, oidc: config.oidc ? new OidcVerifier(config.oidc, { log }) : undefined };
+}
+
+export function createApp(input: HttpDeps): Koa {
+  const deps: HttpDeps = { ...input, auth: input.auth ?? authOptions(input.config, input.apiToken, input.log) };
   const app = new Koa();
   const open = new Router();
   const api = new Router({ prefix: '/api' });
@@ -67,7 +76,7 @@ export function createApp(deps: HttpDeps): Koa {
     ctx.body = { status: redis === 'up' ? 'ok' : 'degraded', redis };
   });
 
-  api.use(requireBearer(deps.apiToken));
+  api.use(requireBearer(authOf(deps)));
 
   api.get('/jobs', async (ctx) => {
     const state = String(ctx.query.state ?? 'waiting') as JobState;

@@ -1,5 +1,7 @@
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Context, Middleware } from 'koa';
+import type { Logger } from '../observability/log.js';
+import { type BearerTokenVerifier, looksLikeJwt, OidcForbiddenError, type OidcIdentity, OidcTokenError, OidcUnavailableError } from './oidc.js';
 
 const digest = (s: string) => createHash('sha256').update(s).digest();
 
@@ -13,17 +15,83 @@ function bearerOf(ctx: Context): string | undefined {
   return m?.[1]?.trim() || undefined;
 }
 
-/** Bearer-token auth; compares digests so the check takes the same time whatever the token. */
-export function requireBearer(token: string): Middleware {
-  const expected = digest(token);
-  return async (ctx, next) => {
-    const m = /^Bearer\s+(.+)$/i.exec(ctx.get('authorization'));
-    if (!m?.[1] || !timingSafeEqual(digest(m[1].trim()), expected)) {
-      ctx.set('WWW-Authenticate', 'Bearer realm="ctgate"');
-      ctx.status = 401;
-      ctx.body = { error: 'unauthorized', message: 'send Authorization: Bearer <CTGATE_API_TOKEN>' };
-      return;
+/**
+ * What the auth middlewares need, built once per app (createApp) from the configuration: the API token and, when
+ * CTGATE_OIDC_ISSUER is set, the verifier for the single sign-on's access tokens (its key cache is shared by
+ * every route).
+ */
+export interface AuthOptions {
+  apiToken: string;
+  oidc?: BearerTokenVerifier;
+  log?: Logger;
+}
+
+/** The auth a router uses: the one createApp built, or the API token alone where a test mounts a router by itself. */
+export const authOf = (deps: { auth?: AuthOptions; apiToken: string; log?: Logger }): AuthOptions => deps.auth ?? { apiToken: deps.apiToken, log: deps.log };
+
+const optionsOf = (o: string | AuthOptions): AuthOptions => (typeof o === 'string' ? { apiToken: o } : o);
+
+type BearerCheck =
+  | { ok: true; user: RequestUser }
+  | { ok: false; status: 401 | 403 | 503; error?: 'invalid_token' | 'insufficient_scope'; description: string };
+
+/**
+ * The API token (compared by digest, in constant time) or, with OIDC on, a JWT (a value with two dots) that the
+ * verifier accepts. Nothing from the token reaches a log line but the subject, and that at debug.
+ */
+async function checkBearer(presented: string, o: AuthOptions, expected: Buffer): Promise<BearerCheck> {
+  if (timingSafeEqual(digest(presented), expected)) return { ok: true, user: { via: 'bearer' } };
+  if (!o.oidc || !looksLikeJwt(presented)) return { ok: false, status: 401, description: 'unknown token' };
+  let id: OidcIdentity;
+  try {
+    id = await o.oidc.verify(presented);
+  } catch (e) {
+    if (e instanceof OidcTokenError) {
+      o.log?.info('auth.oidc-refused', { reason: e.reason });
+      return { ok: false, status: 401, error: 'invalid_token', description: e.reason };
     }
+    if (e instanceof OidcForbiddenError) {
+      o.log?.info('auth.oidc-refused', { reason: e.reason });
+      return { ok: false, status: 403, error: 'insufficient_scope', description: e.reason };
+    }
+    if (e instanceof OidcUnavailableError) {
+      o.log?.warn('auth.oidc-unavailable', { error: e.message });
+      return { ok: false, status: 503, description: "the identity provider's signing keys cannot be fetched; try again shortly" };
+    }
+    throw e;
+  }
+  o.log?.debug('auth.oidc-accepted', { sub: id.sub });
+  return { ok: true, user: { via: 'oidc', sub: id.sub, name: id.name, expiresAt: id.expiresAt } };
+}
+
+/** Answers a refused bearer token: 401/403 with WWW-Authenticate (RFC 6750), or 503 when keys are unavailable. */
+function refuse(ctx: Context, r: Extract<BearerCheck, { ok: false }>, message: string): void {
+  if (r.status === 503) {
+    ctx.set('Retry-After', '30');
+    ctx.status = 503;
+    ctx.body = { error: 'authentication unavailable', message: r.description };
+    return;
+  }
+  ctx.set('WWW-Authenticate', r.error ? `Bearer realm="ctgate", error="${r.error}", error_description="${r.description}"` : 'Bearer realm="ctgate"');
+  ctx.status = r.status;
+  ctx.body = r.status === 403 ? { error: 'forbidden', message: r.description } : { error: 'unauthorized', message: r.error ? r.description : message };
+}
+
+/**
+ * Bearer-token auth: the API token (compared by digest so the check takes the same time whatever the token) or,
+ * with OIDC configured, a valid access token from the hospital's single sign-on. A string is the API token alone.
+ */
+export function requireBearer(auth: string | AuthOptions): Middleware {
+  const o = optionsOf(auth);
+  const expected = digest(o.apiToken);
+  const message = o.oidc
+    ? "send Authorization: Bearer <CTGATE_API_TOKEN> or your organisation's access token"
+    : 'send Authorization: Bearer <CTGATE_API_TOKEN>';
+  return async (ctx, next) => {
+    const bearer = bearerOf(ctx);
+    const r: BearerCheck = bearer === undefined ? { ok: false, status: 401, description: 'no token' } : await checkBearer(bearer, o, expected);
+    if (!r.ok) return refuse(ctx, r, message);
+    ctx.state.user = r.user;
     await next();
   };
 }
@@ -100,9 +168,14 @@ export function readCookie(header: string | undefined, name: string): string | u
 
 /** Who made the request, as requireUser sets it on ctx.state.user. */
 export interface RequestUser {
-  via: 'bearer' | 'session';
-  /** When the session ends (ms since the epoch); absent for a bearer token. */
+  /** bearer: the API token; session: the pages' cookie; oidc: an access token from the single sign-on. */
+  via: 'bearer' | 'session' | 'oidc';
+  /** When the session or access token ends (ms since the epoch); absent for the API token. */
   expiresAt?: number;
+  /** The access token's subject (an opaque id from the identity provider); oidc only. */
+  sub?: string;
+  /** The staff member's user or display name from the access token; oidc only. Not for logs. */
+  name?: string;
 }
 
 export interface UserAuthOptions {
@@ -122,30 +195,34 @@ export function safeNextPath(p: unknown): string | undefined {
  * is redirected to the login; anything else gets 401 with WWW-Authenticate. A wrong bearer token is a 401 even
  * with a session cookie beside it.
  */
-export function requireUser(token: string, opts: UserAuthOptions = {}): Middleware {
-  const key = sessionKey(token);
+export function requireUser(auth: string | AuthOptions, opts: UserAuthOptions = {}): Middleware {
+  const o = optionsOf(auth);
+  const key = sessionKey(o.apiToken);
+  const expected = digest(o.apiToken);
   const loginPath = opts.loginPath ?? '/login';
+  const message = o.oidc
+    ? "log in at /login or send Authorization: Bearer <CTGATE_API_TOKEN> or your organisation's access token"
+    : 'log in at /login or send Authorization: Bearer <CTGATE_API_TOKEN>';
   return async (ctx, next) => {
     const bearer = bearerOf(ctx);
     let user: RequestUser | undefined;
     if (bearer !== undefined) {
-      if (tokenMatches(bearer, token)) user = { via: 'bearer' };
+      const r = await checkBearer(bearer, o, expected);
+      if (!r.ok) return refuse(ctx, r, message);
+      user = r.user;
     } else {
       const s = verifySession(readCookie(ctx.get('cookie'), SESSION_COOKIE), key);
       if (s.ok) user = { via: 'session', expiresAt: s.expiresAt };
     }
     if (!user) {
-      const page = bearer === undefined && (ctx.method === 'GET' || ctx.method === 'HEAD') && /\btext\/html\b/i.test(ctx.get('accept'));
+      const page = (ctx.method === 'GET' || ctx.method === 'HEAD') && /\btext\/html\b/i.test(ctx.get('accept'));
       if (page) {
         const next = safeNextPath(ctx.path);
         ctx.redirect(next && next !== '/' ? `${loginPath}?next=${encodeURIComponent(next)}` : loginPath);
         ctx.set('Cache-Control', 'no-store');
         return;
       }
-      ctx.set('WWW-Authenticate', 'Bearer realm="ctgate"');
-      ctx.status = 401;
-      ctx.body = { error: 'unauthorized', message: 'log in at /login or send Authorization: Bearer <CTGATE_API_TOKEN>' };
-      return;
+      return refuse(ctx, { ok: false, status: 401, description: 'no token' }, message);
     }
     ctx.state.user = user;
     await next();

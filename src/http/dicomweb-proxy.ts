@@ -6,7 +6,7 @@ import Router from '@koa/router';
 import type { Context } from 'koa';
 import type { PacsConfig } from '../config/index.js';
 import type { HttpDeps } from './app.js';
-import { requireUser } from './auth.js';
+import { authOf, requireUser } from './auth.js';
 import { checkTarget, PROXY_PREFIX } from './proxy/paths.js';
 import { ReplaceStream } from './proxy/rewrite.js';
 import { proxyAgents, staleSocket } from './proxy/upstream.js';
@@ -309,7 +309,7 @@ export function dicomWebProxy(deps: HttpDeps, opts: ProxyOptions = {}): Router {
 
   // Bearer token or the web page's session cookie (a viewer opened from ctgate's pages). A cross-site STOW cannot
   // ride the cookie: multipart/related is not a CORS-simple content type, so a browser preflights it.
-  const auth = requireUser(deps.apiToken);
+  const auth = requireUser(authOf(deps));
   router.all(/^\/dicom-web(?:\/.*)?$/, auth, handle);
   return router;
 }

@@ -10,13 +10,13 @@ import { type JobState, STAGES, type StageName } from '../jobs/job-state.js';
 import { EXPOSITION_CONTENT_TYPE, type MetricFamily, readSharedMetrics, recorderFor, renderExposition, type ScalarFamily } from '../observability/metrics.js';
 import { checkReadiness, ModelFilesCheck } from '../observability/readiness.js';
 import type { HttpDeps } from './app.js';
-import { requireBearer } from './auth.js';
+import { authOf, requireBearer } from './auth.js';
 
 const QUEUE_STATES = ['waiting', 'active', 'delayed', 'prioritized', 'waiting-children', 'completed', 'failed'] as const;
 
 export function opsRoutes(deps: HttpDeps): Router {
   const router = new Router();
-  const auth = requireBearer(deps.apiToken);
+  const auth = requireBearer(authOf(deps));
   const models = new ModelFilesCheck(deps.config.worker.modelsManifest);
 
   router.get('/ready', async (ctx) => {

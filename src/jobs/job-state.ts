@@ -21,8 +21,14 @@ export interface StageOutputs {
         /** The key-image series (secondary captures with the overlay burned in), when there were key slices. */
         keyImageSeriesInstanceUid?: string;
         keyImages?: number;
+        /** The measurement report (TID 1500 SR) series. */
+        srSeriesInstanceUid?: string;
       }
-    | { skipped: string };
+    | {
+        skipped: string;
+        /** The measurement report is written without a SEG too (no lesion; not assessable, saying why). */
+        srSeriesInstanceUid?: string;
+      };
   'write-fhir'?: { diagnosticReportId: string; resources: number } | { skipped: string };
   'send-oru'?: { controlId: string; ackCode: string; attempts: number } | { skipped: string };
 }

@@ -99,6 +99,7 @@ export interface ScreeningResult {
   studyInstanceUid?: string;
   segSeriesInstanceUid?: string;
   keyImageSeriesInstanceUid?: string;
+  srSeriesInstanceUid?: string;
   diagnosticReportId?: string;
   oruAckCode?: string;
   skipped: Partial<Record<StageName, string>>;
@@ -139,7 +140,7 @@ export function summarize(state: JobState): ScreeningResult {
     const out = o[s] as { skipped?: string } | undefined;
     if (out?.skipped) skipped[s] = out.skipped;
   }
-  const seg = o['write-seg'] as { seriesInstanceUid?: string; keyImageSeriesInstanceUid?: string } | undefined;
+  const seg = o['write-seg'] as { seriesInstanceUid?: string; keyImageSeriesInstanceUid?: string; srSeriesInstanceUid?: string } | undefined;
   const fhir = o['write-fhir'] as { diagnosticReportId?: string } | undefined;
   const oru = o['send-oru'] as { ackCode?: string } | undefined;
   return {
@@ -151,6 +152,7 @@ export function summarize(state: JobState): ScreeningResult {
     studyInstanceUid: o['wait-for-study']?.studyInstanceUid,
     segSeriesInstanceUid: seg?.seriesInstanceUid,
     keyImageSeriesInstanceUid: seg?.keyImageSeriesInstanceUid,
+    srSeriesInstanceUid: seg?.srSeriesInstanceUid,
     diagnosticReportId: fhir?.diagnosticReportId,
     oruAckCode: oru?.ackCode,
     skipped,

@@ -1,7 +1,7 @@
 /**
- * The result stages' writers, made from the configuration: SEG and key images (secondary captures) to the PACS
- * (STOW-RS), FHIR to the chart, ORU^R01 to the EMR. Each is idempotent (see the encoders), so a stage re-run never
- * makes a second copy.
+ * The result stages' writers, made from the configuration: SEG, key images (secondary captures) and the measurement
+ * report (SR) to the PACS (STOW-RS), FHIR to the chart, ORU^R01 to the EMR. Each is idempotent (see the encoders),
+ * so a stage re-run never makes a second copy.
  */
 import type { Config } from '../config/index.js';
 import type { DicomWebClient } from '../dicomweb/client.js';
@@ -14,22 +14,28 @@ import { encodeOru, oruControlId } from '../results/oru/encode.js';
 import { oruSenderOptions, sendOru } from '../results/oru/sender.js';
 import { encodeSeg, NoSegError } from '../results/seg/encode.js';
 import { storeSeg, storeSeries } from '../results/seg/store.js';
+import { encodeSr, type SegReference } from '../results/sr/encode.js';
 import type { ResultWriters } from './screening.js';
 
 export const CTGATE_VERSION = '0.1.0';
 
 /**
  * The write-seg stage: the SEG, then the key images (secondary captures, for viewers without SEG support) in a
- * series of their own. Both are idempotent, so a re-run of the stage (e.g. after the key images failed) stores the
- * same instances again.
+ * series of their own, then the measurement report (TID 1500 SR) that points at the SEG. The report is written even
+ * without a SEG (no lesion, or not assessable: it then says so). All are idempotent, so a re-run of the stage
+ * (e.g. after the key images failed) stores the same instances again.
  */
 export function segWriter(pacs: DicomWebClient): NonNullable<ResultWriters['seg']> {
   return async (ctx) => {
+    const storeSr = async (seg?: SegReference) => {
+      const sr = encodeSr(ctx, seg, { softwareVersion: CTGATE_VERSION });
+      return (await storeSeries(pacs, { ...sr, instances: [sr] }, 'SR')).seriesInstanceUid;
+    };
     let seg: ReturnType<typeof encodeSeg>;
     try {
       seg = encodeSeg(ctx, { softwareVersion: CTGATE_VERSION });
     } catch (e) {
-      if (e instanceof NoSegError) return { skipped: e.message };
+      if (e instanceof NoSegError) return { skipped: e.message, srSeriesInstanceUid: await storeSr() };
       throw e;
     }
     const stored = await storeSeg(pacs, seg);
@@ -40,11 +46,13 @@ export function segWriter(pacs: DicomWebClient): NonNullable<ResultWriters['seg'
       if (!(e instanceof NoKeyImagesError)) throw e;
     }
     const keyImageSeries = keyImages ? await storeSeries(pacs, keyImages, 'key-image SC') : undefined;
+    const srSeriesInstanceUid = await storeSr(stored);
     return {
       seriesInstanceUid: stored.seriesInstanceUid,
       sopInstanceUid: stored.sopInstanceUid,
       frames: seg.frames,
       ...(keyImageSeries ? { keyImageSeriesInstanceUid: keyImageSeries.seriesInstanceUid, keyImages: keyImageSeries.instances.length } : {}),
+      srSeriesInstanceUid,
     };
   };
 }
@@ -58,7 +66,8 @@ export function fhirWriter(config: Config, log: Logger): ResultWriters['fhir'] {
     const stored = seg && 'seriesInstanceUid' in seg ? seg : undefined;
     const segRef = stored ? { seriesInstanceUid: stored.seriesInstanceUid, sopInstanceUid: stored.sopInstanceUid } : undefined;
     const keyImages = stored?.keyImageSeriesInstanceUid ? { seriesInstanceUid: stored.keyImageSeriesInstanceUid, instances: stored.keyImages ?? 0 } : undefined;
-    const sent = await sender.send(buildResultBundle(ctx, maps, { seg: segRef, keyImages }), ctx.jobId);
+    const srSeriesInstanceUid = seg?.srSeriesInstanceUid;
+    const sent = await sender.send(buildResultBundle(ctx, maps, { seg: segRef, keyImages, srSeriesInstanceUid }), ctx.jobId);
     const report = sent.resources.find((r) => r.resourceType === 'DiagnosticReport');
     if (!report) throw new Error('the FHIR server did not return the DiagnosticReport it stored');
     return { diagnosticReportId: report.id, resources: sent.resources.length };

@@ -11,6 +11,23 @@ export interface Part10WithPixelSpace {
   pixelOffset: number;
 }
 
+/** The file meta (explicit VR little endian) and the dataset, as dcmjs writes them. */
+function part10Dict(dataset: NaturalizedDataset, implementationVersionName: string) {
+  implementationClassUid ??= deterministicUid('implementation');
+  const meta = dcmjs.data.DicomMetaDictionary.denaturalizeDataset({
+    FileMetaInformationVersion: new Uint8Array([0, 1]).buffer,
+    MediaStorageSOPClassUID: dataset.SOPClassUID,
+    MediaStorageSOPInstanceUID: dataset.SOPInstanceUID,
+    TransferSyntaxUID: EXPLICIT_VR_LITTLE_ENDIAN,
+    ImplementationClassUID: implementationClassUid,
+    ImplementationVersionName: implementationVersionName,
+    _vrMap: { FileMetaInformationVersion: 'OB' },
+  });
+  const dict = new dcmjs.data.DicomDict(meta);
+  dict.dict = dcmjs.data.DicomMetaDictionary.denaturalizeDataset(dataset);
+  return dict;
+}
+
 /**
  * A Part-10 file (explicit VR little endian) of a naturalized dataset, with room for its Pixel Data. dcmjs writes
  * everything but the Pixel Data; that, the last element, is laid out here with its explicit length and the caller
@@ -22,18 +39,7 @@ export function part10WithPixelSpace(
   opts: { vr: 'OB' | 'OW'; implementationVersionName: string },
 ): Part10WithPixelSpace {
   if (pixelBytes % 2 !== 0) throw new Error('Pixel Data must have an even length');
-  implementationClassUid ??= deterministicUid('implementation');
-  const meta = dcmjs.data.DicomMetaDictionary.denaturalizeDataset({
-    FileMetaInformationVersion: new Uint8Array([0, 1]).buffer,
-    MediaStorageSOPClassUID: dataset.SOPClassUID,
-    MediaStorageSOPInstanceUID: dataset.SOPInstanceUID,
-    TransferSyntaxUID: EXPLICIT_VR_LITTLE_ENDIAN,
-    ImplementationClassUID: implementationClassUid,
-    ImplementationVersionName: opts.implementationVersionName,
-    _vrMap: { FileMetaInformationVersion: 'OB' },
-  });
-  const dict = new dcmjs.data.DicomDict(meta);
-  dict.dict = dcmjs.data.DicomMetaDictionary.denaturalizeDataset(dataset);
+  const dict = part10Dict(dataset, opts.implementationVersionName);
   if (Object.keys(dict.dict).some((tag) => tag.toUpperCase() >= '7FE00010')) throw new Error('Pixel Data must be the last element');
   const head = new Uint8Array(dict.write());
   if (head.length % 2 !== 0) throw new Error('dcmjs wrote an odd-length dataset');
@@ -54,4 +60,10 @@ export function writePart10(dataset: NaturalizedDataset, pixelData: Uint8Array, 
   const f = part10WithPixelSpace(dataset, pixelData.length, { vr: 'OB', implementationVersionName });
   f.bytes.set(pixelData, f.pixelOffset);
   return f.bytes;
+}
+
+/** A Part-10 file of a dataset without Pixel Data (a structured report): dcmjs writes all of it. */
+export function writePart10WithoutPixels(dataset: NaturalizedDataset, implementationVersionName = 'CTGATE_1'): Uint8Array {
+  if ('PixelData' in dataset) throw new Error('the dataset has Pixel Data: use writePart10');
+  return new Uint8Array(part10Dict(dataset, implementationVersionName).write());
 }

@@ -37,19 +37,20 @@ async function writeStudy(
 
 /**
  * seg.dcm (dciodvfy-clean, frames on the study's slices), the key images as secondary captures (one .dcm beside each
- * key PNG, dciodvfy-clean), bundle.json and oru.hl7, as the service would send them.
+ * key PNG, dciodvfy-clean), report-sr.dcm (dciodvfy-clean, with or without a lesion), bundle.json and oru.hl7, as
+ * the service would send them.
  */
 async function assertResultFiles(out: string, f: FindingsJson, withSeg: boolean) {
   const keyDcm = f.keySlices.map((k) => k.image.replace(/\.png$/, '.dcm'));
-  assert.deepEqual(f.results, withSeg ? ['seg.dcm', ...keyDcm, 'bundle.json', 'oru.hl7'] : ['bundle.json', 'oru.hl7']);
+  assert.deepEqual(f.results, withSeg ? ['seg.dcm', ...keyDcm, 'report-sr.dcm', 'bundle.json', 'oru.hl7'] : ['report-sr.dcm', 'bundle.json', 'oru.hl7']);
+  if (withSeg) assert.ok(keyDcm.length > 0, 'key images with a lesion');
+  for (const file of withSeg ? ['seg.dcm', ...keyDcm, 'report-sr.dcm'] : ['report-sr.dcm']) {
+    const v = spawnSync('dciodvfy', [join(out, file)], { encoding: 'utf8' });
+    if (v.error) throw new Error(`dciodvfy could not run (install dicom3tools: bash .ci/setup.sh): ${v.error.message}`);
+    const errors = `${v.stdout}${v.stderr}`.split('\n').filter((l) => /^Error/.test(l));
+    assert.deepEqual(errors, [], file);
+  }
   if (withSeg) {
-    assert.ok(keyDcm.length > 0, 'key images with a lesion');
-    for (const file of ['seg.dcm', ...keyDcm]) {
-      const v = spawnSync('dciodvfy', [join(out, file)], { encoding: 'utf8' });
-      if (v.error) throw new Error(`dciodvfy could not run (install dicom3tools: bash .ci/setup.sh): ${v.error.message}`);
-      const errors = `${v.stdout}${v.stderr}`.split('\n').filter((l) => /^Error/.test(l));
-      assert.deepEqual(errors, [], file);
-    }
     const seg = readSeg(new Uint8Array(await readFile(join(out, 'seg.dcm'))));
     assert.ok(seg.frames.length > 0);
     const keyUids = new Set(f.keySlices.map((k) => k.sopInstanceUid));

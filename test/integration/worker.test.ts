@@ -124,7 +124,7 @@ describe('screening worker (Redis, Orthanc, models, python-hl7 receiver)', () =>
       // Beside the CT and the SEG, one series of key images (secondary captures, Modality OT) for viewers without SEG.
       const all = await orthanc.client().searchSeries(series.studyInstanceUid);
       const modalities = all.map((s) => str(s, TAG.Modality)).sort();
-      assert.deepEqual(modalities, ['CT', 'OT', 'SEG']);
+      assert.deepEqual(modalities, ['CT', 'OT', 'SEG', 'SR']);
       const keySeries = all.find((s) => str(s, TAG.Modality) === 'OT');
       assert.match(str(keySeries ?? {}, TAG.SeriesDescription) ?? '', /NOT FOR CLINICAL USE/);
       const segOut = (await states.get(jobId))?.outputs['write-seg'];
@@ -133,6 +133,13 @@ describe('screening worker (Redis, Orthanc, models, python-hl7 receiver)', () =>
       const keyInstances = await orthanc.client().searchInstances(series.studyInstanceUid, segOut.keyImageSeriesInstanceUid as string);
       assert.equal(keyInstances.length, segOut.keyImages);
       assert.ok(keyInstances.length >= 1);
+      // And one measurement report (TID 1500 SR), one instance, whose series the write-seg output names.
+      const srSeries = await orthanc.client().searchSeries(series.studyInstanceUid, { Modality: 'SR' });
+      assert.equal(srSeries.length, 1);
+      assert.match(str(srSeries[0] ?? {}, TAG.SeriesDescription) ?? '', /NOT FOR CLINICAL USE/);
+      assert.ok(segOut.srSeriesInstanceUid, JSON.stringify(segOut));
+      assert.equal(segOut.srSeriesInstanceUid, str(srSeries[0] ?? {}, TAG.SeriesInstanceUID));
+      assert.equal((await orthanc.client().searchInstances(series.studyInstanceUid, segOut.srSeriesInstanceUid)).length, 1);
       // The EMR got exactly one ORU for this job, carrying the accession number.
       const orus = rx.received().filter((m) => m.toString().includes('ACC-W1'));
       assert.equal(orus.length, 1);

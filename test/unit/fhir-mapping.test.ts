@@ -44,7 +44,7 @@ describe('FHIR result bundle', () => {
   it('validates with Medplum and the FHIR R4 JSON schema, for every kind of result', () => {
     const cases = [
       buildResultBundle(positive, maps, { seg: SEG }),
-      buildResultBundle(positive, maps, { seg: SEG, keyImages: { seriesInstanceUid: '2.25.42', instances: 3 } }),
+      buildResultBundle(positive, maps, { seg: SEG, keyImages: { seriesInstanceUid: '2.25.42', instances: 3 }, srSeriesInstanceUid: '2.25.43' }),
       buildResultBundle(healthy, maps),
       buildResultBundle(pneumonia, maps),
       buildResultBundle(notAssessable(positive), maps),
@@ -55,21 +55,25 @@ describe('FHIR result bundle', () => {
     }
   });
 
-  it('lists the key-image series (modality OT) in the ImagingStudy when it was stored', () => {
-    const is = one<ImagingStudy>(buildResultBundle(positive, maps, { seg: SEG, keyImages: { seriesInstanceUid: '2.25.42', instances: 3 } }), 'ImagingStudy');
+  it('lists the key-image (OT) and measurement-report (SR) series in the ImagingStudy when stored', () => {
+    const is = one<ImagingStudy>(
+      buildResultBundle(positive, maps, { seg: SEG, keyImages: { seriesInstanceUid: '2.25.42', instances: 3 }, srSeriesInstanceUid: '2.25.43' }),
+      'ImagingStudy',
+    );
     assert.deepEqual(
       is.series?.map((s) => [s.modality.code, s.numberOfInstances]),
       [
         ['CT', positive.series.slices.length],
         ['SEG', 1],
         ['OT', 3],
+        ['SR', 1],
       ],
     );
     assert.deepEqual(
       is.modality?.map((m) => m.code),
-      ['CT', 'SEG', 'OT'],
+      ['CT', 'SEG', 'OT', 'SR'],
     );
-    assert.equal(is.numberOfSeries, 3);
+    assert.equal(is.numberOfSeries, 4);
   });
 
   it('catches broken resources (the validators are live)', () => {

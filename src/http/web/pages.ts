@@ -12,7 +12,7 @@ import type { Context, Middleware } from 'koa';
 import type { JobState } from '../../jobs/job-state.js';
 import type { ScreeningJob } from '../../jobs/queue.js';
 import type { HttpDeps } from '../app.js';
-import { requireUser, SESSION_TTL_SECONDS, safeNextPath, sessionCookie, sessionKey, signSession, tokenMatches } from '../auth.js';
+import { authOf, requireUser, SESSION_TTL_SECONDS, safeNextPath, sessionCookie, sessionKey, signSession, tokenMatches } from '../auth.js';
 import type { Html } from './html.js';
 import { SliceCache, SliceOutOfRange } from './slices.js';
 import { errorPage, type JobRow, jobListPage, loginPage, type StudyView, studyPage } from './views.js';
@@ -123,9 +123,12 @@ export function webPages(deps: HttpDeps, opts: WebOptions = {}): Router {
   const router = new Router();
   const ttl = opts.sessionTtlSeconds ?? SESSION_TTL_SECONDS;
   const key = sessionKey(deps.apiToken);
-  const user: Middleware = requireUser(deps.apiToken);
+  const user: Middleware = requireUser(authOf(deps));
   const slices = new SliceCache((id) => deps.states.getAnalysis(id), deps.pacs);
   const refresh = opts.refreshSeconds ?? 10;
+  // With OIDC on, the login page says that a bearer token from the organisation's sign-on also opens the pages
+  // (sent by a proxy or viewer); ctgate runs no browser sign-on flow of its own.
+  const sso = deps.config.oidc !== undefined;
 
   const notFound = (ctx: Context, message = 'There is no such job.') => send(ctx, 404, (nonce) => errorPage({ nonce, status: 404, message, signedIn: true }));
 
@@ -134,7 +137,7 @@ export function webPages(deps: HttpDeps, opts: WebOptions = {}): Router {
   });
 
   router.get('/login', (ctx) => {
-    send(ctx, 200, (nonce) => loginPage({ nonce, next: safeNextPath(ctx.query.next) }));
+    send(ctx, 200, (nonce) => loginPage({ nonce, next: safeNextPath(ctx.query.next), sso }));
   });
 
   router.post('/login', async (ctx) => {
@@ -148,7 +151,7 @@ export function webPages(deps: HttpDeps, opts: WebOptions = {}): Router {
     if (!token || !tokenMatches(token, deps.apiToken)) {
       await sleep(opts.loginFailureDelayMs ?? 300);
       deps.log.info('web.login-refused', {});
-      send(ctx, 401, (nonce) => loginPage({ nonce, next, error: 'That token is not accepted.' }));
+      send(ctx, 401, (nonce) => loginPage({ nonce, next, sso, error: 'That token is not accepted.' }));
       return;
     }
     ctx.set('Set-Cookie', sessionCookie(signSession(key, ttl), { secure: isSecure(ctx, deps.config.publicUrl), maxAgeSeconds: ttl }));

@@ -87,12 +87,18 @@ ${o.script ? html`<script nonce="${o.nonce}">${raw(o.script)}</script>` : ''}
 `;
 }
 
-export function loginPage(o: { nonce: string; next?: string; error?: string }): Html {
+/** `sso`: OIDC is on; the page says a bearer token from the organisation's sign-on also opens the pages. */
+export function loginPage(o: { nonce: string; next?: string; error?: string; sso?: boolean }): Html {
   return page({
     title: 'Log in',
     nonce: o.nonce,
     body: html`<h1>Log in</h1>
 ${o.error ? html`<p class="error" role="alert">${o.error}</p>` : ''}
+${
+  o.sso
+    ? html`<p>Enter the ctgate access token, or sign in through a proxy/viewer that sends your organisation's bearer token (single sign-on). This page has no sign-on button of its own.</p>`
+    : ''
+}
 <form class="login" method="post" action="/login" autocomplete="off">
 <label for="token">Access token</label>
 <input id="token" name="token" type="password" required autofocus>

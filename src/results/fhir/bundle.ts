@@ -15,6 +15,8 @@ export interface BundleOptions {
   seg?: SegSeriesRef;
   /** The key-image series, when stored. */
   keyImages?: KeyImageSeriesRef;
+  /** The measurement report's series, when stored. */
+  srSeriesInstanceUid?: string;
 }
 
 /**
@@ -31,7 +33,7 @@ export function buildResultBundle(ctx: ResultContext, maps: FhirMappings, opts: 
     device: urnUuid(deviceId(modelsKey(ctx))),
     imagingStudy: urnUuid(imagingStudyId(ctx.study.studyInstanceUid)),
   };
-  const input: BuildInput = { ctx, maps, refs, seg: opts.seg, keyImages: opts.keyImages };
+  const input: BuildInput = { ctx, maps, refs, seg: opts.seg, keyImages: opts.keyImages, srSeriesInstanceUid: opts.srSeriesInstanceUid };
   const observations = observationEntries(input);
   const entries: BundleEntry<FhirResource>[] = [
     patientEntry(input),

@@ -30,6 +30,8 @@ export interface BuildInput {
   refs: Refs;
   seg?: SegSeriesRef;
   keyImages?: KeyImageSeriesRef;
+  /** The measurement report's series (one SR instance). */
+  srSeriesInstanceUid?: string;
 }
 
 export class FhirMappingError extends Error {

@@ -47,6 +47,8 @@ export const MODALITY_CT = c(SYSTEM.dicom, 'CT', 'Computed Tomography');
 export const MODALITY_SEG = c(SYSTEM.dicom, 'SEG', 'Segmentation');
 /** The key images (Secondary Capture) carry modality OT. */
 export const MODALITY_OT = c(SYSTEM.dicom, 'OT', 'Other');
+/** The measurement report (TID 1500 Comprehensive SR). */
+export const MODALITY_SR = c(SYSTEM.dicom, 'SR', 'SR Document');
 
 /** DICOM Segmentation Storage SOP Class. */
 export const SEGMENTATION_STORAGE = '1.2.840.10008.5.1.4.1.1.66.4';

@@ -99,7 +99,8 @@ function conclusion(ctx: ResultContext): string {
   return `${head} ${verdict}${probText}${lesions}${other}`;
 }
 
-function impression(ctx: ResultContext): { value: Coded; flag: string } | undefined {
+/** The coded impression (and its abnormal flag) of an assessable study; the SR writes the same code. */
+export function impression(ctx: ResultContext): { value: Coded; flag: string } | undefined {
   const a = ctx.analysis;
   if (a.verdict === 'positive') return { value: IMPRESSION.covidPneumonia, flag: 'A' };
   if (a.verdict === 'negative') {

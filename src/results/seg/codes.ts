@@ -28,7 +28,11 @@ export const CODES = {
   processingEquipment: { value: '109102', scheme: 'DCM', meaning: 'Processing Equipment' },
 } as const satisfies Record<string, Code>;
 
-/** A Code as a naturalized DICOM code sequence item (Code Sequence Macro). */
+/**
+ * A Code as a naturalized DICOM code sequence item (Code Sequence Macro). A value longer than 16 characters (Code
+ * Value is SH), e.g. a SNOMED CT extension concept id, goes in Long Code Value (UC) instead (PS3.3 8.1).
+ */
 export function codeItem(c: Code): Record<string, string> {
-  return { CodeValue: c.value, CodingSchemeDesignator: c.scheme, CodeMeaning: c.meaning };
+  const value: Record<string, string> = c.value.length > 16 ? { LongCodeValue: c.value } : { CodeValue: c.value };
+  return { ...value, CodingSchemeDesignator: c.scheme, CodeMeaning: c.meaning };
 }

@@ -1,0 +1,297 @@
+/**
+ * The job's measurements as a DICOM Structured Report following TID 1500 "Measurement Report", Comprehensive SR
+ * (SOP class 1.2.840.10008.5.1.4.1.1.88.33), in the CT's study as a series of its own beside the SEG. A pure function
+ * of the ResultContext: the same context always gives the same bytes.
+ *
+ * Why Comprehensive SR: it takes every value type TID 1500 needs here (CODE, NUM, TEXT, UIDREF, IMAGE with a
+ * segment number) and is what highdicom writes for TID 1500 without 3-D coordinates and what dcmjs/OHIF and 3D
+ * Slicer (QuantitativeReporting) read; dciodvfy validates it (the tests run it on every report).
+ *
+ * Content (codes: ./codes.ts):
+ * - root CONTAINER Imaging Measurement Report (TID 1500): language, device observer (TID 1004: the pipeline, named
+ *   by its models' name@version), procedure reported (LN 24627-2 CT Chest), Image Library (TID 1600: every slice
+ *   of the analysed CT series, with modality and frame of reference).
+ * - Imaging Measurements: a lesion Measurement Group — Finding Lesion, Finding Site Lung, the lesion model as
+ *   Algorithm Identification, Referenced Segment (segment 1 of the SEG, SOP instance from segUids) with its source
+ *   series, then lesion volume (total, left, right), number of lesions, share of lung volume with lesion (total,
+ *   left, right; laterality as a modifier of the finding site) and the laterality of the lesions — and a
+ *   classification Measurement Group: the classifier as Algorithm Identification, its probability and operating
+ *   threshold (UCUM "1") and the impression (the ORU's SNOMED codes).
+ * - No lesion (hence no SEG): the report is still written, with volume 0 and no lesions and the impression, and no
+ *   Referenced Segment (TID 1501 rather than 1411: there is no region to point at). A negative with its zeros is a
+ *   result the reader should see in the viewer; leaving the report out would look like a job that never ran.
+ * - Not assessable: the report is written with Completion Flag PARTIAL, no measurements, and the reason as TEXT in
+ *   the Qualitative Evaluations container, for the same reason: the viewer then says why there is no AI result.
+ *
+ * Completion COMPLETE (PARTIAL when not assessable), Verification UNVERIFIED, Preliminary: nobody has confirmed it.
+ * UIDs are derived from the source series and every model version (the report carries all three models' output): a
+ * retry writes the same instance, a new model version a new series.
+ */
+import type { NaturalizedDataset } from 'dcmjs';
+import { deterministicUid, formatDs } from '../../synthetic/dicom-writer.js';
+import type { ModelRef, ResultContext } from '../context.js';
+import { impression } from '../oru/encode.js';
+import { writePart10WithoutPixels } from '../part10.js';
+import { CODES, type Code, codeItem } from '../seg/codes.js';
+import { dicomDateTime } from '../seg/datetime.js';
+import { lesionModel, SEGMENTATION_STORAGE } from '../seg/encode.js';
+import { SR_CODES as C, fromCoded, LOCAL_CODES, LOCAL_SCHEME, SR_UNITS as U } from './codes.js';
+
+export const COMPREHENSIVE_SR_STORAGE = '1.2.840.10008.5.1.4.1.1.88.33';
+export const SR_SERIES_DESCRIPTION = 'AI measurements (NOT FOR CLINICAL USE)';
+export const SR_MODALITY = 'SR';
+const MANUFACTURER = 'ctgate';
+
+export interface SrOptions {
+  /** The lesion model's name in analysis.models; default: the second entry (as for the SEG). */
+  lesionModelName?: string;
+  /** Default 9003 (the SEG is 9001, the key images 9002). */
+  seriesNumber?: number;
+  /** ctgate's own version, listed in SoftwareVersions beside the models'. */
+  softwareVersion?: string;
+  /** IANA zone for ContentDate/Time (the hospital's); default: the offset written in analysis.completedAt. */
+  timeZone?: string;
+  institutionName?: string;
+}
+
+/** The SEG instance the report's lesion group points at (segment 1); absent when there is no SEG (no lesion). */
+export interface SegReference {
+  seriesInstanceUid: string;
+  sopInstanceUid: string;
+}
+
+export interface EncodedSr {
+  bytes: Uint8Array;
+  studyInstanceUid: string;
+  seriesInstanceUid: string;
+  sopInstanceUid: string;
+  modality: string;
+  completionFlag: 'COMPLETE' | 'PARTIAL';
+}
+
+const modelKey = (models: ModelRef[]) => models.map((m) => `${m.name}@${m.version}`).join(',');
+
+/** SeriesInstanceUID and SOPInstanceUID of the report of a source series made by a set of model versions. */
+export function srUids(
+  sourceSeriesUid: string,
+  models: ModelRef[],
+): { seriesInstanceUid: string; sopInstanceUid: string; deviceObserverUid: string; trackingUid: (group: string) => string } {
+  const key = `sr|source-series=${sourceSeriesUid}|models=${modelKey(models)}`;
+  return {
+    seriesInstanceUid: deterministicUid(`${key}|series`),
+    sopInstanceUid: deterministicUid(`${key}|instance`),
+    deviceObserverUid: deterministicUid(`sr-device-observer|models=${modelKey(models)}`),
+    trackingUid: (group) => deterministicUid(`${key}|tracking=${group}`),
+  };
+}
+
+type Rel = 'CONTAINS' | 'HAS OBS CONTEXT' | 'HAS CONCEPT MOD' | 'HAS ACQ CONTEXT' | 'HAS PROPERTIES' | 'INFERRED FROM';
+type Item = NaturalizedDataset;
+
+const withChildren = (item: Item, children: Item[] = []): Item => (children.length > 0 ? { ...item, ContentSequence: children } : item);
+
+const container = (rel: Rel, name: Code, children: Item[]): Item =>
+  withChildren({ RelationshipType: rel, ValueType: 'CONTAINER', ConceptNameCodeSequence: [codeItem(name)], ContinuityOfContent: 'SEPARATE' }, children);
+
+const code = (rel: Rel, name: Code, value: Code, children: Item[] = []): Item =>
+  withChildren({ RelationshipType: rel, ValueType: 'CODE', ConceptNameCodeSequence: [codeItem(name)], ConceptCodeSequence: [codeItem(value)] }, children);
+
+const text = (rel: Rel, name: Code, value: string): Item => ({
+  RelationshipType: rel,
+  ValueType: 'TEXT',
+  ConceptNameCodeSequence: [codeItem(name)],
+  TextValue: value,
+});
+
+const uidref = (rel: Rel, name: Code, uid: string): Item => ({
+  RelationshipType: rel,
+  ValueType: 'UIDREF',
+  ConceptNameCodeSequence: [codeItem(name)],
+  UID: uid,
+});
+
+const num = (name: Code, value: number, unit: Code, children: Item[] = []): Item =>
+  withChildren(
+    {
+      RelationshipType: 'CONTAINS',
+      ValueType: 'NUM',
+      ConceptNameCodeSequence: [codeItem(name)],
+      MeasuredValueSequence: [{ MeasurementUnitsCodeSequence: [codeItem(unit)], NumericValue: formatDs(value) }],
+    },
+    children,
+  );
+
+const image = (rel: Rel, name: Code, sopClassUid: string, sopInstanceUid: string, segmentNumber?: number): Item => ({
+  RelationshipType: rel,
+  ValueType: 'IMAGE',
+  ConceptNameCodeSequence: [codeItem(name)],
+  ReferencedSOPSequence: [
+    {
+      ReferencedSOPClassUID: sopClassUid,
+      ReferencedSOPInstanceUID: sopInstanceUid,
+      ...(segmentNumber === undefined ? {} : { ReferencedSegmentNumber: segmentNumber }),
+    },
+  ],
+});
+
+/** TID 4019 Algorithm Identification. */
+const algorithm = (m: ModelRef): Item[] => [text('HAS CONCEPT MOD', C.algorithmName, m.name), text('HAS CONCEPT MOD', C.algorithmVersion, m.version)];
+
+/** Finding Site Lung, with a laterality modifier for one lung. */
+const lungSite = (side?: 'left' | 'right'): Item =>
+  code('HAS CONCEPT MOD', C.findingSite, CODES.lung, side ? [code('HAS CONCEPT MOD', C.laterality, side === 'left' ? C.left : C.right)] : []);
+
+/** The job's TID 1500 measurement report (always one: see the file comment for no lesion and not assessable). */
+export function encodeSr(ctx: ResultContext, seg: SegReference | undefined, opts: SrOptions = {}): EncodedSr {
+  const { analysis, study, series, order } = ctx;
+  const models = analysis.models;
+  const uids = srUids(series.seriesInstanceUid, models);
+  const when = dicomDateTime(analysis.completedAt, opts.timeZone);
+  const assessable = analysis.verdict !== 'not-assessable' && analysis.findings !== null;
+  if (seg && !assessable) throw new Error('a SEG reference for a study that was not assessable');
+
+  const library = container('CONTAINS', C.imageLibrary, [
+    container('CONTAINS', C.imageLibraryGroup, [
+      code('HAS ACQ CONTEXT', C.modality, C.ct),
+      uidref('HAS ACQ CONTEXT', C.frameOfReferenceUid, series.frameOfReferenceUid),
+      ...series.slices.map((s) => image('CONTAINS', C.source, series.sopClassUid, s.sopInstanceUid)),
+    ]),
+  ]);
+
+  const content: Item[] = [
+    code('HAS CONCEPT MOD', C.language, C.englishUs),
+    code('HAS OBS CONTEXT', C.observerType, C.device),
+    uidref('HAS OBS CONTEXT', C.deviceObserverUid, uids.deviceObserverUid),
+    text('HAS OBS CONTEXT', C.deviceObserverName, models.map((m) => `${m.name}@${m.version}`).join(', ')),
+    text('HAS OBS CONTEXT', C.deviceObserverManufacturer, MANUFACTURER),
+    text('HAS OBS CONTEXT', C.deviceObserverModelName, 'ctgate chest CT screening'),
+    code('HAS CONCEPT MOD', C.procedureReported, C.ctChest),
+    library,
+  ];
+
+  const f = analysis.findings;
+  if (assessable && f) {
+    const lesion = lesionModel(ctx, opts.lesionModelName);
+    const classifier = models[models.length - 1];
+    if (!classifier || classifier === lesion) throw new Error('analysis.models has no classifier after the lesion model');
+    const sides = (['left', 'right'] as const).filter((s) => f.lesionVolumeMlBySide[s] > 0);
+    const lesionGroup = container('CONTAINS', C.measurementGroup, [
+      text('HAS OBS CONTEXT', C.trackingIdentifier, 'AI lung lesions'),
+      uidref('HAS OBS CONTEXT', C.trackingUid, uids.trackingUid('lesions')),
+      code('CONTAINS', C.finding, CODES.lesion),
+      ...algorithm(lesion),
+      lungSite(),
+      ...(seg
+        ? [
+            image('CONTAINS', C.referencedSegment, SEGMENTATION_STORAGE, seg.sopInstanceUid, 1),
+            uidref('CONTAINS', C.sourceSeriesForSegmentation, series.seriesInstanceUid),
+          ]
+        : []),
+      num(C.volume, f.lesionVolumeMl, U.milliliter),
+      num(C.volume, f.lesionVolumeMlBySide.left, U.milliliter, [lungSite('left')]),
+      num(C.volume, f.lesionVolumeMlBySide.right, U.milliliter, [lungSite('right')]),
+      num(C.numberOfLesions, f.lesionCount, U.lesions),
+      num(LOCAL_CODES.lungInvolvement, f.lungInvolvementPercent.total, U.percent),
+      num(LOCAL_CODES.lungInvolvement, f.lungInvolvementPercent.left, U.percent, [lungSite('left')]),
+      num(LOCAL_CODES.lungInvolvement, f.lungInvolvementPercent.right, U.percent, [lungSite('right')]),
+      ...(sides.length > 0 ? [code('CONTAINS', C.laterality, sides.length === 2 ? C.bilateral : sides[0] === 'left' ? C.left : C.right)] : []),
+    ]);
+    const imp = impression(ctx);
+    const classificationGroup = container('CONTAINS', C.measurementGroup, [
+      text('HAS OBS CONTEXT', C.trackingIdentifier, 'AI COVID-19 pneumonia classification'),
+      uidref('HAS OBS CONTEXT', C.trackingUid, uids.trackingUid('classification')),
+      ...algorithm(classifier),
+      ...(analysis.probability === null ? [] : [num(LOCAL_CODES.probability, analysis.probability, U.noUnits)]),
+      num(LOCAL_CODES.threshold, analysis.threshold, U.noUnits),
+      ...(imp ? [code('CONTAINS', C.impression, fromCoded(imp.value))] : []),
+    ]);
+    content.push(container('CONTAINS', C.imagingMeasurements, [lesionGroup, classificationGroup]));
+  } else {
+    content.push(container('CONTAINS', C.qualitativeEvaluations, [text('CONTAINS', LOCAL_CODES.notAssessableReason, analysis.reason || 'not given')]));
+  }
+
+  // Every instance the content tree names, by series (SR Document General: evidence), all in the CT's study.
+  const evidence = [
+    {
+      SeriesInstanceUID: series.seriesInstanceUid,
+      ReferencedSOPSequence: series.slices.map((s) => ({ ReferencedSOPClassUID: series.sopClassUid, ReferencedSOPInstanceUID: s.sopInstanceUid })),
+    },
+    ...(seg
+      ? [
+          {
+            SeriesInstanceUID: seg.seriesInstanceUid,
+            ReferencedSOPSequence: [{ ReferencedSOPClassUID: SEGMENTATION_STORAGE, ReferencedSOPInstanceUID: seg.sopInstanceUid }],
+          },
+        ]
+      : []),
+  ];
+  const software = [...(opts.softwareVersion ? [`ctgate ${opts.softwareVersion}`] : []), ...models.map((m) => `${m.name} ${m.version}`)];
+  const completionFlag = assessable ? 'COMPLETE' : 'PARTIAL';
+  const dataset: NaturalizedDataset = {
+    SpecificCharacterSet: 'ISO_IR 192',
+    InstanceCreationDate: when.date,
+    InstanceCreationTime: when.time,
+    SOPClassUID: COMPREHENSIVE_SR_STORAGE,
+    SOPInstanceUID: uids.sopInstanceUid,
+    StudyDate: study.studyDate ?? '',
+    SeriesDate: when.date,
+    ContentDate: when.date,
+    StudyTime: study.studyTime ?? '',
+    SeriesTime: when.time,
+    ContentTime: when.time,
+    AccessionNumber: study.accessionNumber ?? '',
+    Modality: SR_MODALITY,
+    Manufacturer: MANUFACTURER,
+    ...(opts.institutionName ? { InstitutionName: opts.institutionName } : {}),
+    ReferringPhysicianName: study.referringPhysicianName ?? '',
+    CodingSchemeIdentificationSequence: [
+      { CodingSchemeDesignator: LOCAL_SCHEME.designator, CodingSchemeName: LOCAL_SCHEME.name, CodingSchemeResponsibleOrganization: LOCAL_SCHEME.organization },
+    ],
+    ...(study.studyDescription ? { StudyDescription: study.studyDescription } : {}),
+    SeriesDescription: SR_SERIES_DESCRIPTION,
+    ManufacturerModelName: MANUFACTURER,
+    ReferencedPerformedProcedureStepSequence: [],
+    PatientName: study.patientName ?? '',
+    PatientID: study.patientId ?? '',
+    ...(study.issuerOfPatientId ? { IssuerOfPatientID: study.issuerOfPatientId } : {}),
+    PatientBirthDate: study.patientBirthDate ?? '',
+    PatientSex: study.patientSex ?? '',
+    SoftwareVersions: software,
+    StudyInstanceUID: study.studyInstanceUid,
+    SeriesInstanceUID: uids.seriesInstanceUid,
+    StudyID: study.studyId ?? '',
+    SeriesNumber: String(opts.seriesNumber ?? 9003),
+    InstanceNumber: '1',
+    ValueType: 'CONTAINER',
+    ConceptNameCodeSequence: [codeItem(C.imagingMeasurementReport)],
+    ContinuityOfContent: 'SEPARATE',
+    ReferencedRequestSequence: [
+      {
+        StudyInstanceUID: study.studyInstanceUid,
+        ReferencedStudySequence: [],
+        AccessionNumber: study.accessionNumber ?? order.accessionNumber ?? '',
+        PlacerOrderNumberImagingServiceRequest: order.placerOrderNumber,
+        FillerOrderNumberImagingServiceRequest: order.fillerOrderNumber ?? '',
+        RequestedProcedureID: '',
+        RequestedProcedureDescription: order.procedure.text,
+        RequestedProcedureCodeSequence: [],
+      },
+    ],
+    PerformedProcedureCodeSequence: [codeItem(C.ctChest)],
+    CurrentRequestedProcedureEvidenceSequence: [{ StudyInstanceUID: study.studyInstanceUid, ReferencedSeriesSequence: evidence }],
+    CompletionFlag: completionFlag,
+    VerificationFlag: 'UNVERIFIED',
+    PreliminaryFlag: 'PRELIMINARY',
+    ContentTemplateSequence: [{ MappingResource: 'DCMR', TemplateIdentifier: '1500' }],
+    ContentSequence: content,
+  };
+
+  return {
+    bytes: writePart10WithoutPixels(dataset, 'CTGATE_SR_1'),
+    studyInstanceUid: study.studyInstanceUid,
+    seriesInstanceUid: uids.seriesInstanceUid,
+    sopInstanceUid: uids.sopInstanceUid,
+    modality: SR_MODALITY,
+    completionFlag,
+  };
+}
