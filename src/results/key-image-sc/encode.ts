@@ -16,9 +16,11 @@
  * UIDs are derived from the source series, the lesion model (name and version) and the source slice, as for the
  * SEG but with their own prefix: a retry writes the same instances again, a new model version a new series.
  */
+
 import type { NaturalizedDataset } from 'dcmjs';
 import { deterministicUid, formatDs } from '../../synthetic/dicom-writer.js';
 import type { ModelRef, ResultContext } from '../context.js';
+import { type DerivedObjectOptions, derivedHeader, MANUFACTURER, softwareVersions } from '../derived-header.js';
 import { writePart10 } from '../part10.js';
 import { CODES, codeItem } from '../seg/codes.js';
 import { dicomDateTime } from '../seg/datetime.js';
@@ -30,18 +32,9 @@ export const SECONDARY_CAPTURE_IMAGE_STORAGE = '1.2.840.10008.5.1.4.1.1.7';
 export const KEY_IMAGE_SERIES_DESCRIPTION = 'AI key images (NOT FOR CLINICAL USE)';
 /** Modality of the key-image series: OT (other), as secondary captures of a workstation carry. */
 export const KEY_IMAGE_MODALITY = 'OT';
-const MANUFACTURER = 'ctgate';
 
-export interface KeyImageScOptions {
-  /** The lesion model's name in analysis.models; default: the second entry (as for the SEG). */
-  lesionModelName?: string;
-  /** Default 9002 (the SEG is 9001). */
-  seriesNumber?: number;
-  /** ctgate's own version, listed in the software versions beside the model's. */
-  softwareVersion?: string;
-  /** IANA zone for ContentDate/Time (the hospital's); default: the offset written in analysis.completedAt. */
-  timeZone?: string;
-  institutionName?: string;
+/** Series number default: SEG 9001, key images 9002, SR 9003. */
+export interface KeyImageScOptions extends DerivedObjectOptions {
   /** Burn the "AI LESION OVERLAY / NOT FOR CLINICAL USE" label into a free corner; default true. */
   burnInLabel?: boolean;
 }
@@ -115,7 +108,7 @@ export function encodeKeyImages(ctx: ResultContext, opts: KeyImageScOptions = {}
   const when = dicomDateTime(analysis.completedAt, opts.timeZone);
   const [nx, ny, nz] = series.geometry.size;
   if (mask.length !== nx * ny * nz) throw new Error(`lesion mask has ${mask.length} voxels, the series grid ${nx}×${ny}×${nz}`);
-  const software = [...(opts.softwareVersion ? [`ctgate ${opts.softwareVersion}`] : []), `${model.name} ${model.version}`];
+  const software = softwareVersions([model], opts.softwareVersion);
   const total = ctx.keyImages.length;
 
   const instances = ctx.keyImages.map((key, i): EncodedKeyImage => {
@@ -144,27 +137,20 @@ export function encodeKeyImages(ctx: ResultContext, opts: KeyImageScOptions = {}
     const sopInstanceUid = uids.sopInstanceUid(slice.sopInstanceUid);
     const sliceText = `CT series ${series.seriesNumber ?? '?'} slice ${z + 1} of ${nz}${slice.instanceNumber !== undefined ? ` (instance ${slice.instanceNumber})` : ''}`;
     const dataset: NaturalizedDataset = {
-      SpecificCharacterSet: 'ISO_IR 192',
+      ...derivedHeader(ctx, {
+        sopClassUid: SECONDARY_CAPTURE_IMAGE_STORAGE,
+        sopInstanceUid,
+        seriesInstanceUid: uids.seriesInstanceUid,
+        seriesNumber: opts.seriesNumber ?? 9002,
+        seriesDescription: KEY_IMAGE_SERIES_DESCRIPTION,
+        modality: KEY_IMAGE_MODALITY,
+        instanceNumber,
+        when,
+        software,
+        institutionName: opts.institutionName,
+      }),
       ImageType: ['DERIVED', 'SECONDARY'],
-      InstanceCreationDate: when.date,
-      InstanceCreationTime: when.time,
-      SOPClassUID: SECONDARY_CAPTURE_IMAGE_STORAGE,
-      SOPInstanceUID: sopInstanceUid,
-      StudyDate: study.studyDate ?? '',
-      SeriesDate: when.date,
-      ContentDate: when.date,
-      StudyTime: study.studyTime ?? '',
-      SeriesTime: when.time,
-      ContentTime: when.time,
-      AccessionNumber: study.accessionNumber ?? '',
-      Modality: KEY_IMAGE_MODALITY,
       ConversionType: 'WSD',
-      Manufacturer: MANUFACTURER,
-      ...(opts.institutionName ? { InstitutionName: opts.institutionName } : {}),
-      ReferringPhysicianName: study.referringPhysicianName ?? '',
-      ...(study.studyDescription ? { StudyDescription: study.studyDescription } : {}),
-      SeriesDescription: KEY_IMAGE_SERIES_DESCRIPTION,
-      ManufacturerModelName: MANUFACTURER,
       ReferencedImageSequence: [{ ReferencedSOPClassUID: series.sopClassUid, ReferencedSOPInstanceUID: slice.sopInstanceUid }],
       DerivationDescription:
         `${sliceText} in a lung window, with the lesion segmentation of ${model.name} ${model.version} overlaid in red and burned in` +
@@ -177,22 +163,11 @@ export function encodeKeyImages(ctx: ResultContext, opts: KeyImageScOptions = {}
           SpatialLocationsPreserved: 'YES',
         },
       ],
-      PatientName: study.patientName ?? '',
-      PatientID: study.patientId ?? '',
-      ...(study.issuerOfPatientId ? { IssuerOfPatientID: study.issuerOfPatientId } : {}),
-      PatientBirthDate: study.patientBirthDate ?? '',
-      PatientSex: study.patientSex ?? '',
-      SoftwareVersions: software,
       SecondaryCaptureDeviceManufacturer: MANUFACTURER,
       SecondaryCaptureDeviceManufacturerModelName: MANUFACTURER,
       SecondaryCaptureDeviceSoftwareVersions: software,
       DateOfSecondaryCapture: when.date,
       TimeOfSecondaryCapture: when.time,
-      StudyInstanceUID: study.studyInstanceUid,
-      SeriesInstanceUID: uids.seriesInstanceUid,
-      StudyID: study.studyId ?? '',
-      SeriesNumber: String(opts.seriesNumber ?? 9002),
-      InstanceNumber: String(instanceNumber),
       // The slice shows both lungs (PS3.3 C.7.6.1: B = both left and right).
       ImageLaterality: 'B',
       PatientOrientation: [orientationLetters(slice.orientation.slice(0, 3)), orientationLetters(slice.orientation.slice(3, 6))],

@@ -11,9 +11,11 @@
  * dcmjs writes the dataset (its derivations.Segmentation is not used: it makes random UIDs and dates and re-sorts
  * the source slices); the bit packing and the Pixel Data element are ctgate's own.
  */
+
 import type { NaturalizedDataset } from 'dcmjs';
 import { deterministicUid, formatDs } from '../../synthetic/dicom-writer.js';
 import type { ModelRef, ResultContext } from '../context.js';
+import { type DerivedObjectOptions, derivedHeader, MANUFACTURER, softwareVersions } from '../derived-header.js';
 import { writePart10 } from '../part10.js';
 import { countBits, packFrames } from './bits.js';
 import { CODES, type Code, codeItem } from './codes.js';
@@ -21,22 +23,13 @@ import { dicomDateTime } from './datetime.js';
 
 export const SEGMENTATION_STORAGE = '1.2.840.10008.5.1.4.1.1.66.4';
 export const SEG_SERIES_DESCRIPTION = 'AI lesion segmentation (NOT FOR CLINICAL USE)';
-const MANUFACTURER = 'ctgate';
 /** Orange: sRGB (255, 160, 0) in DICOM's scaled CIELab (PS3.3 C.10.7.1.1). */
 const LESION_CIELAB = [48368, 39717, 53000];
 
-export interface SegOptions {
-  /** The lesion model's name in analysis.models; default: the second entry (pipeline order: lung, lesion, classifier). */
-  lesionModelName?: string;
-  /** Default 9001. */
-  seriesNumber?: number;
+/** Series number default: SEG 9001, key images 9002, SR 9003. */
+export interface SegOptions extends DerivedObjectOptions {
   /** DeviceSerialNumber (Enhanced General Equipment, required): which ctgate installation made it. Default 'ctgate'. */
   deviceSerialNumber?: string;
-  /** ctgate's own version, listed in SoftwareVersions beside the model's. */
-  softwareVersion?: string;
-  /** IANA zone for ContentDate/Time (the hospital's); default: the offset written in analysis.completedAt. */
-  timeZone?: string;
-  institutionName?: string;
 }
 
 export interface SegmentSummary {
@@ -210,46 +203,28 @@ export function encodeSeg(ctx: ResultContext, opts: SegOptions = {}): EncodedSeg
 
   const models = ctx.analysis.models;
   const upToLesion = models.slice(0, models.indexOf(model) + 1);
-  const software = [...(opts.softwareVersion ? [`ctgate ${opts.softwareVersion}`] : []), `${model.name} ${model.version}`];
+  const software = softwareVersions([model], opts.softwareVersion);
   const dataset: NaturalizedDataset = {
-    SpecificCharacterSet: 'ISO_IR 192',
+    ...derivedHeader(ctx, {
+      sopClassUid: SEGMENTATION_STORAGE,
+      sopInstanceUid: uids.sopInstanceUid,
+      seriesInstanceUid: uids.seriesInstanceUid,
+      seriesNumber: opts.seriesNumber ?? 9001,
+      seriesDescription: SEG_SERIES_DESCRIPTION,
+      modality: 'SEG',
+      instanceNumber: 1,
+      when,
+      software,
+      institutionName: opts.institutionName,
+    }),
     ImageType: ['DERIVED', 'PRIMARY'],
-    InstanceCreationDate: when.date,
-    InstanceCreationTime: when.time,
-    SOPClassUID: SEGMENTATION_STORAGE,
-    SOPInstanceUID: uids.sopInstanceUid,
-    StudyDate: study.studyDate ?? '',
-    SeriesDate: when.date,
-    ContentDate: when.date,
-    StudyTime: study.studyTime ?? '',
-    SeriesTime: when.time,
-    ContentTime: when.time,
-    AccessionNumber: study.accessionNumber ?? '',
-    Modality: 'SEG',
-    Manufacturer: MANUFACTURER,
-    ...(opts.institutionName ? { InstitutionName: opts.institutionName } : {}),
-    ReferringPhysicianName: study.referringPhysicianName ?? '',
-    ...(study.studyDescription ? { StudyDescription: study.studyDescription } : {}),
-    SeriesDescription: SEG_SERIES_DESCRIPTION,
-    ManufacturerModelName: MANUFACTURER,
     ReferencedSeriesSequence: [
       {
         SeriesInstanceUID: series.seriesInstanceUid,
         ReferencedInstanceSequence: series.slices.map((s) => ({ ReferencedSOPClassUID: series.sopClassUid, ReferencedSOPInstanceUID: s.sopInstanceUid })),
       },
     ],
-    PatientName: study.patientName ?? '',
-    PatientID: study.patientId ?? '',
-    ...(study.issuerOfPatientId ? { IssuerOfPatientID: study.issuerOfPatientId } : {}),
-    PatientBirthDate: study.patientBirthDate ?? '',
-    PatientSex: study.patientSex ?? '',
     DeviceSerialNumber: opts.deviceSerialNumber ?? 'ctgate',
-    SoftwareVersions: software,
-    StudyInstanceUID: study.studyInstanceUid,
-    SeriesInstanceUID: uids.seriesInstanceUid,
-    StudyID: study.studyId ?? '',
-    SeriesNumber: String(opts.seriesNumber ?? 9001),
-    InstanceNumber: '1',
     FrameOfReferenceUID: series.frameOfReferenceUid,
     PositionReferenceIndicator: '',
     DimensionOrganizationSequence: [{ DimensionOrganizationUID: uids.dimensionOrganizationUid }],

@@ -27,9 +27,11 @@
  * UIDs are derived from the source series and every model version (the report carries all three models' output): a
  * retry writes the same instance, a new model version a new series.
  */
+
 import type { NaturalizedDataset } from 'dcmjs';
 import { deterministicUid, formatDs } from '../../synthetic/dicom-writer.js';
 import type { ModelRef, ResultContext } from '../context.js';
+import { type DerivedObjectOptions, derivedHeader, MANUFACTURER, softwareVersions } from '../derived-header.js';
 import { impression } from '../oru/encode.js';
 import { writePart10WithoutPixels } from '../part10.js';
 import { CODES, type Code, codeItem } from '../seg/codes.js';
@@ -40,19 +42,9 @@ import { SR_CODES as C, fromCoded, LOCAL_CODES, LOCAL_SCHEME, SR_UNITS as U } fr
 export const COMPREHENSIVE_SR_STORAGE = '1.2.840.10008.5.1.4.1.1.88.33';
 export const SR_SERIES_DESCRIPTION = 'AI measurements (NOT FOR CLINICAL USE)';
 export const SR_MODALITY = 'SR';
-const MANUFACTURER = 'ctgate';
 
-export interface SrOptions {
-  /** The lesion model's name in analysis.models; default: the second entry (as for the SEG). */
-  lesionModelName?: string;
-  /** Default 9003 (the SEG is 9001, the key images 9002). */
-  seriesNumber?: number;
-  /** ctgate's own version, listed in SoftwareVersions beside the models'. */
-  softwareVersion?: string;
-  /** IANA zone for ContentDate/Time (the hospital's); default: the offset written in analysis.completedAt. */
-  timeZone?: string;
-  institutionName?: string;
-}
+/** Series number default 9003 (the SEG is 9001, the key images 9002). */
+export type SrOptions = DerivedObjectOptions;
 
 /** The SEG instance the report's lesion group points at (segment 1); absent when there is no SEG (no lesion). */
 export interface SegReference {
@@ -225,43 +217,25 @@ export function encodeSr(ctx: ResultContext, seg: SegReference | undefined, opts
         ]
       : []),
   ];
-  const software = [...(opts.softwareVersion ? [`ctgate ${opts.softwareVersion}`] : []), ...models.map((m) => `${m.name} ${m.version}`)];
+  const software = softwareVersions(models, opts.softwareVersion);
   const completionFlag = assessable ? 'COMPLETE' : 'PARTIAL';
   const dataset: NaturalizedDataset = {
-    SpecificCharacterSet: 'ISO_IR 192',
-    InstanceCreationDate: when.date,
-    InstanceCreationTime: when.time,
-    SOPClassUID: COMPREHENSIVE_SR_STORAGE,
-    SOPInstanceUID: uids.sopInstanceUid,
-    StudyDate: study.studyDate ?? '',
-    SeriesDate: when.date,
-    ContentDate: when.date,
-    StudyTime: study.studyTime ?? '',
-    SeriesTime: when.time,
-    ContentTime: when.time,
-    AccessionNumber: study.accessionNumber ?? '',
-    Modality: SR_MODALITY,
-    Manufacturer: MANUFACTURER,
-    ...(opts.institutionName ? { InstitutionName: opts.institutionName } : {}),
-    ReferringPhysicianName: study.referringPhysicianName ?? '',
+    ...derivedHeader(ctx, {
+      sopClassUid: COMPREHENSIVE_SR_STORAGE,
+      sopInstanceUid: uids.sopInstanceUid,
+      seriesInstanceUid: uids.seriesInstanceUid,
+      seriesNumber: opts.seriesNumber ?? 9003,
+      seriesDescription: SR_SERIES_DESCRIPTION,
+      modality: SR_MODALITY,
+      instanceNumber: 1,
+      when,
+      software,
+      institutionName: opts.institutionName,
+    }),
     CodingSchemeIdentificationSequence: [
       { CodingSchemeDesignator: LOCAL_SCHEME.designator, CodingSchemeName: LOCAL_SCHEME.name, CodingSchemeResponsibleOrganization: LOCAL_SCHEME.organization },
     ],
-    ...(study.studyDescription ? { StudyDescription: study.studyDescription } : {}),
-    SeriesDescription: SR_SERIES_DESCRIPTION,
-    ManufacturerModelName: MANUFACTURER,
     ReferencedPerformedProcedureStepSequence: [],
-    PatientName: study.patientName ?? '',
-    PatientID: study.patientId ?? '',
-    ...(study.issuerOfPatientId ? { IssuerOfPatientID: study.issuerOfPatientId } : {}),
-    PatientBirthDate: study.patientBirthDate ?? '',
-    PatientSex: study.patientSex ?? '',
-    SoftwareVersions: software,
-    StudyInstanceUID: study.studyInstanceUid,
-    SeriesInstanceUID: uids.seriesInstanceUid,
-    StudyID: study.studyId ?? '',
-    SeriesNumber: String(opts.seriesNumber ?? 9003),
-    InstanceNumber: '1',
     ValueType: 'CONTAINER',
     ConceptNameCodeSequence: [codeItem(C.imagingMeasurementReport)],
     ContinuityOfContent: 'SEPARATE',
