@@ -13,7 +13,7 @@ import { type AuthOptions, authOf, requireBearer } from './auth.js';
 import { dicomWebProxy } from './dicomweb-proxy.js';
 import { OidcVerifier } from './oidc.js';
 import { opsRoutes } from './ops.js';
-import { webPages } from './web/pages.js';
+import { sendErrorPage, webPages } from './web/pages.js';
 
 export interface HttpDeps {
   config: Config;
@@ -58,8 +58,14 @@ export function createApp(input: HttpDeps): Koa {
       await next();
     } catch (e) {
       const err = e as { status?: number; expose?: boolean; message: string };
-      ctx.status = err.status ?? 500;
-      ctx.body = { error: ctx.status >= 500 ? 'internal error' : err.message };
+      const status = err.status ?? 500;
+      const message = status >= 500 ? 'internal error' : err.message;
+      const browser = !/^\/(api|dicom-web)(\/|$)/.test(ctx.path) && ctx.accepts('json', 'html') === 'html';
+      if (browser) sendErrorPage(ctx, status, status >= 500 ? 'Something went wrong on the server; the error is logged. Try again shortly.' : message);
+      else {
+        ctx.status = status;
+        ctx.body = { error: message };
+      }
       if (ctx.status >= 500) deps.log.error('http.error', { path: ctx.path, error: err.message });
     }
     deps.log.debug('http.request', { method: ctx.method, path: ctx.path, status: ctx.status, ms: Math.round(performance.now() - started) });

@@ -52,6 +52,11 @@ function send(ctx: Context, status: number, body: (nonce: string) => Html): void
   ctx.body = body(nonce).value;
 }
 
+/** An error as an HTML page, for a browser that asked for a page (the API and the proxy answer JSON). */
+export function sendErrorPage(ctx: Context, status: number, message: string): void {
+  send(ctx, status, (nonce) => errorPage({ nonce, status, message }));
+}
+
 function sendPng(ctx: Context, png: Uint8Array, maxAgeSeconds: number): void {
   ctx.set('X-Content-Type-Options', 'nosniff');
   ctx.set('Cache-Control', `private, max-age=${maxAgeSeconds}`);
