@@ -10,11 +10,10 @@ import { ANALYZE_USAGE, type AnalyzeIo, analyzeCommand, EXIT_BAD_MANIFEST, EXIT_
 import { readNifti } from '../../src/imaging/nifti.js';
 import { PNG_SIGNATURE } from '../../src/inference/key-images.js';
 import { dice, LEFT_LUNG, RIGHT_LUNG, segmentLungs } from '../../src/inference/lungs.js';
-import { sha256File } from '../../src/inference/manifest.js';
-import { identityLesionOnnx, meanClassifierOnnx } from '../../src/inference/testing.js';
 import { readSeg } from '../../src/results/seg/read.js';
 import { writeCtSeries, writeSeriesToDir } from '../../src/synthetic/dicom-writer.js';
 import { generateChestCt, maskVolumesMl, type PhantomKind, phantomGeometry } from '../../src/synthetic/phantom.js';
+import { standInModelSet } from '../helpers/stand-in-models.js';
 
 function capture(): AnalyzeIo & { stdout: () => string; stderr: () => string } {
   let out = '';
@@ -112,49 +111,8 @@ describe('ctgate analyze (stand-in ONNX models)', () => {
     root = await mkdtemp(join(tmpdir(), 'ctgate-analyze-'));
     const models = join(root, 'models');
     await mkdir(models);
-    await writeFile(join(models, 'l.onnx'), identityLesionOnnx());
-    await writeFile(join(models, 'c.onnx'), meanClassifierOnnx([1, 2, 16, 48, 48]));
-    const spacing = [2.5, 2.5, 5];
     manifest = join(models, 'manifest.json');
-    await writeFile(
-      manifest,
-      JSON.stringify({
-        schemaVersion: 1,
-        models: [
-          {
-            name: 'identity',
-            version: 'test',
-            task: 'lesion-segmentation',
-            file: 'l.onnx',
-            sha256: await sha256File(join(models, 'l.onnx')),
-            input: {
-              name: 'ct',
-              shape: [1, 1, 'D', 'H', 'W'],
-              dtype: 'float32',
-              layout: 'NCDHW',
-              spacing,
-              window: [-1024, 350],
-              patch: [16, 48, 48],
-              overlap: [4, 8, 8],
-              multipleOf: 8,
-            },
-            outputs: [{ name: 'lesion_prob' }],
-            threshold: 0.45,
-          },
-          {
-            name: 'mean',
-            version: 'test',
-            task: 'classification',
-            file: 'c.onnx',
-            sha256: await sha256File(join(models, 'c.onnx')),
-            input: { name: 'ct_mask', shape: [1, 2, 16, 48, 48], dtype: 'float32', layout: 'NCDHW', window: [-1024, 350], channels: ['ct', 'lesion'] },
-            outputs: [{ name: 'prob' }],
-            threshold: 0.2,
-          },
-          { name: 'lung-threshold', version: 'test', task: 'lung-segmentation', method: 'classical', input: { spacing } },
-        ],
-      }),
-    );
+    await writeFile(manifest, JSON.stringify(await standInModelSet(models, { version: 'test', classifierThreshold: 0.2 })));
   });
   after(async () => {
     await rm(root, { recursive: true, force: true });

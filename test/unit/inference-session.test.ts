@@ -1,15 +1,16 @@
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import type * as ort from 'onnxruntime-node';
-import { loadManifest, parseManifest, sha256File } from '../../src/inference/manifest.js';
+import { loadManifest, parseManifest } from '../../src/inference/manifest.js';
 import { runPipeline } from '../../src/inference/pipeline.js';
 import { createOnnxModels, openSession, parseExecutionProviders, SessionCache, type SessionFactory } from '../../src/inference/session.js';
-import { identityLesionOnnx, meanClassifierOnnx } from '../../src/inference/testing.js';
+import { identityLesionOnnx } from '../../src/inference/testing.js';
 import { generateChestCt } from '../../src/synthetic/phantom.js';
+import { standInModelSet } from '../helpers/stand-in-models.js';
 
 describe('ONNX Runtime sessions', () => {
   it('falls back to CPU when CUDA cannot be used, and says why', async () => {
@@ -79,55 +80,8 @@ describe('ONNX Runtime sessions', () => {
   it('runs the pipeline end to end on ONNX stand-ins made from a manifest', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'ctgate-onnx-'));
     try {
-      const lesion = identityLesionOnnx();
-      const cls = meanClassifierOnnx([1, 2, 16, 48, 48]);
-      await writeFile(join(dir, 'l.onnx'), lesion);
-      await writeFile(join(dir, 'c.onnx'), cls);
-      const spacing = [2.5, 2.5, 5];
       const manifest = parseManifest(
-        {
-          schemaVersion: 1,
-          models: [
-            {
-              name: 'identity',
-              version: 't',
-              task: 'lesion-segmentation',
-              file: 'l.onnx',
-              sha256: await sha256File(join(dir, 'l.onnx')),
-              input: {
-                name: 'ct',
-                shape: [1, 1, 'D', 'H', 'W'],
-                dtype: 'float32',
-                layout: 'NCDHW',
-                spacing,
-                window: [-1024, 350],
-                patch: [16, 48, 48],
-                overlap: [4, 8, 8],
-                multipleOf: 8,
-              },
-              outputs: [{ name: 'lesion_prob' }],
-              threshold: 0.45,
-            },
-            {
-              name: 'mean',
-              version: 't',
-              task: 'classification',
-              file: 'c.onnx',
-              sha256: await sha256File(join(dir, 'c.onnx')),
-              input: {
-                name: 'ct_mask',
-                shape: [1, 2, 16, 48, 48],
-                dtype: 'float32',
-                layout: 'NCDHW',
-                window: [-1024, 350],
-                channels: ['ct: CT', 'lesion: mask'],
-              },
-              outputs: [{ name: 'prob' }],
-              threshold: 0.5,
-            },
-            { name: 'lung-threshold', version: 't', task: 'lung-segmentation', method: 'classical', input: { spacing } },
-          ],
-        },
+        await standInModelSet(dir, { version: 't', classifierThreshold: 0.5, channels: ['ct: CT', 'lesion: mask'] }),
         join(dir, 'manifest.json'),
       );
       const cache = new SessionCache();
