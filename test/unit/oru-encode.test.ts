@@ -59,6 +59,8 @@ describe('ORU^R01 encoding', () => {
     assert.equal(msh.get(10), oruControlId(positive.jobId));
     assert.equal(msh.get(11), 'P');
     assert.equal(msh.get(12), '2.5.1');
+    assert.equal(msh.get(18), 'UNICODE UTF-8', 'MSH-18 character set');
+    assert.equal(msh.get(19), '', 'MSH-19 (principal language) stays empty');
     const other = parseMessage(encodeOru(positive, opts(positive, { receivingApplication: 'EMR', receivingFacility: 'WARD' }))).first('MSH') as Segment;
     assert.equal(other.get(5), 'EMR');
     assert.equal(other.get(6), 'WARD');

@@ -51,9 +51,15 @@ function comp(...parts: (string | undefined)[]): string {
 
 const coded = (c: Coded): string => comp(c.code, c.text, c.system);
 
-/** A segment from already-encoded fields (index 0 is field 1), trailing empty fields dropped. */
-function segment(id: string, fields: string[]): string {
-  const out = [...fields];
+/**
+ * A segment from already-encoded fields keyed by field number (MSH: from MSH-2, the encoding characters, since
+ * MSH-1 is the separator itself); fields not given are empty, trailing empty fields dropped.
+ */
+function segment(id: string, fields: Record<number, string>): string {
+  const first = id === 'MSH' ? 2 : 1;
+  const last = Math.max(first - 1, ...Object.keys(fields).map(Number));
+  const out: string[] = [];
+  for (let n = first; n <= last; n++) out.push(fields[n] ?? '');
   while (out.length > 0 && out[out.length - 1] === '') out.pop();
   return [id, ...out].join(FS);
 }
@@ -161,39 +167,29 @@ export function encodeOru(ctx: ResultContext, opts: OruOptions): string {
   const completed = isoToHl7(ctx.analysis.completedAt, 'analysis.completedAt');
   const observed = studyDateTime(ctx.study.studyDate, ctx.study.studyTime) ?? completed;
   const accession = o.accessionNumber ?? ctx.study.accessionNumber;
-  const msh = [
-    ENC,
-    esc(opts.sendingApplication),
-    esc(opts.sendingFacility),
-    esc(opts.receivingApplication ?? o.sender.application),
-    esc(opts.receivingFacility ?? o.sender.facility),
-    hl7Timestamp(opts.now),
-    '',
-    'ORU^R01^ORU_R01',
-    esc(opts.controlId),
-    esc(o.message.processingId || 'P'),
-    opts.version,
-    '',
-    '',
-    '',
-    '',
-    '',
-    '',
-    'UNICODE UTF-8',
-  ];
-  const pid = [
-    '1',
-    '',
-    p.identifiers.map((id) => comp(id.value, '', '', id.authority, id.type)).join('~'),
-    '',
-    comp(p.name.family, p.name.given[0], p.name.given.slice(1).join(' ')),
-    '',
-    p.birthDate ? p.birthDate.replaceAll('-', '') : '',
-    p.sex ? SEX[p.sex] : '',
-  ];
+  const msh = {
+    2: ENC,
+    3: esc(opts.sendingApplication),
+    4: esc(opts.sendingFacility),
+    5: esc(opts.receivingApplication ?? o.sender.application),
+    6: esc(opts.receivingFacility ?? o.sender.facility),
+    7: hl7Timestamp(opts.now),
+    9: 'ORU^R01^ORU_R01',
+    10: esc(opts.controlId),
+    11: esc(o.message.processingId || 'P'),
+    12: opts.version,
+    18: 'UNICODE UTF-8',
+  };
+  const pid = {
+    1: '1',
+    3: p.identifiers.map((id) => comp(id.value, '', '', id.authority, id.type)).join('~'),
+    5: comp(p.name.family, p.name.given[0], p.name.given.slice(1).join(' ')),
+    7: p.birthDate ? p.birthDate.replaceAll('-', '') : '',
+    8: p.sex ? SEX[p.sex] : '',
+  };
   const placer = comp(o.placerOrderNumber, o.placerAuthority);
   const filler = comp(o.fillerOrderNumber);
-  const orc = ['RE', placer, filler, '', '', '', '', '', completed, '', '', provider(o.orderingProvider)];
+  const orc = { 1: 'RE', 2: placer, 3: filler, 9: completed, 12: provider(o.orderingProvider) };
   const service = comp(
     o.procedure.code,
     o.procedure.text,
@@ -202,55 +198,31 @@ export function encodeOru(ctx: ResultContext, opts: OruOptions): string {
     o.procedure.alternate?.text,
     o.procedure.alternate?.system,
   );
-  const obr = [
-    '1',
-    placer,
-    filler,
-    service,
-    '',
-    '',
-    observed,
-    '',
-    '',
-    '',
-    '',
-    '',
-    '',
-    '',
-    '',
-    provider(o.orderingProvider),
-    '',
-    esc(accession),
-    '',
-    '',
-    '',
-    completed,
-    '',
-    'CT',
-    'P',
-  ];
+  const obr = {
+    1: '1',
+    2: placer,
+    3: filler,
+    4: service,
+    7: observed,
+    16: provider(o.orderingProvider),
+    18: esc(accession),
+    22: completed,
+    24: 'CT',
+    25: 'P',
+  };
   const obx = observations(ctx).map((x, i) =>
-    segment('OBX', [
-      String(i + 1),
-      x.type,
-      coded(x.id),
-      x.subId ?? '',
-      x.value,
-      x.units ? coded(x.units) : '',
-      '',
-      x.flag ?? '',
-      '',
-      '',
-      'P',
-      '',
-      '',
-      observed,
-      '',
-      '',
-      '',
-      '',
-      completed,
-    ]),
+    segment('OBX', {
+      1: String(i + 1),
+      2: x.type,
+      3: coded(x.id),
+      4: x.subId ?? '',
+      5: x.value,
+      6: x.units ? coded(x.units) : '',
+      8: x.flag ?? '',
+      11: 'P',
+      14: observed,
+      19: completed,
+    }),
   );
-  return [segment('MSH', msh), segment('PID', pid), segment('PV1', ['1', 'O']), segment('ORC', orc), segment('OBR', obr), ...obx].join('\r');
+  return [segment('MSH', msh), segment('PID', pid), segment('PV1', { 1: '1', 2: 'O' }), segment('ORC', orc), segment('OBR', obr), ...obx].join('\r');
 }
