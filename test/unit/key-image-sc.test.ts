@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,6 +17,7 @@ import {
 } from '../../src/results/key-image-sc/encode.js';
 import { decodePng } from '../../src/results/key-image-sc/png.js';
 import { segUids } from '../../src/results/seg/encode.js';
+import { assertDciodvfyClean } from '../helpers/dciodvfy.js';
 import { syntheticResult } from '../helpers/result-context.js';
 
 interface PyKeyImage {
@@ -63,16 +64,7 @@ function validate(instances: Uint8Array[]): PyKeyImage[] {
   const paths = instances.map((bytes) => {
     const path = join(dir, `sc-${++count}.dcm`);
     writeFileSync(path, bytes);
-    const v = spawnSync('dciodvfy', [path], { encoding: 'utf8' });
-    if (v.error) throw new Error(`dciodvfy could not run (install dicom3tools: bash .ci/setup.sh): ${v.error.message}`);
-    const report = `${v.stdout}${v.stderr}`;
-    assert.match(report, /^SCImage$/m, 'dciodvfy checked it as an SC Image');
-    assert.deepEqual(
-      report.split('\n').filter((l) => /^Error/.test(l)),
-      [],
-      `dciodvfy found errors:\n${report}`,
-    );
-    assert.equal(v.status, 0, report);
+    assertDciodvfyClean(path, /^SCImage$/m);
     return path;
   });
   const json = execFileSync('/usr/bin/python3', ['test/helpers/key-image-check.py', ...paths], { encoding: 'utf8', maxBuffer: 1 << 28 });

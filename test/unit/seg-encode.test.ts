@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -7,6 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import type { ResultContext } from '../../src/results/context.js';
 import { encodeSeg, NoSegError, SEG_SERIES_DESCRIPTION, SEGMENTATION_STORAGE, segUids } from '../../src/results/seg/encode.js';
 import { readSeg } from '../../src/results/seg/read.js';
+import { assertDciodvfyClean } from '../helpers/dciodvfy.js';
 import { syntheticResult } from '../helpers/result-context.js';
 
 interface PyFrame {
@@ -55,12 +56,7 @@ let count = 0;
 function validate(bytes: Uint8Array): PySeg {
   const path = join(dir, `seg-${++count}.dcm`);
   writeFileSync(path, bytes);
-  const v = spawnSync('dciodvfy', [path], { encoding: 'utf8' });
-  if (v.error) throw new Error(`dciodvfy could not run (install dicom3tools: bash .ci/setup.sh): ${v.error.message}`);
-  const report = `${v.stdout}${v.stderr}`;
-  const errors = report.split('\n').filter((l) => /^Error/.test(l));
-  assert.deepEqual(errors, [], `dciodvfy found errors:\n${report}`);
-  assert.equal(v.status, 0, report);
+  assertDciodvfyClean(path);
   const json = execFileSync('/usr/bin/python3', ['test/helpers/seg-check.py', path], { encoding: 'utf8', maxBuffer: 1 << 28 });
   return (JSON.parse(json) as Record<string, PySeg>)[path] as PySeg;
 }

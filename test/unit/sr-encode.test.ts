@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -7,6 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import type { ResultContext } from '../../src/results/context.js';
 import { encodeSeg, lesionModel, NoSegError, SEGMENTATION_STORAGE, segUids } from '../../src/results/seg/encode.js';
 import { COMPREHENSIVE_SR_STORAGE, encodeSr, SR_SERIES_DESCRIPTION, srUids } from '../../src/results/sr/encode.js';
+import { assertDciodvfyClean } from '../helpers/dciodvfy.js';
 import { syntheticResult } from '../helpers/result-context.js';
 
 interface PyItem {
@@ -48,13 +49,7 @@ let count = 0;
 function validate(bytes: Uint8Array): PySr {
   const path = join(dir, `sr-${++count}.dcm`);
   writeFileSync(path, bytes);
-  const v = spawnSync('dciodvfy', [path], { encoding: 'utf8' });
-  if (v.error) throw new Error(`dciodvfy could not run (install dicom3tools: bash .ci/setup.sh): ${v.error.message}`);
-  const report = `${v.stdout}${v.stderr}`;
-  assert.match(report, /ComprehensiveSR/, `dciodvfy did not recognise the IOD:\n${report}`);
-  const errors = report.split('\n').filter((l) => /^Error/.test(l));
-  assert.deepEqual(errors, [], `dciodvfy found errors:\n${report}`);
-  assert.equal(v.status, 0, report);
+  assertDciodvfyClean(path, /ComprehensiveSR/);
   const json = execFileSync('/usr/bin/python3', ['test/helpers/sr-check.py', path], { encoding: 'utf8', maxBuffer: 1 << 26 });
   return (JSON.parse(json) as Record<string, PySr>)[path] as PySr;
 }

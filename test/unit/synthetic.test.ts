@@ -11,6 +11,7 @@ import { type CtSeries, deterministicUid, formatDs, writeCtSeries, writeSeriesTo
 import { distanceToBackgroundMm } from '../../src/synthetic/distance.js';
 import { decodeNpyU8, readMasks, writeMasks } from '../../src/synthetic/masks.js';
 import { addSphere, generateChestCt, maskVolumesMl, PHANTOM_KINDS, type Phantom, type PhantomKind, phantomGeometry } from '../../src/synthetic/phantom.js';
+import { assertDciodvfyClean } from '../helpers/dciodvfy.js';
 
 const PYTHON = '/usr/bin/python3';
 const tmp = mkdtempSync(join(tmpdir(), 'ctgate-synth-'));
@@ -343,13 +344,9 @@ print(json.dumps(out))
 
 /** dciodvfy's verdict: fails on a non-zero exit or any "Error" line (it exits 0 on some errors). */
 function dciodvfy(file: string): string[] {
-  const r = spawnSync('dciodvfy', [file], { encoding: 'utf8' });
-  if (r.error) assert.fail(`cannot run dciodvfy (dicom3tools), needed to validate DICOM: ${r.error.message}`);
-  const lines = `${r.stdout}\n${r.stderr}`.split('\n').filter((l) => l.trim() !== '');
-  const errors = lines.filter((l) => /^Error/.test(l));
-  assert.equal(r.status, 0, `dciodvfy exit ${r.status}:\n${lines.join('\n')}`);
-  assert.deepEqual(errors, [], `dciodvfy errors:\n${lines.join('\n')}`);
-  return lines.filter((l) => /^Warning/.test(l));
+  return assertDciodvfyClean(file)
+    .split('\n')
+    .filter((l) => /^Warning/.test(l));
 }
 
 function checkRoundTrip(volume: HuVolume, series: CtSeries, dir: string, expected: { intercept: number; pixelRepresentation: number }) {
