@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { readYamlDocument } from '../config/yaml-file.js';
+import { readYamlDocument, regexPattern as regex } from '../config/yaml-file.js';
 
 /**
  * What series selection knows about one series of a study. Built from the PACS by src/dicomweb/series-candidates.ts
@@ -45,17 +45,6 @@ export interface SeriesSelection {
   reason?: string;
 }
 
-const regex = z.string().refine(
-  (s) => {
-    try {
-      new RegExp(s, 'i');
-      return true;
-    } catch {
-      return false;
-    }
-  },
-  { message: 'a valid regular expression' },
-);
 const upper = z
   .string()
   .min(1)

@@ -1,19 +1,8 @@
 import { z } from 'zod';
-import { readYamlDocument } from '../config/yaml-file.js';
+import { readYamlDocument, regexPattern as regex } from '../config/yaml-file.js';
 
 const fieldPath = z.string().regex(/^[A-Z][A-Z0-9]{2}-\d{1,3}(\.\d{1,2})?$/, 'a field path like OBR-18 or OBR-4.2');
 const code = z.object({ system: z.string().min(1).optional(), code: z.string().min(1), display: z.string().optional() }).strict();
-const regex = z.string().refine(
-  (s) => {
-    try {
-      new RegExp(s, 'i');
-      return true;
-    } catch {
-      return false;
-    }
-  },
-  { message: 'a valid regular expression' },
-);
 const fieldMap = z
   .object({
     accessionNumber: z.array(fieldPath).min(1),

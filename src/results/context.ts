@@ -6,7 +6,7 @@
 import type { SliceMeta } from '../imaging/slices.js';
 import type { Geometry } from '../imaging/volume.js';
 import type { Manifest } from '../inference/manifest.js';
-import type { Findings, PipelineResult, Verdict } from '../inference/pipeline.js';
+import type { PipelineResult } from '../inference/pipeline.js';
 import type { Order } from '../orders/order.js';
 
 /** Patient and study attributes of the source CT, as the PACS holds them (the SEG must repeat them exactly). */
@@ -44,21 +44,13 @@ export interface ModelRef {
   version: string;
 }
 
-export interface Analysis {
-  verdict: Verdict;
-  /** Why the study is not assessable. */
-  reason?: string;
-  probability: number | null;
-  threshold: number;
-  findings: Findings | null;
-  /** Lesion mask (0/1) on the source series' grid (`SourceSeries.geometry`); null when not assessable. */
-  lesionMask: Uint8Array | null;
+/** A pipeline result as recorded: the models as name + version, and when it was made. */
+export type Analysis = Pick<PipelineResult, 'verdict' | 'reason' | 'probability' | 'threshold' | 'findings' | 'lesionMask' | 'executionProvider'> & {
   /** The models that made the result, in pipeline order (lung step, lesion model, classifier). */
   models: ModelRef[];
-  executionProvider: string;
   /** ISO 8601 with time zone. */
   completedAt: string;
-}
+};
 
 export interface KeyImage {
   /** z index in the source series. */
