@@ -9,12 +9,12 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
-import { inflateSync } from 'node:zlib';
 import { type Browser, chromium, type Page } from 'playwright-core';
 import { type Gateway, startGateway } from '../../src/cli/gateway.js';
 import { type RunningWorker, startWorker } from '../../src/cli/worker.js';
 import { loadConfig } from '../../src/config/index.js';
 import { maskSlice, toViewerCheckpoint } from '../../src/http/web/slices.js';
+import { decodePng } from '../../src/imaging/png.js';
 import { JobStateStore } from '../../src/jobs/job-state.js';
 import { jobIdFor } from '../../src/jobs/queue.js';
 import { type Logger, silentLogger } from '../../src/observability/log.js';
@@ -27,71 +27,15 @@ import { sampleOrder } from '../helpers/result-context.js';
 
 const CHROMIUM = process.env.CTGATE_CHROMIUM ?? '/usr/bin/chromium';
 
-/** Pixels of a PNG as RGBA (8-bit greyscale, RGB or RGBA, any filter, not interlaced): what Chromium's screenshots are. */
-function decodePng(png: Buffer): { width: number; height: number; rgba: Uint8Array } {
-  assert.equal(png.toString('latin1', 1, 4), 'PNG');
-  const width = png.readUInt32BE(16);
-  const height = png.readUInt32BE(20);
-  const [depth, colour, , , interlace] = [png[24], png[25], png[26], png[27], png[28]];
-  assert.equal(depth, 8, 'bit depth 8');
-  assert.equal(interlace, 0, 'not interlaced');
-  const channels = colour === 6 ? 4 : colour === 2 ? 3 : colour === 0 ? 1 : colour === 4 ? 2 : 0;
-  assert.ok(channels > 0, `colour type ${colour}`);
-  const idat: Buffer[] = [];
-  for (let o = 8; o < png.length; ) {
-    const len = png.readUInt32BE(o);
-    if (png.toString('latin1', o + 4, o + 8) === 'IDAT') idat.push(png.subarray(o + 8, o + 8 + len));
-    o += 12 + len;
-  }
-  const raw = inflateSync(Buffer.concat(idat));
-  const stride = width * channels;
-  const px = new Uint8Array(stride * height);
-  for (let y = 0; y < height; y++) {
-    const filter = raw[y * (stride + 1)] as number;
-    const row = y * stride;
-    for (let x = 0; x < stride; x++) {
-      const v = raw[y * (stride + 1) + 1 + x] as number;
-      const a = x >= channels ? (px[row + x - channels] as number) : 0;
-      const b = y > 0 ? (px[row - stride + x] as number) : 0;
-      const c = x >= channels && y > 0 ? (px[row - stride + x - channels] as number) : 0;
-      let pred = 0;
-      if (filter === 1) pred = a;
-      else if (filter === 2) pred = b;
-      else if (filter === 3) pred = (a + b) >> 1;
-      else if (filter === 4) {
-        const p = a + b - c;
-        const pa = Math.abs(p - a);
-        const pb = Math.abs(p - b);
-        const pc = Math.abs(p - c);
-        pred = pa <= pb && pa <= pc ? a : pb <= pc ? b : c;
-      }
-      px[row + x] = (v + pred) & 0xff;
-    }
-  }
-  const rgba = new Uint8Array(width * height * 4);
-  for (let i = 0; i < width * height; i++) {
-    const s = i * channels;
-    const [r, g, b, al] =
-      channels === 4
-        ? [px[s], px[s + 1], px[s + 2], px[s + 3]]
-        : channels === 3
-          ? [px[s], px[s + 1], px[s + 2], 255]
-          : channels === 2
-            ? [px[s], px[s], px[s], px[s + 1]]
-            : [px[s], px[s], px[s], 255];
-    rgba.set([r as number, g as number, b as number, al as number], i * 4);
-  }
-  return { width, height, rgba };
-}
-
 /** Pixels clearly red: the lesion overlay (the CT itself is grey, so r ≈ g ≈ b everywhere else). */
 function redPixels(png: Buffer): { red: number; total: number } {
-  const { width, height, rgba } = decodePng(png);
+  const { width, height, channels, pixels } = decodePng(png);
+  assert.ok(channels >= 3, `a colour screenshot (${channels} channels)`);
   let red = 0;
   for (let i = 0; i < width * height; i++) {
-    const r = rgba[i * 4] as number;
-    const g = rgba[i * 4 + 1] as number;
-    const b = rgba[i * 4 + 2] as number;
+    const r = pixels[i * channels] as number;
+    const g = pixels[i * channels + 1] as number;
+    const b = pixels[i * channels + 2] as number;
     if (r > 100 && r - g > 60 && r - b > 60) red++;
   }
   return { red, total: width * height };

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { deflateSync } from 'node:zlib';
+import { decodePng } from '../../src/imaging/png.js';
 import { encodePng } from '../../src/inference/key-images.js';
 import type { ResultContext } from '../../src/results/context.js';
 import {
@@ -15,7 +16,6 @@ import {
   orientationLetters,
   SECONDARY_CAPTURE_IMAGE_STORAGE,
 } from '../../src/results/key-image-sc/encode.js';
-import { decodePng } from '../../src/results/key-image-sc/png.js';
 import { segUids } from '../../src/results/seg/encode.js';
 import { assertDciodvfyClean } from '../helpers/dciodvfy.js';
 import { syntheticResult } from '../helpers/result-context.js';

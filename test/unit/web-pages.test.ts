@@ -6,7 +6,6 @@
 import assert from 'node:assert/strict';
 import type { Server } from 'node:http';
 import { after, before, describe, it } from 'node:test';
-import { inflateSync } from 'node:zlib';
 import Koa from 'koa';
 import request from 'supertest';
 import type { Config } from '../../src/config/index.js';
@@ -14,6 +13,7 @@ import type { HttpDeps } from '../../src/http/app.js';
 import { SESSION_COOKIE } from '../../src/http/auth.js';
 import { webPages } from '../../src/http/web/pages.js';
 import { maskSlice, toViewerCheckpoint } from '../../src/http/web/slices.js';
+import { decodePng } from '../../src/imaging/png.js';
 import { decodeCheckpoint, encodeCheckpoint } from '../../src/jobs/analysis-codec.js';
 import type { JobState } from '../../src/jobs/job-state.js';
 import type { Logger } from '../../src/observability/log.js';
@@ -23,21 +23,11 @@ const TOKEN = 'web-pages-token-0123456789';
 const JOB = 'ord-0123456789abcdef0123456789abcdef';
 const FAILED = 'ord-fffff56789abcdef0123456789abcdef';
 
-/** RGB pixels of one of our own PNGs (8-bit RGB, filter None). */
+/** RGB pixels of one of our own PNGs (8-bit RGB). */
 function decodeRgb(png: Buffer): { width: number; height: number; rgb: Buffer } {
-  const width = png.readUInt32BE(16);
-  const height = png.readUInt32BE(20);
-  assert.equal(png[25], 2, 'truecolour');
-  const idat: Buffer[] = [];
-  for (let o = 8; o < png.length; ) {
-    const len = png.readUInt32BE(o);
-    if (png.toString('latin1', o + 4, o + 8) === 'IDAT') idat.push(png.subarray(o + 8, o + 8 + len));
-    o += 12 + len;
-  }
-  const raw = inflateSync(Buffer.concat(idat));
-  const rgb = Buffer.alloc(width * height * 3);
-  for (let y = 0; y < height; y++) raw.copy(rgb, y * width * 3, y * (width * 3 + 1) + 1, (y + 1) * (width * 3 + 1));
-  return { width, height, rgb };
+  const d = decodePng(png);
+  assert.equal(d.channels, 3, 'truecolour');
+  return { width: d.width, height: d.height, rgb: Buffer.from(d.pixels) };
 }
 
 const isRed = (r: number, g: number, b: number) => r > 100 && r > g + 60 && r > b + 60;

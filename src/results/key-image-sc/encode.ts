@@ -18,6 +18,7 @@
  */
 
 import type { NaturalizedDataset } from 'dcmjs';
+import { decodePng } from '../../imaging/png.js';
 import { deterministicUid, formatDs } from '../../synthetic/dicom-writer.js';
 import type { ModelRef, ResultContext } from '../context.js';
 import { type DerivedObjectOptions, derivedHeader, MANUFACTURER, softwareVersions } from '../derived-header.js';
@@ -26,7 +27,6 @@ import { CODES, codeItem } from '../seg/codes.js';
 import { dicomDateTime } from '../seg/datetime.js';
 import { lesionModel } from '../seg/encode.js';
 import { drawLabel, placeLabel } from './label.js';
-import { decodePng } from './png.js';
 
 export const SECONDARY_CAPTURE_IMAGE_STORAGE = '1.2.840.10008.5.1.4.1.1.7';
 export const KEY_IMAGE_SERIES_DESCRIPTION = 'AI key images (NOT FOR CLINICAL USE)';

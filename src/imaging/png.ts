@@ -1,9 +1,9 @@
 /**
- * Reads the key-image PNGs the analysis keeps (src/inference/key-images.ts encodePng: 8-bit RGB or grayscale, not
- * interlaced) back to raw pixels, so the result stages can make DICOM from what the analysis checkpoint holds.
- * PNG is lossless, so these are exactly the pixels that were rendered. All five PNG row filters are undone, so a PNG
- * re-encoded by another tool reads too; other bit depths, palettes, alpha and interlacing are refused. Chunk CRCs
- * are not checked: zlib's own checksum covers the pixel data.
+ * Reads 8-bit, non-interlaced PNGs (grayscale, grayscale + alpha, RGB, RGBA) back to raw pixels: the key-image PNGs
+ * the analysis keeps (src/inference/key-images.ts encodePng), so the result stages can make DICOM from what the
+ * analysis checkpoint holds (PNG is lossless: exactly the pixels that were rendered), and screenshots in tests. All
+ * five row filters are undone; other bit depths, palettes and interlacing are refused. Chunk CRCs are not checked:
+ * zlib's own checksum covers the pixel data.
  */
 import { inflateSync } from 'node:zlib';
 
@@ -12,7 +12,7 @@ const SIGNATURE = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a];
 export interface DecodedPng {
   width: number;
   height: number;
-  channels: 1 | 3;
+  channels: 1 | 2 | 3 | 4;
   /** Row by row, top row first, `channels` bytes a pixel. */
   pixels: Uint8Array;
 }
@@ -30,7 +30,7 @@ export function decodePng(png: Uint8Array): DecodedPng {
   const view = new DataView(png.buffer, png.byteOffset, png.byteLength);
   let width = 0;
   let height = 0;
-  let channels: 1 | 3 = 3;
+  let channels: DecodedPng['channels'] = 3;
   const idat: Uint8Array[] = [];
   let ended = false;
   for (let at = 8; at + 12 <= png.length && !ended; ) {
@@ -43,9 +43,13 @@ export function decodePng(png: Uint8Array): DecodedPng {
       width = view.getUint32(at + 8);
       height = view.getUint32(at + 12);
       const [depth, colour, compression, filter, interlace] = data.subarray(8, 13);
-      if (depth !== 8 || (colour !== 2 && colour !== 0) || compression !== 0 || filter !== 0 || interlace !== 0)
-        throw new Error(`unsupported PNG (bit depth ${depth}, colour type ${colour}, interlace ${interlace}): only 8-bit RGB or grayscale`);
-      channels = colour === 2 ? 3 : 1;
+      const byColour: Record<number, DecodedPng['channels']> = { 0: 1, 4: 2, 2: 3, 6: 4 };
+      const c = byColour[colour as number];
+      if (depth !== 8 || c === undefined || compression !== 0 || filter !== 0 || interlace !== 0)
+        throw new Error(
+          `unsupported PNG (bit depth ${depth}, colour type ${colour}, interlace ${interlace}): only 8-bit grayscale or RGB, with or without alpha`,
+        );
+      channels = c;
     } else if (type === 'IDAT') idat.push(data);
     else if (type === 'IEND') ended = true;
     at += 12 + length;
