@@ -12,17 +12,12 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', 'models', 'training'))
-from nets import CovidResNet, LesionUNetPP  # noqa: E402
+from nets import load_nets  # noqa: E402
 
 dump, threads, repeat = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 torch.set_num_threads(threads)
 ckpt = os.path.join(HERE, '..', 'models', 'training', 'checkpoints')
-seg = LesionUNetPP()
-seg.load_state_dict(torch.load(os.path.join(ckpt, 'seg.pt')))
-seg.eval()
-cls = CovidResNet()
-cls.load_state_dict(torch.load(os.path.join(ckpt, 'cls.pt')))
-cls.eval()
+seg, cls = load_nets(ckpt)
 
 x = torch.from_numpy(np.load(os.path.join(dump, 'lesion-input.npy')))[None, None]
 c = torch.from_numpy(np.load(os.path.join(dump, 'classifier-input.npy')))[None]

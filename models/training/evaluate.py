@@ -33,7 +33,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (LESION_THRESHOLD, SEG_PATCH, WINDOW, arrays, classifier_input, dice, load_split, roc_points,  # noqa: E402
                     segment_volume, sens_spec)
-from nets import CovidResNet, LesionUNetPP  # noqa: E402
+from nets import load_nets  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -43,12 +43,7 @@ def log(*a):
 
 
 def load_models(ckpt_dir, models_dir):
-    seg = LesionUNetPP()
-    seg.load_state_dict(torch.load(os.path.join(ckpt_dir, 'seg.pt')))
-    seg.eval()
-    cls = CovidResNet()
-    cls.load_state_dict(torch.load(os.path.join(ckpt_dir, 'cls.pt')))
-    cls.eval()
+    seg, cls = load_nets(ckpt_dir)
     # The checkpoints must be the weights in the ONNX files: compare with the parity fixtures export.py wrote.
     pdir = os.path.join(models_dir, 'parity')
     with open(os.path.join(pdir, 'parity.json')) as f:

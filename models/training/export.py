@@ -27,7 +27,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (CLS_SHAPE, CROP_MARGIN, INFER_TILE, LESION_THRESHOLD, LUNG_WINDOW, SEG_OVERLAP, SEG_PATCH, SPACING,  # noqa: E402
                     WINDOW)
-from nets import CovidResNet, LesionUNetPP, count_params  # noqa: E402
+from nets import count_params, load_nets  # noqa: E402
 
 VERSION = '0.1.0'
 INTENDED_USE = ('Reference models for developing and testing ctgate (integration, plumbing, demos). Trained only on '
@@ -82,12 +82,7 @@ def export(models_dir, work):
     for name in ('seg.pt', 'cls.pt', 'train-summary.json'):
         if os.path.abspath(os.path.join(work, name)) != os.path.abspath(os.path.join(ckpt, name)):
             shutil.copyfile(os.path.join(work, name), os.path.join(ckpt, name))
-    seg = LesionUNetPP()
-    seg.load_state_dict(torch.load(os.path.join(work, 'seg.pt')))
-    seg.eval()
-    cls = CovidResNet()
-    cls.load_state_dict(torch.load(os.path.join(work, 'cls.pt')))
-    cls.eval()
+    seg, cls = load_nets(work)
 
     seg_path = os.path.join(models_dir, 'lesion-unetpp.onnx')
     cls_path = os.path.join(models_dir, 'covid-resnet.onnx')

@@ -155,3 +155,15 @@ class CovidResNet(nn.Module):
 
 def count_params(m):
     return sum(p.numel() for p in m.parameters())
+
+
+def load_nets(ckpt_dir):
+    """LesionUNetPP and CovidResNet with the weights in ckpt_dir (seg.pt, cls.pt), in eval mode."""
+    import os
+    seg = LesionUNetPP()
+    seg.load_state_dict(torch.load(os.path.join(ckpt_dir, 'seg.pt')))
+    seg.eval()
+    cls = CovidResNet()
+    cls.load_state_dict(torch.load(os.path.join(ckpt_dir, 'cls.pt')))
+    cls.eval()
+    return seg, cls
