@@ -37,7 +37,8 @@ export async function orderFromFile(file: string, mappingsFile: string): Promise
   } catch (e) {
     throw new OrderFileError(`cannot read ${file}: ${(e as Error).message}`);
   }
-  const ev = evaluateMessage(text, loadMappings(mappingsFile));
+  // The user's own file, the reason to their terminal: it may quote the offending value.
+  const ev = evaluateMessage(text, loadMappings(mappingsFile), { quoteValues: true });
   if (ev.kind === 'reject') throw new OrderFileError(`${file} is not a usable order: ${ev.error.reason}`);
   const chest = ev.orders.find((o) => o.chestCt.chestCt) ?? ev.orders[0];
   if (!chest) throw new OrderFileError(`${file} holds no order`);

@@ -52,7 +52,16 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
     new MetricsRecorder(redis, config.redisPrefix, { onError: (e) => log.debug('metrics.flush-failed', { error: e.message }) }).start(),
   );
   const store = new OrderStore(redis, config.redisPrefix, { dedupeDays: config.dedupeTtlDays, retentionDays: config.messageRetentionDays });
-  const intake = new Intake({ store, queue, mappings: () => mappings, log, appName: config.appName, facilityName: config.facilityName, metrics });
+  const intake = new Intake({
+    store,
+    queue,
+    mappings: () => mappings,
+    log,
+    appName: config.appName,
+    facilityName: config.facilityName,
+    metrics,
+    quoteValues: config.hl7ReasonValues,
+  });
   const mllp = await startMllpServer(
     config.mllp,
     {

@@ -16,9 +16,12 @@ export interface CheckReport {
 
 const ACTION_TEXT = { create: 'creates a job', cancel: 'cancels the job', update: 'updates the job', none: 'is recorded only' } as const;
 
-/** The integration engineer's dry run: what ctgate would make of this message with these mappings. */
+/**
+ * The integration engineer's dry run: what ctgate would make of this message with these mappings. The reason
+ * quotes the offending value (the engineer holds the file; `serve` does not quote unless CTGATE_HL7_REASON_VALUES).
+ */
 export function checkMessage(bytes: Buffer, mappings: Mappings): CheckReport {
-  const ev = evaluateMessage(decodeMessageBytes(bytes), mappings);
+  const ev = evaluateMessage(decodeMessageBytes(bytes), mappings, { quoteValues: true });
   if (ev.kind === 'reject') {
     return {
       accepted: false,

@@ -144,6 +144,11 @@ export interface Config {
   logLevel: LogLevel;
   /** Off by default: logs carry no patient data unless an operator asks for it. */
   logPhi: boolean;
+  /**
+   * Off by default: a NAK's reason (MSA-3, ERR-8, the log line, the dead-letter entry) names the segment, field and
+   * position of the problem but never quotes the message's text. On (for debugging a sender): it quotes the value too.
+   */
+  hl7ReasonValues: boolean;
   oru?: OruConfig;
   /** Where results go as FHIR; absent when CTGATE_FHIR_BASE_URL is not set (no FHIR output). */
   fhir?: FhirConfig;
@@ -294,6 +299,7 @@ const fields = {
   processes: { env: 'CTGATE_PROCESSES', file: 'processes', parse: int(1, 64), default: 1 },
   logLevel: { env: 'CTGATE_LOG_LEVEL', file: 'logLevel', parse: oneOf(['debug', 'info', 'warn', 'error'] as const), default: 'info' as LogLevel },
   logPhi: { env: 'CTGATE_LOG_PHI', file: 'logPhi', parse: bool, default: false },
+  hl7ReasonValues: { env: 'CTGATE_HL7_REASON_VALUES', file: 'hl7ReasonValues', parse: bool, default: false },
   resultMappingsFile: { env: 'CTGATE_RESULT_MAPPINGS_FILE', file: 'resultMappingsFile', parse: str, default: 'mappings/results.yaml' },
   fhirBaseUrl: { env: 'CTGATE_FHIR_BASE_URL', file: 'fhirBaseUrl', parse: httpUrl },
   fhirAuth: {
@@ -445,6 +451,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     processes: x.processes,
     logLevel: x.logLevel,
     logPhi: x.logPhi,
+    hl7ReasonValues: x.hl7ReasonValues,
     oru: oruConfig(x),
   };
 }

@@ -17,11 +17,38 @@ export interface ParsedMessage {
   first(type: string): Segment | undefined;
 }
 
+/** Where a parse failure was found; the reason names positions only, never the text there. */
+export interface Hl7ErrorLocation {
+  segment?: string;
+  field?: number;
+}
+
 export class Hl7ParseError extends Error {
-  constructor(message: string) {
+  constructor(
+    message: string,
+    readonly location: Hl7ErrorLocation = {},
+  ) {
     super(message);
     this.name = 'Hl7ParseError';
   }
+}
+
+export interface ParseOptions {
+  /**
+   * Quote the offending text (its first few characters) in the reason. Off by default: a reason reaches the
+   * ACK, the log and the dead-letter list, and a stray CR can put a patient's name where a segment id belongs.
+   */
+  quoteValues?: boolean;
+}
+
+/** The field of `line` (a segment's text) that its last character belongs to: where a stray CR after it cut it. */
+function lastField(line: string, fieldSep: string): Hl7ErrorLocation {
+  const type = line.slice(0, 3);
+  if (!/^[A-Z][A-Z0-9]{2}$/.test(type)) return {};
+  let seps = 0;
+  for (const c of line) if (c === fieldSep) seps++;
+  // MSH-1 is the field separator itself, so MSH's fields sit one place later than other segments'.
+  return { segment: type, field: type === 'MSH' ? seps + 1 : seps };
 }
 
 export function unescapeHl7(s: string, fieldSep: string, enc: string): string {
@@ -156,13 +183,16 @@ function hl7v2Parse(text: string, encodingChars: string): HL7Message {
  * Parses HL7 v2 text (CR segment ends) with hl7v2; throws Hl7ParseError with the reason. `header` is
  * readHeader(text) when the caller already has it.
  */
-export function parseMessage(text: string, header: MshHeader | null = readHeader(text)): ParsedMessage {
+export function parseMessage(text: string, header: MshHeader | null = readHeader(text), opts: ParseOptions = {}): ParsedMessage {
   if (!header) throw new Hl7ParseError('no MSH segment at the start of the message');
   let msg: HL7Message;
   try {
     msg = hl7v2Parse(text, header.encodingChars);
   } catch (e) {
-    throw new Hl7ParseError(`not a parsable HL7 v2 message: ${(e as Error).message}`);
+    // hl7v2's messages can carry the text it failed on; by default only the line number is passed on.
+    const line = (e as { line?: unknown }).line;
+    const where = typeof line === 'number' ? ` at segment ${line}` : '';
+    throw new Hl7ParseError(`not a parsable HL7 v2 message${where}${opts.quoteValues ? `: ${(e as Error).message.slice(0, 120)}` : ''}`);
   }
   const enc = header.encodingChars.padEnd(4, ' ');
   // hl7v2 checks the structure; values are read from the original text because hl7v2 re-serializes
@@ -173,7 +203,10 @@ export function parseMessage(text: string, header: MshHeader | null = readHeader
   const segments = lines.map((line, i) => {
     const type = parsed[i]?.segmentType ?? '';
     if (!/^[A-Z][A-Z0-9]{2}$/.test(type) || !line.startsWith(type)) {
-      throw new Hl7ParseError(`invalid segment id "${line.slice(0, 8)}" at segment ${i + 1}`);
+      const cut = lastField(lines[i - 1] ?? '', header.fieldSep);
+      const hint = cut.segment ? `; a CR inside ${cut.segment}-${cut.field} would do this` : '';
+      const quoted = opts.quoteValues ? ` (it starts "${line.slice(0, 8)}")` : '';
+      throw new Hl7ParseError(`segment ${i + 1} has no valid segment id${quoted}${hint}`, cut);
     }
     return new TextSegment(type, line, header.fieldSep, enc);
   });

@@ -1,6 +1,6 @@
 import type { AckError } from '../hl7/ack.js';
 import { type MshHeader, namespaceOf, readHeader } from '../hl7/header.js';
-import { Hl7ParseError, parseMessage } from '../hl7/message.js';
+import { Hl7ParseError, type ParseOptions, parseMessage } from '../hl7/message.js';
 import { type ChestCtDecision, decideChestCt, extractOrders, OrderError, SUPPORTED_MESSAGES } from './extract.js';
 import type { Mappings } from './mappings.js';
 import { actionFor, type Order, type OrderAction } from './order.js';
@@ -37,14 +37,24 @@ function tooComplex(text: string, fieldSep: string): string | null {
   return null;
 }
 
-export function evaluateMessage(text: string, mappings: Mappings): Evaluation {
+/** `quoteValues`: reasons quote the offending value (CTGATE_HL7_REASON_VALUES); by default they name its place only. */
+export type EvaluateOptions = ParseOptions;
+
+/** ` "value"` (its first `max` characters) when values are quoted, else nothing. */
+const quoter =
+  (opts: EvaluateOptions) =>
+  (value: string, max: number): string =>
+    opts.quoteValues ? ` "${value.slice(0, max)}"` : '';
+
+export function evaluateMessage(text: string, mappings: Mappings, opts: EvaluateOptions = {}): Evaluation {
+  const q = quoter(opts);
   const header = readHeader(text);
   if (!header) return reject(null, { kind: 'segmentSequence', reason: 'no MSH segment found: not an HL7 v2 message', segment: 'MSH' });
   if (header.controlId === '') return reject(header, { kind: 'requiredFieldMissing', reason: 'MSH-10 message control id is empty', segment: 'MSH', field: 10 });
   if (!/^2\.[1-8](\.\d+)?$/.test(header.version)) {
     return reject(header, {
       kind: 'unsupportedVersionId',
-      reason: `MSH-12 version "${header.version.slice(0, 10)}" is not HL7 v2.1–2.8`,
+      reason: `MSH-12 version${q(header.version, 10)} is not HL7 v2.1–2.8`,
       segment: 'MSH',
       field: 12,
     });
@@ -53,7 +63,7 @@ export function evaluateMessage(text: string, mappings: Mappings): Evaluation {
   if (!events) {
     return reject(header, {
       kind: 'unsupportedMessageType',
-      reason: `message type "${header.messageType.slice(0, 8)}" is not taken on this port (orders only: ORM^O01, OMI^O23)`,
+      reason: `MSH-9 message type${q(header.messageType, 8)} is not taken on this port (orders only: ORM^O01, OMI^O23)`,
       segment: 'MSH',
       field: 9,
     });
@@ -61,7 +71,7 @@ export function evaluateMessage(text: string, mappings: Mappings): Evaluation {
   if (!events.includes(header.triggerEvent)) {
     return reject(header, {
       kind: 'unsupportedEventCode',
-      reason: `event "${header.messageType}^${header.triggerEvent.slice(0, 8)}" is not supported`,
+      reason: `MSH-9 trigger event${q(header.triggerEvent, 8)} is not supported for this message type (orders only: ORM^O01, OMI^O23)`,
       segment: 'MSH',
       field: 9,
     });
@@ -69,7 +79,7 @@ export function evaluateMessage(text: string, mappings: Mappings): Evaluation {
   if (!['P', 'D', 'T'].includes(header.processingId)) {
     return reject(header, {
       kind: 'unsupportedProcessingId',
-      reason: `MSH-11 processing id "${header.processingId.slice(0, 4)}" is not P, D or T`,
+      reason: `MSH-11 processing id${q(header.processingId, 4)} is not P, D or T`,
       segment: 'MSH',
       field: 11,
     });
@@ -80,18 +90,23 @@ export function evaluateMessage(text: string, mappings: Mappings): Evaluation {
   if (!mappings.facilityAllowed(facility)) {
     return reject(header, {
       kind: 'internalError',
-      reason: `sending facility "${facility.slice(0, 40)}" is not in allowedFacilities`,
+      reason: `MSH-4 sending facility${q(facility, 40)} is not in allowedFacilities`,
       segment: 'MSH',
       field: 4,
     });
   }
   try {
-    const msg = parseMessage(text, header);
-    const orders = extractOrders(msg, mappings).map((order) => ({ order, chestCt: decideChestCt(order, mappings), action: actionFor(order.orderControl) }));
+    const msg = parseMessage(text, header, opts);
+    const orders = extractOrders(msg, mappings, opts).map((order) => ({
+      order,
+      chestCt: decideChestCt(order, mappings),
+      action: actionFor(order.orderControl),
+    }));
     return { kind: 'orders', header, orders };
   } catch (e) {
     if (e instanceof OrderError) return reject(header, e.ackError);
-    if (e instanceof Hl7ParseError) return reject(header, { kind: 'segmentSequence', reason: e.message });
-    return reject(header, { kind: 'internalError', reason: `unexpected parse failure: ${(e as Error).message}` });
+    if (e instanceof Hl7ParseError) return reject(header, { kind: 'segmentSequence', reason: e.message, ...e.location });
+    const detail = opts.quoteValues ? `: ${(e as Error).message.slice(0, 120)}` : ` (${(e as Error).name})`;
+    return reject(header, { kind: 'internalError', reason: `unexpected parse failure${detail}` });
   }
 }

@@ -114,7 +114,7 @@ const fail = (kind: AckError['kind'], reason: string, segment?: string, field?: 
  * Reads every order group of an ORM^O01 / OMI^O23 into Orders, using the mappings for field positions.
  * Throws OrderError (with the HL7 error to report) when the message cannot yield a valid order.
  */
-export function extractOrders(msg: ParsedMessage, mappings: Mappings): Order[] {
+export function extractOrders(msg: ParsedMessage, mappings: Mappings, opts: { quoteValues?: boolean } = {}): Order[] {
   const h = msg.header;
   const facility = namespaceOf(h.sendingFacility, h.componentSep);
   const application = namespaceOf(h.sendingApp, h.componentSep);
@@ -140,7 +140,8 @@ export function extractOrders(msg: ParsedMessage, mappings: Mappings): Order[] {
     if (!obr) fail('segmentSequence', 'ORC is not followed by an OBR', 'OBR');
     const control = orc.get(1).toUpperCase();
     if (control === '') fail('requiredFieldMissing', 'ORC-1 order control is empty', 'ORC', 1);
-    if (!ORDER_CONTROL_CODES.has(control)) fail('tableValueNotFound', `ORC-1 order control "${control.slice(0, 4)}" is not in HL7 table 0119`, 'ORC', 1);
+    if (!ORDER_CONTROL_CODES.has(control))
+      fail('tableValueNotFound', `ORC-1 order control${opts.quoteValues ? ` "${control.slice(0, 4)}"` : ''} is not in HL7 table 0119`, 'ORC', 1);
     const placer = firstOf(msg, g, mappings, facility, 'placerOrderNumber');
     if (placer.value === '')
       fail('requiredFieldMissing', `placer order number missing (looked in ${mappings.fieldPaths(facility, 'placerOrderNumber').join(', ')})`, 'ORC', 2);

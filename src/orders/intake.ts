@@ -18,6 +18,8 @@ export interface IntakeDeps {
   now?: () => Date;
   /** Counts messages received and their ACK codes (in memory, added to Redis in the background). */
   metrics?: MetricsSink;
+  /** NAK reasons quote the offending value (CTGATE_HL7_REASON_VALUES); by default they name only where it is. */
+  quoteValues?: boolean;
 }
 
 export type Outcome = 'queued' | 'duplicate' | 'resend' | 'cancelled' | 'cancel-requested' | 'updated' | 'ignored' | 'rejected' | 'error';
@@ -132,7 +134,7 @@ export class Intake {
   async handle(raw: Buffer, meta: MessageMeta): Promise<IntakeResult> {
     const started = performance.now();
     const text = decodeMessageBytes(raw);
-    const ev = evaluateMessage(text, this.deps.mappings());
+    const ev = evaluateMessage(text, this.deps.mappings(), { quoteValues: this.deps.quoteValues });
     // ev.header is readHeader(text): the message is read once, for the answer and for the log line.
     return this.logResult(ev.header, await this.handleEvaluated(ev, text, meta), started, meta);
   }

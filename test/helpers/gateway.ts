@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { type Gateway, startGateway } from '../../src/cli/gateway.js';
 import { loadConfig } from '../../src/config/index.js';
-import { silentLogger } from '../../src/observability/log.js';
+import { type Logger, silentLogger } from '../../src/observability/log.js';
 import { deleteKeys, REDIS_URL, requireRedis } from './redis.js';
 
 export const TEST_TOKEN = 'test-token-0123456789abcdef';
@@ -11,8 +11,8 @@ export interface TestGateway extends Gateway {
   cleanup(): Promise<void>;
 }
 
-/** An in-process gateway on ephemeral ports with its own Redis key prefix. */
-export async function startTestGateway(env: Record<string, string> = {}, opts: { skipRedisCheck?: boolean } = {}): Promise<TestGateway> {
+/** An in-process gateway on ephemeral ports with its own Redis key prefix; `log` (default silent) gets its log lines. */
+export async function startTestGateway(env: Record<string, string> = {}, opts: { skipRedisCheck?: boolean; log?: Logger } = {}): Promise<TestGateway> {
   const redisUrl = env.CTGATE_REDIS_URL ?? REDIS_URL;
   if (!opts.skipRedisCheck) await requireRedis(redisUrl);
   const prefix = `ctgate-test-${randomBytes(4).toString('hex')}`;
@@ -26,7 +26,7 @@ export async function startTestGateway(env: Record<string, string> = {}, opts: {
     CTGATE_REDIS_TIMEOUT_MS: '500',
     ...env,
   });
-  const gw = await startGateway(config, silentLogger);
+  const gw = await startGateway(config, opts.log ?? silentLogger);
   return {
     ...gw,
     prefix,

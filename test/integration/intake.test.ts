@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { jobIdFor } from '../../src/jobs/queue.js';
+import { createLogger } from '../../src/observability/log.js';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { ackField, MllpClient, mllpSend, orm } from '../helpers/hl7.js';
 
@@ -171,6 +172,45 @@ describe('order intake over MLLP (mllp_send → gateway → Redis/BullMQ)', () =
     c.send(orm({ controlId: 'G-1' }));
     assert.equal(ackField(await c.nextAck(), 'MSA', 1), 'AA');
     c.close();
+  });
+});
+
+describe('NAK reasons and logs carry no message text', () => {
+  // A stray CR in PID-5 makes the rest of the name look like a segment; the NAK used to quote it.
+  const strayCr = (controlId: string) => orm({ controlId }).replace('TEST^PATIENT', 'SMITHERSON^\rJOHNATHAN');
+
+  it('NAKs a PID-5 split by a stray CR naming PID-5, without the name in the ACK, the log or the dead letter', async () => {
+    const lines: string[] = [];
+    const gw = await startTestGateway({}, { log: createLogger('debug', false, (l) => lines.push(l)) });
+    try {
+      const [ack] = await mllpSend(gw.mllp.port, [strayCr('CR-SPLIT-1')]);
+      assert.equal(ackField(ack ?? '', 'MSA', 1), 'AR');
+      assert.match(ackField(ack ?? '', 'ERR', 2), /^PID\^1\^5$/);
+      assert.match(ackField(ack ?? '', 'ERR', 8), /PID-5/);
+      const logged = lines.join('\n');
+      assert.match(logged, /CR-SPLIT-1/, 'the message was logged');
+      for (const name of ['JOHNATHAN', 'SMITHERSON']) {
+        assert.ok(!(ack ?? '').includes(name), `ACK quotes ${name}: ${ack}`);
+        assert.ok(!logged.includes(name), `log quotes ${name}: ${logged}`);
+      }
+      const { items } = await gw.store.listMessages('dead-letter');
+      const entry = items.find((i) => i.controlId === 'CR-SPLIT-1');
+      assert.ok(entry, 'dead-lettered');
+      assert.ok(!entry.reason.includes('JOHNATHAN'), entry.reason);
+    } finally {
+      await gw.cleanup();
+    }
+  });
+
+  it('quotes the text only when CTGATE_HL7_REASON_VALUES is on', async () => {
+    const gw = await startTestGateway({ CTGATE_HL7_REASON_VALUES: 'true' });
+    try {
+      const [ack] = await mllpSend(gw.mllp.port, [strayCr('CR-SPLIT-2')]);
+      assert.equal(ackField(ack ?? '', 'MSA', 1), 'AR');
+      assert.match(ackField(ack ?? '', 'ERR', 8), /JOHNATHA/);
+    } finally {
+      await gw.cleanup();
+    }
   });
 });
 

@@ -94,6 +94,45 @@ describe('rejections carry the right HL7 error', () => {
   });
 });
 
+describe('rejection reasons name places, never message text', () => {
+  // A stray CR splitting PID-5 turns the rest of the name into a "segment"; the reason must not quote it.
+  const strayCr = orm({ controlId: 'CR-1' }).replace('TEST^PATIENT', 'TEST^PAT\rIENTNAME');
+  const cases: [string, string, string][] = [
+    ['stray CR in PID-5', strayCr, 'IENTNAME'],
+    ['stray CR before a name component', orm({ controlId: 'CR-2' }).replace('TEST^PATIENT', 'TEST^\rPATIENT'), 'PATIENT'],
+    ['message type', orm({ controlId: 'Q1', type: 'ZQX^R01' }), 'ZQX'],
+    ['trigger event', orm({ controlId: 'Q2', type: 'ORM^Z77' }), 'Z77'],
+    ['version', orm({ controlId: 'Q3', version: '9.XY' }), '9.XY'],
+    ['processing id', orm({ controlId: 'Q4' }).replace('|P|2.5.1', '|Q|2.5.1'), '"Q"'],
+    ['order control', orm({ controlId: 'Q5', control: 'QQ' }), 'QQ'],
+  ];
+  for (const [what, text, value] of cases) {
+    it(`${what}: not quoted by default, quoted with quoteValues`, () => {
+      const plain = evaluateMessage(text, mappings);
+      assert.equal(plain.kind, 'reject');
+      assert.ok(!plain.error.reason.includes(value), `reason "${plain.error.reason}" quotes ${value}`);
+      const quoted = evaluateMessage(text, mappings, { quoteValues: true });
+      assert.equal(quoted.kind, 'reject');
+      assert.ok(quoted.error.reason.includes(value.replaceAll('"', '')), `reason "${quoted.error.reason}" quotes ${value} when asked`);
+    });
+  }
+
+  it('a stray CR names the segment and field it cut', () => {
+    const ev = evaluateMessage(strayCr, mappings);
+    assert.equal(ev.kind, 'reject');
+    assert.equal(ev.error.kind, 'segmentSequence');
+    assert.match(ev.error.reason, /^segment 3 has no valid segment id; a CR inside PID-5 would do this$/);
+    assert.deepEqual([ev.error.segment, ev.error.field], ['PID', 5]);
+  });
+
+  it('the sending facility is not quoted by default', () => {
+    const m = parseMappings({ ...mappings.doc, allowedFacilities: ['GENHOSP'] });
+    const ev = evaluateMessage(orm({ controlId: 'F3', facility: 'OTHERHOSP' }), m);
+    assert.equal(ev.kind, 'reject');
+    assert.match(ev.error.reason, /^MSH-4 sending facility is not in allowedFacilities$/);
+  });
+});
+
 describe('chest CT decision', () => {
   const decide = (o: Parameters<typeof orm>[0]) => {
     const ev = evalOrm(o);
