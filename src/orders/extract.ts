@@ -2,7 +2,7 @@ import type { AckError } from '../hl7/ack.js';
 import { namespaceOf } from '../hl7/header.js';
 import type { ParsedMessage, Segment } from '../hl7/message.js';
 import type { FieldName, Mappings } from './mappings.js';
-import type { Order } from './order.js';
+import { NON_IMAGING_DETAILS, type NonImagingDetail, type Order } from './order.js';
 
 /** HL7 table 0119 order control codes (v2.5.1). */
 const ORDER_CONTROL_CODES = new Set(
@@ -22,9 +22,15 @@ export class OrderError extends Error {
   }
 }
 
-/** One ORC with the OBR (and IPC/ZDS) that follow it. */
+/** Where each non-OBR order detail carries its code (CE), if anywhere. */
+const DETAIL_CODE_FIELD: Record<NonImagingDetail, number | undefined> = { RXO: 1, ODS: 3, ODT: 1, RQD: 2, RQ1: undefined };
+const isNonImagingDetail = (type: string): type is NonImagingDetail => Object.hasOwn(NON_IMAGING_DETAILS, type);
+
+/** One ORC with the OBR (or other order detail) and the IPC/ZDS/TQ1 that follow it. */
 interface OrderGroup {
   segments: Map<string, Segment>;
+  /** The first non-OBR ORDER_DETAIL segment of the group (RXO, ODS, ODT, RQD, RQ1), if any. */
+  detail?: Segment & { type: NonImagingDetail };
 }
 
 function orderGroups(msg: ParsedMessage): OrderGroup[] {
@@ -36,17 +42,22 @@ function orderGroups(msg: ParsedMessage): OrderGroup[] {
       groups.push(current);
     } else if (current && ['OBR', 'IPC', 'ZDS', 'TQ1', 'OBX', 'NTE'].includes(s.type) && !current.segments.has(s.type)) {
       current.segments.set(s.type, s);
+    } else if (current && !current.detail && isNonImagingDetail(s.type)) {
+      current.detail = s as Segment & { type: NonImagingDetail };
     }
   }
   return groups;
 }
 
-/** Reads `SEG-n[.c]` from the group first, then from the message (PID, PV1, Z-segments). */
+/**
+ * Reads `SEG-n[.c]` from the group first, then from the message (PID, PV1, Z-segments). An OBR is only ever the
+ * group's own: a group whose detail is not an OBR must not read another group's.
+ */
 function readPath(msg: ParsedMessage, g: OrderGroup, path: string): string {
   const m = /^([A-Z][A-Z0-9]{2})-(\d+)(?:\.(\d+))?$/.exec(path);
   if (!m) return '';
   const [, seg = '', field, comp] = m;
-  const s = g.segments.get(seg) ?? msg.first(seg);
+  const s = g.segments.get(seg) ?? (seg === 'OBR' ? undefined : msg.first(seg));
   return s ? s.get(Number(field), comp ? Number(comp) : 1) : '';
 }
 
@@ -137,11 +148,14 @@ export function extractOrders(msg: ParsedMessage, mappings: Mappings, opts: { qu
   return groups.map((g) => {
     const orc = g.segments.get('ORC') as Segment;
     const obr = g.segments.get('OBR');
-    if (!obr) fail('segmentSequence', 'ORC is not followed by an OBR', 'OBR');
+    // ORM^O01's ORDER_DETAIL is a choice of OBR, RQD, RQ1, RXO, ODS, ODT; OMI^O23 requires an OBR.
+    const detail = !obr && h.messageType === 'ORM' ? g.detail : undefined;
+    if (!obr && !detail) fail('segmentSequence', 'ORC is not followed by an OBR', 'OBR');
     const control = orc.get(1).toUpperCase();
     if (control === '') fail('requiredFieldMissing', 'ORC-1 order control is empty', 'ORC', 1);
     if (!ORDER_CONTROL_CODES.has(control))
       fail('tableValueNotFound', `ORC-1 order control${opts.quoteValues ? ` "${control.slice(0, 4)}"` : ''} is not in HL7 table 0119`, 'ORC', 1);
+    if (detail) return nonImagingOrder(msg, g, detail, control, application, facility, mappings, patient);
     const placer = firstOf(msg, g, mappings, facility, 'placerOrderNumber');
     if (placer.value === '')
       fail('requiredFieldMissing', `placer order number missing (looked in ${mappings.fieldPaths(facility, 'placerOrderNumber').join(', ')})`, 'ORC', 2);
@@ -181,6 +195,41 @@ export function extractOrders(msg: ParsedMessage, mappings: Mappings, opts: { qu
   });
 }
 
+/**
+ * An order whose detail is RXO, ODS, ODT, RQD or RQ1: valid, never an imaging order, so it is only recorded. Only
+ * what the ORC says is read, and nothing is required of it beyond a valid ORC-1 (it creates no job, so it needs no
+ * placer number either).
+ */
+function nonImagingOrder(
+  msg: ParsedMessage,
+  g: OrderGroup,
+  detail: Segment & { type: NonImagingDetail },
+  control: string,
+  application: string,
+  facility: string,
+  mappings: Mappings,
+  patient: Order['patient'],
+): Order {
+  const h = msg.header;
+  const orc = g.segments.get('ORC') as Segment;
+  const placer = firstOf(msg, g, mappings, facility, 'placerOrderNumber');
+  const codeField = DETAIL_CODE_FIELD[detail.type];
+  return {
+    sender: { application, facility },
+    message: { type: `${h.messageType}^${h.triggerEvent}`, controlId: h.controlId, version: h.version, processingId: h.processingId },
+    orderControl: control,
+    placerOrderNumber: placer.value,
+    placerAuthority: (placer.path.startsWith('ORC') ? orc.get(2, 2) : '') || undefined,
+    fillerOrderNumber: firstOf(msg, g, mappings, facility, 'fillerOrderNumber').value || undefined,
+    procedure: codeField
+      ? { code: detail.get(codeField, 1), text: detail.get(codeField, 2), system: detail.get(codeField, 3) }
+      : { code: '', text: '', system: '' },
+    orderDetail: detail.type,
+    orderDateTime: hl7DateTimeToIso(orc.get(9)),
+    patient,
+  };
+}
+
 export interface ChestCtDecision {
   chestCt: boolean;
   /** Why, e.g. "code CPT 71250" or "text matches /…/", or why not. */
@@ -189,6 +238,9 @@ export interface ChestCtDecision {
 
 /** Is this order a chest CT by the mappings' codes and text patterns? Alternate codes (OBR-4.4–6) count too. */
 export function decideChestCt(order: Order, mappings: Mappings): ChestCtDecision {
+  if (order.orderDetail) {
+    return { chestCt: false, because: `order detail is ${order.orderDetail} (${NON_IMAGING_DETAILS[order.orderDetail]}), not an imaging order` };
+  }
   const codes = mappings.chestCtCodes(order.sender.facility);
   const { alternate, ...primary } = order.procedure;
   const candidates = [primary, ...(alternate ? [alternate] : [])];

@@ -1,3 +1,16 @@
+/**
+ * ORM^O01's ORDER_DETAIL choices other than OBR: pharmacy/treatment (RXO), dietary (ODS, ODT) and supply
+ * requisition (RQD, RQ1) orders. Valid HL7, but not imaging orders: acknowledged and recorded as ignored.
+ */
+export const NON_IMAGING_DETAILS = {
+  RXO: 'pharmacy/treatment order',
+  ODS: 'dietary order',
+  ODT: 'diet tray order',
+  RQD: 'requisition',
+  RQ1: 'requisition',
+} as const;
+export type NonImagingDetail = keyof typeof NON_IMAGING_DETAILS;
+
 /** An imaging order as ctgate understands it, read from one ORC/OBR group of an ORM^O01 or OMI^O23. */
 export interface Order {
   sender: { application: string; facility: string };
@@ -10,6 +23,11 @@ export interface Order {
   accessionNumber?: string;
   studyInstanceUid?: string;
   procedure: { code: string; text: string; system: string; alternate?: { code: string; text: string; system: string } };
+  /**
+   * Set when the ORC's order detail is not an OBR (ORM^O01 only): the order is not an imaging order, and the
+   * procedure is the detail's own code (RXO-1, ODS-3, ODT-1, RQD-2; empty for RQ1).
+   */
+  orderDetail?: NonImagingDetail;
   /** Normalized priority: stat, asap, routine (or the raw code when unknown). */
   priority?: string;
   orderingProvider?: { id: string; family: string; given: string };

@@ -57,6 +57,30 @@ describe('order intake over MLLP (mllp_send → gateway → Redis/BullMQ)', () =
     assert.equal((entry as Record<string, unknown>).raw, undefined, 'list view has no raw message');
   });
 
+  it('acknowledges an ORM^O01 whose order detail is RXO, ODS, ODT or RQD with AA and records it as ignored', async () => {
+    const details = {
+      RXO: 'RXO|00904-2121^ACETAMINOPHEN 325MG TAB^NDC|325||MG',
+      ODS: 'ODS|D||1023^REGULAR DIET^L',
+      ODT: 'ODT|EARLY^EARLY TRAY^L',
+      RQD: 'RQD|1|ITEM-77^GAUZE PADS^L|||4|BX',
+    };
+    const msgs = Object.entries(details).map(([seg, line]) => orm({ controlId: `DET-${seg}`, placer: `PL-DET-${seg}` }).replace(/\rOBR\|[^\r]*/, `\r${line}`));
+    const acks = await send(...msgs);
+    assert.deepEqual(
+      acks.map((a) => [ackField(a, 'MSA', 1), ackField(a, 'MSA', 2)]),
+      Object.keys(details).map((seg) => ['AA', `DET-${seg}`]),
+    );
+    const { items } = await gw.store.listMessages('ignored');
+    for (const seg of Object.keys(details)) {
+      assert.equal(await job(`PL-DET-${seg}`), undefined, `${seg}: no job`);
+      const entry = items.find((i) => i.controlId === `DET-${seg}`);
+      assert.ok(entry, `${seg}: recorded as ignored`);
+      assert.match(entry.reason, new RegExp(`order detail is ${seg}.*not an imaging order`));
+    }
+    const { items: dead } = await gw.store.listMessages('dead-letter');
+    assert.ok(!dead.some((i) => i.controlId.startsWith('DET-')), 'none dead-lettered');
+  });
+
   it('rejects an ORU sent to the order port with AR and ERR 200, and dead-letters it', async () => {
     const [ack] = await send(orm({ controlId: 'ORU-1', type: 'ORU^R01^ORU_R01' }));
     assert.equal(ackField(ack ?? '', 'MSA', 1), 'AR');

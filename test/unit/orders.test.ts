@@ -133,6 +133,48 @@ describe('rejection reasons name places, never message text', () => {
   });
 });
 
+describe('ORM^O01 order details other than OBR (RXO, ODS, ODT, RQD, RQ1)', () => {
+  // The ORDER_DETAIL choice of ORM^O01: valid HL7, not imaging orders.
+  const details: Record<string, string> = {
+    RXO: 'RXO|00904-2121^ACETAMINOPHEN 325MG TAB^NDC|325||MG',
+    ODS: 'ODS|D||1023^REGULAR DIET^L',
+    ODT: 'ODT|EARLY^EARLY TRAY^L',
+    RQD: 'RQD|1|ITEM-77^GAUZE PADS^L|||4|BX',
+    RQ1: 'RQ1|12.50|ACME^ACME MEDICAL^L|CAT-9',
+  };
+  const withDetail = (controlId: string, detail: string, type = 'ORM^O01^ORM_O01') => orm({ controlId, type }).replace(/\rOBR\|[^\r]*/, `\r${detail}`);
+  for (const [seg, line] of Object.entries(details)) {
+    it(`${seg}: accepted, not a chest CT, with a reason that names ${seg}`, () => {
+      const ev = evaluateMessage(withDetail(`D-${seg}`, line), mappings);
+      assert.equal(ev.kind, 'orders', ev.kind === 'reject' ? ev.error.reason : '');
+      assert.equal(ev.orders.length, 1);
+      const [o] = ev.orders;
+      assert.equal(o?.order.orderDetail, seg);
+      assert.equal(o?.chestCt.chestCt, false);
+      assert.match(o?.chestCt.because ?? '', new RegExp(`order detail is ${seg} .*not an imaging order`));
+      assert.equal(o?.order.accessionNumber, undefined);
+    });
+  }
+
+  it("reads no other group's OBR and keeps an imaging group beside it", () => {
+    const text = orm({ controlId: 'D-MIX' }).replace(/\rORC\|/, `\rORC|NW|RX-1^EPIC||||||||||77^ORDERING^OLIVIA\r${details.RXO}\rORC|`);
+    const ev = evaluateMessage(text, mappings);
+    assert.equal(ev.kind, 'orders', ev.kind === 'reject' ? ev.error.reason : '');
+    assert.deepEqual(
+      ev.orders.map((o) => [o.order.placerOrderNumber, o.order.orderDetail, o.chestCt.chestCt, o.order.accessionNumber]),
+      [
+        ['RX-1', 'RXO', false, undefined],
+        ['P-D-MIX', undefined, true, 'A-P-D-MIX'],
+      ],
+    );
+  });
+
+  it('still rejects an ORC with no order detail, and OMI^O23 without an OBR', () => {
+    assert.equal(rejectKind(orm({ controlId: 'D-NONE' }).replace(/\rOBR\|[^\r]*/, '')), 'segmentSequence');
+    assert.equal(rejectKind(withDetail('D-OMI', details.RXO as string, 'OMI^O23^OMI_O23')), 'segmentSequence');
+  });
+});
+
 describe('chest CT decision', () => {
   const decide = (o: Parameters<typeof orm>[0]) => {
     const ev = evalOrm(o);
