@@ -3,12 +3,33 @@
  * region). No model: threshold, drop the air outside the body, keep the lung-sized 3-D components, split left
  * and right, then put back what dense disease took out (per-slice closing and hole filling per lung).
  *
+ * Which air-filled 3-D components inside the body are lung (each of at least minComponentMl; features in
+ * `candidates` of the result):
+ *   1. Gas rule. A component whose interior is mostly pure air (more than half of its voxels lying at least
+ *      4 mm, and at least one voxel, inside it along every axis are below −950 HU; with fewer than 20 such voxels,
+ *      those one voxel inside; with fewer than 20 of those, all its voxels) is gas in the bowel, stomach or an
+ *      airway, never lung. Gas reads ≈ −1000 HU with no structure; lung parenchyma is ≈ −900…−700 with vessels,
+ *      so its interior median is far above −950 (a lung more than half emphysema below −950 HU would be taken
+ *      for gas). The interior is used because partial volume at the wall lifts a gas pocket's mean and share
+ *      below −950 by an amount that depends on its size and the grid; its core does not. On TotalSegmentator's
+ *      abdomen CT (3 mm) the colon and stomach gas have interior shares 0.95–0.99 (0.77–0.86 after resampling to
+ *      1 × 1 × 2.5 mm), the lung bases 0.00; the phantoms' lungs ≈ 0.005, the LIDC slice's 0.00.
+ *   2. Size. Of the rest, only components of at least secondComponentRatio of the largest count.
+ *   3. Height rule. Lungs lie above the diaphragm and reach up toward the apex; gas and bowel under the
+ *      diaphragm do not reach as high. Of the components left by 2, the one that reaches highest (patient z)
+ *      sets a level halfway between its top and bottom; a component whose top is below that level is not lung.
+ *   4. The two largest components left are the lungs (left = larger mean patient x); with one, it is split at the
+ *      least-populated patient-x position near the body midline when it spans it, else it is one lung.
+ *
  * Works on any grid (every size is in mm); the pipeline runs it on the model grid (1 × 1 × 2.5 mm).
  * Labels: 0 background, 1 right lung (patient x < split, LPS), 2 left lung.
  *
  * Known limits: consolidation that reaches the pleura over more than about twice the closing radius, or a
  * slice where a lung is entirely consolidated, stays outside the mask (a learned lung model does better
- * there); the trachea and main bronchi are left in when they touch the lungs in 3-D (a few tens of mL).
+ * there); the trachea and main bronchi are left in when they touch the lungs in 3-D (a few tens of mL). Gas
+ * that joins a lung in 3-D (a thin or partial-volumed diaphragm on a coarse grid) stays in that lung's component:
+ * the rules judge whole components, they do not cut them. Gas that is not pure air (mottled stool) is only
+ * caught by the height rule.
  */
 import type { Geometry } from '../imaging/volume.js';
 import { close2d, fillHoles2d, floodFromBorder2d, label3d } from './morphology.js';
@@ -24,12 +45,39 @@ export interface HuGrid {
 export interface LungOptions {
   /** Voxels below this (HU) are air-like: lung parenchyma, airways, outside air. Default −320. */
   thresholdHu?: number;
-  /** A second 3-D component is a lung if it has at least this share of the largest one's voxels. Default 0.1. */
+  /** A component can be a lung only with at least this share of the largest non-gas one's voxels. Default 0.1. */
   secondComponentRatio?: number;
   /** Components smaller than this (mL) are never lung. Default 20. */
   minComponentMl?: number;
   /** Per-slice closing radius (mm) that takes back small juxtapleural lesions. Default 5; 0 turns it off. */
   closingMm?: number;
+  /**
+   * A component whose interior has more than this share of voxels below −950 HU is pure gas (bowel, stomach,
+   * airway), never lung. Default 0.5 (its interior median below −950 HU).
+   */
+  pureAirShare?: number;
+}
+
+/** One air-filled 3-D component inside the body of at least minComponentMl, as the lung step judged it. */
+export interface ComponentFeatures {
+  /** Its number in the 3-D labelling (internal). */
+  label: number;
+  voxels: number;
+  volumeMl: number;
+  meanHu: number;
+  /** Share of its interior voxels (as the gas rule of the header defines them) below −950 HU. */
+  pureAirShare: number;
+  /** Highest and lowest patient z (mm, + towards the head) of its voxel centres. */
+  topMm: number;
+  bottomMm: number;
+  /** Mean patient x (mm, LPS: + towards the patient's left). */
+  meanXMm: number;
+  /**
+   * lung: kept; gas: pure air (the gas rule); low: its top is below the middle height of the highest-reaching
+   * lung-sized component (the height rule); small: not chosen (under secondComponentRatio of the largest non-gas
+   * component, or a third one).
+   */
+  verdict: 'lung' | 'gas' | 'low' | 'small';
 }
 
 export interface LungSegmentation {
@@ -40,6 +88,8 @@ export interface LungSegmentation {
   /** How the two lungs were found: two 3-D components, or one split at the mediastinum. */
   split: 'components' | 'midline' | 'single' | 'none';
   warnings: string[];
+  /** The air-filled components of lung size inside the body, largest first, with the verdict on each. */
+  candidates: ComponentFeatures[];
 }
 
 /** Patient x (mm) as a linear function of the voxel index: x = x0 + ax·i + ay·j + az·k. */
@@ -60,6 +110,7 @@ export function segmentLungs(volume: HuGrid, opts: LungOptions = {}): LungSegmen
   const voxelMl = (sx * sy * sz) / 1000;
   const minVoxels = Math.max(1, Math.round((opts.minComponentMl ?? 20) / voxelMl));
   const closingMm = opts.closingMm ?? 5;
+  const pureAirMax = opts.pureAirShare ?? 0.5;
   const warnings: string[] = [];
   const data = volume.data;
   const px = patientX(g);
@@ -94,54 +145,47 @@ export function segmentLungs(volume: HuGrid, opts: LungOptions = {}): LungSegmen
   }
   const midline = bodyN > 0 ? bodyX / bodyN : 0;
 
-  // 2. Lung-sized 3-D components.
+  // 2. Lung-sized 3-D components, each measured in one pass (see candidateFeatures), then the gas rule and the
+  // height rule of the header comment.
   const { labels: comp, sizes } = label3d(air, [nx, ny, nz], 6);
-  const order = sizes.map((s, c) => ({ c: c + 1, s })).sort((a, b) => b.s - a.s);
-  const first = order[0];
   const out = new Uint8Array(n);
-  if (!first || first.s < minVoxels) {
+  const candidates = candidateFeatures(comp, sizes, data, g, minVoxels);
+  for (const c of candidates) if (c.pureAirShare > pureAirMax) c.verdict = 'gas';
+  // Lung-sized relative to the largest non-gas component; of those, the one reaching highest sets the height
+  // rule; the two largest that pass it are the lungs.
+  const nonGas = candidates.filter((c) => c.verdict !== 'gas');
+  const largest = nonGas[0];
+  const big = nonGas.filter((c) => largest && c.voxels >= ratio * largest.voxels);
+  let ref = big[0];
+  for (const c of big) if (ref && c.topMm > ref.topMm) ref = c;
+  const midZ = ref ? (ref.topMm + ref.bottomMm) / 2 : 0;
+  const lungs: ComponentFeatures[] = [];
+  for (const c of big) {
+    if (c.topMm < midZ) c.verdict = 'low';
+    else if (lungs.length < 2) {
+      c.verdict = 'lung';
+      lungs.push(c);
+    }
+  }
+  const [first, secondC] = lungs;
+  if (!first) {
     return {
       geometry: g,
       labels: out,
       volumesMl: { right: 0, left: 0, total: 0 },
       split: 'none',
-      warnings: ['no air-filled region the size of a lung inside the body'],
+      warnings: [
+        candidates.length > 0
+          ? "no lung inside the body: its only air-filled regions of a lung's size are pure gas (bowel, stomach, airway)"
+          : 'no air-filled region the size of a lung inside the body',
+      ],
+      candidates,
     };
   }
-  const second = order[1];
-  const c1 = first.c;
-  const c2 = second && second.s >= minVoxels && second.s >= ratio * first.s ? second.c : -1;
-
-  // Mean patient x of the kept components.
-  let n1 = 0;
-  let sum1 = 0;
-  let n2 = 0;
-  let sum2 = 0;
-  for (let k = 0; k < nz; k++)
-    for (let j = 0; j < ny; j++) {
-      const row = k * nxy + j * nx;
-      let a1 = 0;
-      let i1 = 0;
-      let a2 = 0;
-      let i2 = 0;
-      for (let i = 0; i < nx; i++) {
-        const c = comp[row + i] as number;
-        if (c === c1) {
-          a1++;
-          i1 += i;
-        } else if (c === c2) {
-          a2++;
-          i2 += i;
-        }
-      }
-      const xr = px.x0 + px.ay * j + px.az * k;
-      n1 += a1;
-      sum1 += a1 * xr + px.ax * i1;
-      n2 += a2;
-      sum2 += a2 * xr + px.ax * i2;
-    }
-  const mean1 = sum1 / Math.max(1, n1);
-  const mean2 = sum2 / Math.max(1, n2);
+  const c1 = first.label;
+  const c2 = secondC ? secondC.label : -1;
+  const mean1 = first.meanXMm;
+  const mean2 = secondC ? secondC.meanXMm : 0;
 
   let split: LungSegmentation['split'];
   if (c2 > 0) {
@@ -172,7 +216,7 @@ export function segmentLungs(volume: HuGrid, opts: LungOptions = {}): LungSegmen
           if (x > midline) onLeft++;
         }
       }
-    const leftShare = onLeft / first.s;
+    const leftShare = onLeft / first.voxels;
     if (leftShare > 0.15 && leftShare < 0.85) {
       split = 'midline';
       // Least-populated bin within 50 mm of the midline (ties: the closest to it).
@@ -217,7 +261,120 @@ export function segmentLungs(volume: HuGrid, opts: LungOptions = {}): LungSegmen
     volumesMl: { right: r3(right * voxelMl), left: r3(left * voxelMl), total: r3((right + left) * voxelMl) },
     split,
     warnings,
+    candidates,
   };
+}
+
+/** Depth (mm) below a component's surface from which its voxels count as interior for the gas rule. */
+const INTERIOR_MM = 4;
+
+/**
+ * Features of every component of at least minVoxels, largest first, in one pass over the volume: voxel count,
+ * mean HU, share of interior voxels below −950 HU, patient-z range and mean patient x.
+ */
+function candidateFeatures(comp: Int32Array, sizes: number[], data: Int16Array | Float32Array, g: Geometry, minVoxels: number): ComponentFeatures[] {
+  const [nx, ny, nz] = g.size;
+  const nxy = nx * ny;
+  const voxelMl = (g.spacing[0] * g.spacing[1] * g.spacing[2]) / 1000;
+  // slot[c] = 1 + index into the per-candidate sums, 0 for a component too small to be a lung.
+  const slot = new Int32Array(sizes.length + 1);
+  const order = sizes
+    .map((s, c) => ({ c: c + 1, s }))
+    .filter((e) => e.s >= minVoxels)
+    .sort((a, b) => b.s - a.s);
+  order.forEach((e, q) => {
+    slot[e.c] = q + 1;
+  });
+  const m = order.length;
+  const sumHu = new Float64Array(m);
+  const below = new Float64Array(m);
+  const inner = new Float64Array(m);
+  const innerBelow = new Float64Array(m);
+  const shallow = new Float64Array(m);
+  const shallowBelow = new Float64Array(m);
+  const sumX = new Float64Array(m);
+  const top = new Float64Array(m).fill(-Infinity);
+  const bottom = new Float64Array(m).fill(Infinity);
+  if (m === 0) return [];
+  const px = patientX(g);
+  const d = g.direction;
+  const pz = { z0: g.origin[2], ax: g.spacing[0] * d[2], ay: g.spacing[1] * d[5], az: g.spacing[2] * d[8] };
+  // Interior: the voxels ±r along each axis (r ≥ INTERIOR_MM, at least one voxel) are in the same component.
+  const rx = Math.max(1, Math.ceil(INTERIOR_MM / g.spacing[0] - 1e-6));
+  const ry = Math.max(1, Math.ceil(INTERIOR_MM / g.spacing[1] - 1e-6));
+  const rz = Math.max(1, Math.ceil(INTERIOR_MM / g.spacing[2] - 1e-6));
+  const oy = ry * nx;
+  const oz = rz * nxy;
+  for (let k = 0; k < nz; k++) {
+    const kIn = k >= rz && k < nz - rz;
+    const k1 = k > 0 && k < nz - 1;
+    for (let j = 0; j < ny; j++) {
+      const row = k * nxy + j * nx;
+      const jkIn = kIn && j >= ry && j < ny - ry;
+      const jk1 = k1 && j > 0 && j < ny - 1;
+      const xr = px.x0 + px.ay * j + px.az * k;
+      const zr = pz.z0 + pz.ay * j + pz.az * k;
+      for (let i = 0; i < nx; i++) {
+        const p = row + i;
+        const c = comp[p] as number;
+        if (c === 0) continue;
+        const q = (slot[c] as number) - 1;
+        if (q < 0) continue;
+        const v = data[p] as number;
+        sumHu[q] = (sumHu[q] as number) + v;
+        sumX[q] = (sumX[q] as number) + xr + px.ax * i;
+        const z = zr + pz.ax * i;
+        if (z > (top[q] as number)) top[q] = z;
+        if (z < (bottom[q] as number)) bottom[q] = z;
+        const low = v < -950 ? 1 : 0;
+        below[q] = (below[q] as number) + low;
+        if (
+          jk1 &&
+          i > 0 &&
+          i < nx - 1 &&
+          comp[p - 1] === c &&
+          comp[p + 1] === c &&
+          comp[p - nx] === c &&
+          comp[p + nx] === c &&
+          comp[p - nxy] === c &&
+          comp[p + nxy] === c
+        ) {
+          shallow[q] = (shallow[q] as number) + 1;
+          shallowBelow[q] = (shallowBelow[q] as number) + low;
+        } else continue;
+        if (
+          jkIn &&
+          i >= rx &&
+          i < nx - rx &&
+          comp[p - rx] === c &&
+          comp[p + rx] === c &&
+          comp[p - oy] === c &&
+          comp[p + oy] === c &&
+          comp[p - oz] === c &&
+          comp[p + oz] === c
+        ) {
+          inner[q] = (inner[q] as number) + 1;
+          innerBelow[q] = (innerBelow[q] as number) + low;
+        }
+      }
+    }
+  }
+  return order.map((e, q) => {
+    const inn = inner[q] as number;
+    const sha = shallow[q] as number;
+    const pureAirShare = inn >= 20 ? (innerBelow[q] as number) / inn : sha >= 20 ? (shallowBelow[q] as number) / sha : (below[q] as number) / e.s;
+    return {
+      label: e.c,
+      voxels: e.s,
+      volumeMl: Math.round(e.s * voxelMl * 1000) / 1000,
+      meanHu: (sumHu[q] as number) / e.s,
+      pureAirShare,
+      topMm: top[q] as number,
+      bottomMm: bottom[q] as number,
+      meanXMm: (sumX[q] as number) / e.s,
+      verdict: 'small',
+    };
+  });
 }
 
 /** Closing and hole filling of each lung, slice by slice, inside its bounding box (plus room for the disk). */
