@@ -15,6 +15,7 @@ command -v dcmdump >/dev/null 2>&1 || missing+=(dcmtk)
 command -v gdcmconv >/dev/null 2>&1 || missing+=(libgdcm-tools)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 /usr/bin/python3 -c 'import pydicom, numpy' >/dev/null 2>&1 || missing+=(python3-pydicom python3-numpy)
+/usr/bin/python3 -c 'import torch, PIL' >/dev/null 2>&1 || missing+=(python3-torch python3-pil)
 if ((${#missing[@]})); then
   if [ "$(id -u)" = 0 ]; then
     echo "ctgate setup: installing ${missing[*]}"
