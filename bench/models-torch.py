@@ -12,12 +12,12 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', 'models', 'training'))
-from nets import load_nets  # noqa: E402
+from nets import load_slice_nets  # noqa: E402
 
 dump, threads, repeat = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 torch.set_num_threads(threads)
 ckpt = os.path.join(HERE, '..', 'models', 'training', 'checkpoints')
-seg, cls = load_nets(ckpt)
+seg, cls = load_slice_nets(ckpt)
 
 x = torch.from_numpy(np.load(os.path.join(dump, 'lesion-input.npy')))[None, None]
 c = torch.from_numpy(np.load(os.path.join(dump, 'classifier-input.npy')))[None]

@@ -1,17 +1,18 @@
-"""Exports the trained models to ONNX, writes parity fixtures and models/manifest.json.
+"""Exports the trained 0.2 models (train_real.py) to ONNX, writes parity fixtures and models/manifest.json.
 
-  nice -n 19 /usr/bin/python3 models/training/export.py --work WORK [--models models]
+  /usr/bin/python3 models/training/export.py --work WORK [--models models]
 
-* models/lesion-unetpp.onnx — opset 13, input `ct` [1, 1, D, H, W] (D, H, W dynamic, multiples of 8),
-  output `lesion_prob` [1, 1, D, H, W] (sigmoid of the final full-resolution head).
-* models/covid-resnet.onnx — opset 13, input `ct_mask` [1, 2, 32, 96, 96], output `prob` [1, 1].
-* models/parity/*.f32 — raw little-endian float32: fixed deterministic inputs and PyTorch's outputs on them
-  (lesion: [1, 1, 16, 32, 32]; classifier: [1, 2, 32, 96, 96]); models/parity/README.md says what they are.
-* models/training/checkpoints/{seg,cls}.pt, train-summary.json — the PyTorch weights (copied from WORK) that
-  evaluate.py runs; it checks them against the parity fixtures.
-* models/manifest.json — schemaVersion 1: both networks (name, version, sha256, input contract, threshold,
-  training data, validation metrics) plus the classical lung segmentation the Node side implements.
-  evaluate.py later adds the held-out test metrics (the ONNX files, and so the sha256 values, stay the same).
+* models/lesion-unetpp.onnx — opset 13, input `ct` [1, 1, D, H, W] (D any, H, W dynamic multiples of 16),
+  outputs `lesion_prob` [1, 1, D, H, W] and `lesion_kind` [1, 2, D, H, W] (P(ground-glass | lesion),
+  P(consolidation | lesion)). Slice-wise: every kernel is (1, k, k), so slice z of the output depends only on
+  slice z of the input.
+* models/covid-resnet.onnx — opset 13, input `ct_mask` [1, 2, 32, 96, 96], output `prob` [1, 1] (max over slices).
+* models/parity/*.f32 — raw little-endian float32: fixed deterministic inputs and PyTorch's outputs on them;
+  check-onnx.mjs runs the ONNX files on them with onnxruntime-node.
+* models/training/checkpoints/{seg,cls}.pt, train-summary.json — the PyTorch weights (copied from WORK).
+* models/manifest.json — both networks (name, version, sha256, input contract, threshold, training data,
+  validation metrics) and the classical lung segmentation the Node side implements. evaluate_real.py adds the
+  test metrics (the ONNX files, and so the sha256 values, stay the same).
 """
 import argparse
 import hashlib
@@ -25,14 +26,16 @@ import onnx
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (CLS_SHAPE, CROP_MARGIN, INFER_TILE, LESION_THRESHOLD, LUNG_WINDOW, SEG_OVERLAP, SEG_PATCH, SPACING,  # noqa: E402
-                    WINDOW)
-from nets import count_params, load_nets  # noqa: E402
+from common import CLS_SHAPE, CROP_MARGIN, INFER_TILE, LESION_THRESHOLD, LUNG_WINDOW, SPACING, WINDOW  # noqa: E402
+from nets import count_params, load_slice_nets  # noqa: E402
 
-VERSION = '0.1.0'
-INTENDED_USE = ('Reference models for developing and testing ctgate (integration, plumbing, demos). Trained only on '
-                'synthetic phantoms made by the project (src/synthetic/phantom.ts). NOT FOR CLINICAL USE: not a medical '
-                'device, not validated on patients; see models/MODEL_CARD.md for known limits.')
+SEG_OVERLAP = (0, 16, 16)   # z y x: slice-wise, so no z overlap is needed
+
+VERSION = '0.2.0'
+INTENDED_USE = ('Research and integration testing of ctgate. Trained on 35 doctor-labelled and 1,454 pseudo-labelled real '
+                'COVID-19 CT slices (COVID-SemiSeg / Inf-Net, non-commercial research use only) and synthetic phantoms. '
+                'NOT FOR CLINICAL USE: not a medical device, not validated for diagnosis; see models/MODEL_CARD.md for '
+                'the data, the metrics and the known limits.')
 
 
 def sha256(path):
@@ -74,6 +77,18 @@ def classifier_fixture_input():
     return np.stack([ct, mask])[None].astype(np.float32)
 
 
+class SplitHeads(torch.nn.Module):
+    """The exported graph: [lesion prob, kind probs] as two named outputs."""
+
+    def __init__(self, seg):
+        super().__init__()
+        self.seg = seg
+
+    def forward(self, x):
+        y = self.seg(x)
+        return y[:, :1], y[:, 1:]
+
+
 def export(models_dir, work):
     os.makedirs(os.path.join(models_dir, 'parity'), exist_ok=True)
     # Keep the PyTorch weights and the training summary beside the ONNX files (evaluate.py uses them).
@@ -82,14 +97,15 @@ def export(models_dir, work):
     for name in ('seg.pt', 'cls.pt', 'train-summary.json'):
         if os.path.abspath(os.path.join(work, name)) != os.path.abspath(os.path.join(ckpt, name)):
             shutil.copyfile(os.path.join(work, name), os.path.join(ckpt, name))
-    seg, cls = load_nets(work)
+    seg, cls = load_slice_nets(work)
 
     seg_path = os.path.join(models_dir, 'lesion-unetpp.onnx')
     cls_path = os.path.join(models_dir, 'covid-resnet.onnx')
     with torch.no_grad():
-        torch.onnx.export(seg, torch.zeros(1, 1, 32, 96, 96), seg_path, opset_version=13, input_names=['ct'],
-                          output_names=['lesion_prob'], do_constant_folding=True,
-                          dynamic_axes={'ct': {2: 'D', 3: 'H', 4: 'W'}, 'lesion_prob': {2: 'D', 3: 'H', 4: 'W'}})
+        torch.onnx.export(SplitHeads(seg).eval(), torch.zeros(1, 1, 4, 96, 96), seg_path, opset_version=13, input_names=['ct'],
+                          output_names=['lesion_prob', 'lesion_kind'], do_constant_folding=True,
+                          dynamic_axes={'ct': {2: 'D', 3: 'H', 4: 'W'}, 'lesion_prob': {2: 'D', 3: 'H', 4: 'W'},
+                                        'lesion_kind': {2: 'D', 3: 'H', 4: 'W'}})
         torch.onnx.export(cls, torch.zeros(1, 2, *CLS_SHAPE), cls_path, opset_version=13, input_names=['ct_mask'],
                           output_names=['prob'], do_constant_folding=True)
     for p in (seg_path, cls_path):
@@ -108,7 +124,7 @@ def export(models_dir, work):
     li = lesion_fixture_input()
     ci = classifier_fixture_input()
     with torch.no_grad():
-        lo = seg(torch.from_numpy(li)).numpy().astype('<f4')
+        lo = seg(torch.from_numpy(li))[:, :1].numpy().astype('<f4')
         co = cls(torch.from_numpy(ci)).numpy().astype('<f4')
     li.astype('<f4').tofile(os.path.join(pdir, 'lesion-input.f32'))
     lo.tofile(os.path.join(pdir, 'lesion-expected.f32'))
@@ -132,13 +148,22 @@ def build_manifest(models_dir, work, seg, cls, seg_path, cls_path):
     with open(os.path.join(work, 'train-summary.json')) as f:
         summ = json.load(f)
     val = summ['validation']
+    d = summ['data']
     training_common = {
-        'data': 'synthetic chest CT phantoms from src/synthetic/phantom.ts (generateChestCt), made by '
-                'models/training/make-dataset.ts; no patient data',
-        'train': summ['data']['train'], 'validation': summ['data']['val'],
-        'generator': {'size': '[160, 160, 56..64]', 'spacingMm': '[2.0..2.4, 2.0..2.4, 5]', 'noiseSigmaHu': '10..25'},
-        'optimizer': {k: summ['settings'][k] for k in ('optimizer', 'lr', 'lrSchedule', 'weightDecay')},
-        'seconds': summ['seconds'], 'torch': summ['settings']['torch'],
+        'data': {
+            'realPositives': f"{len(d['doctorTrain'])} doctor-labelled COVID-19 slices (covid-slices-train / multiclass, Inf-Net "
+                             f"COVID-SemiSeg, MedSeg) and {d['pseudoSlicesTrain']} pseudo-labelled slices from "
+                             f"{len(d['pseudoVolumesTrain'])} real COVID-19 CT volumes (covid-slices-pseudo, Semi-Inf-Net masks)",
+            'realNegatives': 'slices of those volumes without lesion (no real non-COVID patient is in the training data)',
+            'synthetic': f"{d['phantomSlices']} phantom slices (src/synthetic/phantom.ts via make-dataset.ts): healthy, lobar "
+                         'pneumonia, nodule, old lesion (negatives) and covid-like',
+            'heldOut': {'doctorTest': d['doctorTest'], 'pseudoValidationVolumes': d['pseudoVolumesValidation']},
+            'licence': 'COVID-SemiSeg: non-commercial research use only (../shared/data/README.md)',
+            'preprocessing': 'JPEG -> HU by a two-peak calibration per volume (lung parenchyma -860 HU, soft tissue +40 HU), '
+                             'rotated to anterior-up where known, 0.7 mm pixels assumed -> 1 mm grid, window [-1024, 350] -> [0, 1] '
+                             '(models/training/real_data.py)',
+        },
+        'optimizer': summ['optimizer'], 'seconds': summ['seconds'], 'torch': summ['torch'],
     }
     crop = {'method': 'lung bounding box on the (1, 1, 2.5) mm grid, plus a margin, clipped to the volume; not masked',
             'marginVoxels': CROP_MARGIN}
@@ -150,11 +175,10 @@ def build_manifest(models_dir, work, seg, cls, seg_path, cls_path):
     old_metrics = {m['name']: m.get('metrics', {}) for m in old.get('models', [])}
 
     def keep_test(name, sha, metrics):
-        # Test metrics from a previous evaluate.py run belong to the same ONNX file only.
         prev = old_metrics.get(name, {})
         if prev.get('test') and prev.get('modelSha256') == sha:
             metrics['test'] = prev['test']
-        metrics['modelSha256'] = sha  # the file these metrics were measured on
+        metrics['modelSha256'] = sha
         return metrics
 
     seg_sha = sha256(seg_path)
@@ -167,20 +191,21 @@ def build_manifest(models_dir, work, seg, cls, seg_path, cls_path):
                 'file': os.path.basename(seg_path), 'sha256': seg_sha, 'bytes': os.path.getsize(seg_path),
                 'input': {'name': 'ct', 'shape': [1, 1, 'D', 'H', 'W'], 'dtype': 'float32', 'layout': 'NCDHW',
                           'spacing': SPACING, 'window': WINDOW, 'patch': list(INFER_TILE), 'overlap': list(SEG_OVERLAP),
-                          'multipleOf': 8, 'crop': crop,
-                          'padValue': 0},
-                'outputs': [{'name': 'lesion_prob', 'meaning': 'per-voxel probability that the voxel is lesion (any kind)'}],
+                          'multipleOf': 16, 'sliceWise': True, 'crop': crop, 'padValue': 0},
+                'outputs': [{'name': 'lesion_prob', 'meaning': 'per-voxel probability that the voxel is lesion (any kind)'},
+                            {'name': 'lesion_kind', 'meaning': 'channel 0: P(ground-glass opacity | lesion), channel 1: P(consolidation | lesion)'}],
                 'threshold': LESION_THRESHOLD,
-                'architecture': {'type': '3D U-Net++ (nested dense skip pathways, deep supervision)',
-                                 'stem': 'conv 3x3x3 stride (1,2,2) (z,y,x)', 'poolings': seg.depth,
-                                 'totalStride': [2 ** seg.depth, 2 ** (seg.depth + 1), 2 ** (seg.depth + 1)],
+                'architecture': {'type': '2-D U-Net++ per axial slice (nested dense skip pathways, deep supervision), as Conv3d (1,3,3)',
+                                 'stem': 'conv 1x3x3 stride (1,2,2) (z,y,x)', 'poolings': seg.depth,
+                                 'totalStride': [1, 2 ** (seg.depth + 1), 2 ** (seg.depth + 1)],
                                  'channels': seg.ch, 'params': count_params(seg),
-                                 'inferenceHead': 'final full-resolution head only (X^{0,2} upsampled + input CT -> conv), '
-                                                  'sigmoid; the deep-supervision heads on X^{0,1}, X^{0,2} are training-only'},
-                'training': {**training_common, **summ['settings']['seg']},
-                'metrics': keep_test('lesion-unetpp', seg_sha, {
-                    'validation': {'lesionDiceMean': val['lesionDiceMean'], 'lesionDiceByKind': val['lesionDiceByKind'],
-                                   'cases': val['cases'], 'note': 'synthetic validation studies, whole crop, threshold 0.5'}}),
+                                 'inferenceHead': 'final full-resolution head (X^{0,depth} upsampled + input CT -> conv), sigmoid; '
+                                                  'kind head (softmax over ground-glass / consolidation) on the same features'},
+                'training': {**training_common, **{k: summ['seg'][k] for k in ('iters', 'batch', 'patch', 'seconds')},
+                             'loss': 'BCE + soft Dice on each deep-supervision head and the final head; kind head cross-entropy on '
+                                     'doctor-labelled lesion pixels',
+                             'augmentation': 'flips and 90-degree rotations, zoom 0.8-1.25, pan, contrast x0.85-1.15, offset +-110 HU, noise'},
+                'metrics': keep_test('lesion-unetpp', seg_sha, {}),
                 'intendedUse': INTENDED_USE,
             },
             {
@@ -192,20 +217,17 @@ def build_manifest(models_dir, work, seg, cls, seg_path, cls_path):
                                        'lesion: lesion mask (0/1) from the lesion model at its threshold'],
                           'crop': crop,
                           'resize': {'size': list(CLS_SHAPE), 'mode': 'linear', 'alignCorners': True,
-                                     'note': 'both channels: the whole lung crop resized (trilinear) to 32x96x96 (z y x); output '
-                                             'voxel o samples input coordinate o*(n_in-1)/(n_out-1) — the grid spanning the same '
-                                             'first and last voxel centres (src/imaging/resample.ts with such a geometry); the '
-                                             'mask channel is the interpolated 0/1 mask (values in [0,1])'}},
-                'outputs': [{'name': 'prob', 'meaning': 'probability that the study is COVID-19-like'}],
-                'threshold': val['threshold'],
-                'thresholdRule': 'highest threshold with sensitivity >= 0.95 on the validation split, scored as deployed '
-                                 '(lesion channel = the lesion model\'s mask at 0.5)',
-                'architecture': {'type': '3D ResNet, basic blocks [1,1,1,1], widths [8,16,32,64], global avg+max pooling', 'params': count_params(cls)},
-                'training': {**training_common, **summ['settings']['cls']},
+                                     'note': 'both channels: the whole lung crop resized (trilinear) to 32x96x96 (z y x)'}},
+                'outputs': [{'name': 'prob', 'meaning': 'probability that the study is COVID-19-like (its most suspicious slice)'}],
+                'threshold': val['threshold'] if 'threshold' in val else summ['threshold'],
+                'thresholdRule': 'highest threshold with sensitivity >= 0.95 on the validation data (held-out pseudo-label volumes '
+                                 'and their lesion slices, phantom validation studies), scored as deployed',
+                'architecture': {'type': 'ResNet per slice (basic blocks, (1,3,3) kernels, widths [16,32,64,96]), global max over slices '
+                                         'and positions', 'params': count_params(cls)},
+                'training': {**training_common, **{k: summ['cls'][k] for k in ('iters', 'batch', 'positives', 'negativesReal', 'negativesPhantom', 'seconds')}},
                 'metrics': keep_test('covid-resnet', cls_sha, {
                     'validation': {'cases': val['cases'], 'positives': val['positives'], 'auc': val['auc'],
-                                   'atThreshold': val['atThreshold'], 'aucWithTruthMask': val['aucTruthMask'],
-                                   'note': 'synthetic validation studies (the threshold was chosen on them)'}}),
+                                   'atThreshold': val['atThreshold'], 'note': 'the threshold was chosen on these cases'}}),
                 'intendedUse': INTENDED_USE,
             },
             {

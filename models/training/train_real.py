@@ -1,0 +1,388 @@
+"""Trains ctgate's 0.2 models on real COVID-19 CT slices (real_data.py) plus the project's synthetic phantoms.
+
+  /usr/bin/python3 models/training/train_real.py --phantoms DATA/train --work WORK [--seg-iters N] [--cls-iters N]
+
+Lesion model (SliceUNetPP, classes 3): per axial slice on the 1 mm grid, window [-1024, 350] -> [0, 1].
+  Data per batch: doctor-labelled training slices (binary masks; ground-glass / consolidation labels from the
+  multiclass set train the kind head) 30 %, pseudo-labelled slices (Semi-Inf-Net soft masks, 18 of 20 volumes)
+  55 %, phantom slices (every lesion kind: covid, lobar pneumonia, nodule, old lesion; healthy) 15 %.
+  Augmentation: the eight flips/rotations, zoom 0.8-1.25 (covers the unknown pixel size), pan (random crop),
+  intensity (contrast x0.85-1.15 about the lung value, offset +-0.08 = +-110 HU: covers the JPEG-to-HU
+  calibration error), noise. Loss: BCE + soft Dice on each deep-supervision head and the final head; the kind head
+  cross-entropy on lesion pixels of the doctor slices.
+Classifier (SliceResNet): per slice [CT, lesion mask] of the lung box resized to 96x96, global max; trained on
+  single slices: positives = real slices with lesion >= 0.5 % of the crop and phantom covid slices; negatives =
+  real slices without lesion (< 0.05 %) and phantom healthy / lobar-pneumonia / nodule / old-lesion slices. The
+  mask channel is the lesion model's own output (60 %) or the label (40 %).
+Threshold: on the validation data (2 held-out pseudo-label volumes, phantom validation studies), the highest
+  threshold with sensitivity >= 0.95, scored per study as deployed (32 slices of the lung box, predicted mask).
+"""
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import real_data as R  # noqa: E402
+from common import choose_threshold, load_split, roc_points, sens_spec  # noqa: E402
+from nets import SliceResNet, SliceUNetPP, count_params  # noqa: E402
+
+PATCH = 160
+CLS_HW = 96
+CLS_D = 32
+LUNG01 = (R.LUNG_PEAK_HU - R.WINDOW[0]) / (R.WINDOW[1] - R.WINDOW[0])
+VAL_VOLUMES = ('Data-1_coronacases_org_006', 'Data-1_radiopaedia_org_covid-19-pneumonia-14_85914_0-dcm')
+T0 = time.time()
+
+
+def log(*a):
+    print(f'[{time.time() - T0:6.0f} s]', *a, flush=True)
+
+
+# ----------------------------------------------------------------------------------------------------- data
+
+def phantom_slices(root, every=2):
+    """Axial slices of the phantom crops: ct (1 mm grid, windowed), lesion (0/1), lung bbox, kind."""
+    out = []
+    for it in load_split(root):
+        ct = np.load(os.path.join(it['dir'], 'ct.npy'))
+        lung = np.load(os.path.join(it['dir'], 'lung.npy'))
+        les = np.load(os.path.join(it['dir'], 'lesion.npy'))
+        for k in range(0, ct.shape[0], every):
+            if lung[k].sum() < 500:
+                continue
+            ys, xs = np.nonzero(lung[k])
+            out.append({'name': f"{it['id']}:{k}", 'source': 'phantom', 'kind': it['kind'], 'ct': ct[k].copy(),
+                        'mask': les[k].astype(np.float32), 'box': (ys.min(), ys.max() + 1, xs.min(), xs.max() + 1)})
+    return out
+
+
+def phantom_studies(root):
+    items = []
+    for it in load_split(root):
+        ct = np.load(os.path.join(it['dir'], 'ct.npy'))
+        les = np.load(os.path.join(it['dir'], 'lesion.npy'))
+        items.append({'id': it['id'], 'kind': it['kind'], 'label': it['label'], 'ct': ct, 'lesion': les})
+    return items
+
+
+def d4(a, k, flip):
+    a = np.rot90(a, k)
+    return np.ascontiguousarray(a[:, ::-1] if flip else a)
+
+
+def zoom(a, f, mode='bilinear'):
+    h, w = a.shape
+    t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None, None]
+    return F.interpolate(t, size=(max(8, int(h * f)), max(8, int(w * f))), mode=mode, align_corners=True)[0, 0].numpy()
+
+
+def crop_pad(arrs, size, rng):
+    h, w = arrs[0].shape
+    y0 = rng.randint(0, h - size + 1) if h > size else -rng.randint(0, size - h + 1)
+    x0 = rng.randint(0, w - size + 1) if w > size else -rng.randint(0, size - w + 1)
+    out = []
+    for a in arrs:
+        o = np.zeros((size, size), dtype=np.float32)
+        sy0, sx0 = max(y0, 0), max(x0, 0)
+        sy1, sx1 = min(y0 + size, h), min(x0 + size, w)
+        o[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = a[sy0:sy1, sx0:sx1]
+        out.append(o)
+    return out
+
+
+def intensity(ct, rng):
+    c = LUNG01
+    ct = (ct - c) * rng.uniform(0.85, 1.15) + c + rng.uniform(-0.08, 0.08)
+    ct = ct + rng.normal(0, rng.uniform(0, 0.015), ct.shape)
+    return np.clip(ct, 0, 1).astype(np.float32)
+
+
+def seg_sample(item, rng):
+    ct, mask = item['ct'], item['mask']
+    ggo, cons = item.get('ggo'), item.get('cons')
+    if item['source'] == 'phantom':  # a random part of the slice around the lungs
+        y0, y1, x0, x1 = item['box']
+        ct, mask = ct[max(0, y0 - 5):y1 + 5, max(0, x0 - 5):x1 + 5], mask[max(0, y0 - 5):y1 + 5, max(0, x0 - 5):x1 + 5]
+    f = rng.uniform(0.8, 1.25)
+    arrs = [ct, mask] + ([ggo, cons] if ggo is not None else [])
+    arrs = [zoom(a, f) for a in arrs]
+    k, fl = rng.randint(4), rng.rand() < 0.5
+    arrs = [d4(a, k, fl) for a in arrs]
+    arrs = crop_pad(arrs, PATCH, rng)
+    arrs[0] = intensity(arrs[0], rng)
+    kind = np.full((PATCH, PATCH), -1, dtype=np.int64)
+    if ggo is not None:
+        kind[arrs[2] >= 0.5] = 0
+        kind[arrs[3] >= 0.5] = 1
+    return arrs[0], arrs[1], kind
+
+
+def seg_batch(pools, weights, rng, batch):
+    xs, ys, ks = [], [], []
+    for _ in range(batch):
+        pool = pools[rng.choice(len(pools), p=weights)]
+        x, y, k = seg_sample(pool[rng.randint(len(pool))], rng)
+        xs.append(x)
+        ys.append(y)
+        ks.append(k)
+    t = lambda a: torch.from_numpy(np.stack(a))[:, None, None]  # noqa: E731
+    return t(xs), t(ys), torch.from_numpy(np.stack(ks))[:, None]
+
+
+def seg_loss(logits, y, kind_logits, kind):
+    total = 0.0
+    dims = tuple(range(1, y.dim()))
+    for lg in logits:
+        bce = F.binary_cross_entropy_with_logits(lg, y)
+        p = torch.sigmoid(lg)
+        d = 1 - (2 * (p * y).sum(dims) + 1) / (p.sum(dims) + y.sum(dims) + 1)
+        total = total + bce + d.mean()
+    total = total / len(logits)
+    if kind_logits is not None and (kind >= 0).any():
+        total = total + 0.5 * F.cross_entropy(kind_logits[:, :, 0], kind[:, 0], ignore_index=-1)
+    return total
+
+
+def cosine_lr(opt, base, it, total, warm=30):
+    lr = base * min(1.0, (it + 1) / warm) * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * it / max(total, 1))))
+    for g in opt.param_groups:
+        g['lr'] = lr
+    return lr
+
+
+@torch.no_grad()
+def predict_slices(seg, cts, batch=8):
+    """Lesion probability (and kind probabilities) for 2-D slices of any size: sorted by size, batched, padded
+    to multiples of 16 with 0 (as the service pads)."""
+    seg.eval()
+    out = [None] * len(cts)
+    order = sorted(range(len(cts)), key=lambda i: cts[i].shape)
+    for b in range(0, len(order), batch):
+        idx = order[b:b + batch]
+        hp = int(math.ceil(max(cts[i].shape[0] for i in idx) / 16) * 16)
+        wp = int(math.ceil(max(cts[i].shape[1] for i in idx) / 16) * 16)
+        x = np.zeros((len(idx), 1, 1, hp, wp), dtype=np.float32)
+        for n, i in enumerate(idx):
+            h, w = cts[i].shape
+            x[n, 0, 0, :h, :w] = cts[i]
+        y = seg(torch.from_numpy(x)).numpy()
+        for n, i in enumerate(idx):
+            h, w = cts[i].shape
+            out[i] = y[n, :, 0, :h, :w]
+    return out
+
+
+def seg_dice_report(seg, items):
+    rows = []
+    probs = predict_slices(seg, [it['ct'] for it in items])
+    for it, p in zip(items, probs):
+        pred = p[0] >= 0.5
+        gt = it['mask'] >= 0.5
+        s = pred.sum() + gt.sum()
+        rows.append({'name': it['name'], 'dice': float(2 * (pred & gt).sum() / s) if s else 1.0})
+    return rows
+
+
+def train_seg(pools, weights, val, args, rng):
+    torch.manual_seed(args.seed)
+    model = SliceUNetPP(base=args.seg_base, classes=3)
+    log(f'lesion model: {count_params(model):,} parameters')
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=5e-4)
+    losses = []
+    t0 = time.time()
+    for it in range(args.seg_iters):
+        model.train()
+        cosine_lr(opt, args.lr, it, args.seg_iters)
+        x, y, k = seg_batch(pools, weights, rng, args.seg_batch)
+        logits, kind = model(x)
+        loss = seg_loss(logits, y, kind, k)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+        if (it + 1) % 50 == 0 or it == 0:
+            log(f'seg it {it + 1}/{args.seg_iters} loss {np.mean(losses[-50:]):.4f} ({time.time() - t0:.0f} s)')
+        if (it + 1) % 500 == 0 and val:
+            d = [r['dice'] for r in seg_dice_report(model, val)]
+            log(f'seg it {it + 1}: validation Dice (held-out pseudo volumes, vs model-made masks) mean {np.mean(d):.3f}')
+    model.eval()
+    return model, losses, time.time() - t0
+
+
+# ----------------------------------------------------------------------------------------------- classifier
+
+def resize2(a, hw=CLS_HW):
+    t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None, None]
+    return F.interpolate(t, size=(hw, hw), mode='bilinear', align_corners=True)[0, 0].numpy()
+
+
+def cls_sample(item, rng):
+    ct, mask = item['ct'], item['pred'] if rng.rand() < 0.6 else (item['mask'] >= 0.5).astype(np.float32)
+    if 'box' in item:
+        y0, y1, x0, x1 = item['box']
+        ct, mask = ct[max(0, y0 - 5):y1 + 5, max(0, x0 - 5):x1 + 5], mask[max(0, y0 - 5):y1 + 5, max(0, x0 - 5):x1 + 5]
+    h, w = ct.shape
+    # The service's lung box is the whole study's: a slice may fill only part of it (zoom out, pad with air).
+    if rng.rand() < 0.5:
+        ph, pw = int(h * rng.uniform(0, 0.3)), int(w * rng.uniform(0, 0.3))
+        oy, ox = rng.randint(0, ph + 1), rng.randint(0, pw + 1)
+        c2 = np.zeros((h + ph, w + pw), np.float32)
+        m2 = np.zeros_like(c2)
+        c2[oy:oy + h, ox:ox + w] = ct
+        m2[oy:oy + h, ox:ox + w] = mask
+        ct, mask = c2, m2
+    k, fl = rng.randint(4), rng.rand() < 0.5
+    ct, mask = d4(ct, k, fl), d4(mask, k, fl)
+    return np.stack([intensity(resize2(ct), rng), resize2(mask)])
+
+
+def train_cls(pos, neg_real, neg_phantom, args, rng):
+    torch.manual_seed(args.seed + 1)
+    model = SliceResNet()
+    log(f'classifier: {count_params(model):,} parameters; positives {len(pos)}, real negatives {len(neg_real)}, phantom negatives {len(neg_phantom)}')
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=5e-4)
+    losses = []
+    t0 = time.time()
+    for it in range(args.cls_iters):
+        model.train()
+        cosine_lr(opt, args.lr, it, args.cls_iters)
+        xs, ys = [], []
+        for b in range(args.cls_batch):
+            if b % 2 == 0:
+                pool, label = pos, 1.0
+            else:
+                pool, label = (neg_real if rng.rand() < 0.5 else neg_phantom), 0.0
+            xs.append(cls_sample(pool[rng.randint(len(pool))], rng))
+            ys.append(label)
+        x = torch.from_numpy(np.stack(xs))[:, :, None]
+        y = torch.tensor(ys)[:, None]
+        loss = F.binary_cross_entropy_with_logits(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+        if (it + 1) % 50 == 0 or it == 0:
+            log(f'cls it {it + 1}/{args.cls_iters} loss {np.mean(losses[-50:]):.4f} ({time.time() - t0:.0f} s)')
+    model.eval()
+    return model, losses, time.time() - t0
+
+
+def study_input(cts, masks):
+    """[1, 2, 32, 96, 96] from a list of slices (each its own lung crop), as the service resizes a lung box."""
+    idx = np.linspace(0, len(cts) - 1, CLS_D).round().astype(int)
+    x = np.stack([np.stack([resize2(cts[i]) for i in idx]), np.stack([resize2(masks[i]) for i in idx])])
+    return torch.from_numpy(x)[None]
+
+
+@torch.no_grad()
+def phantom_study_score(seg, cls, st):
+    """Deployed path on a phantom crop: lesion model per slice, then the classifier on the box resized."""
+    ct = st['ct']
+    probs = predict_slices(seg, list(ct))
+    pred = np.stack([p[0] >= 0.5 for p in probs]).astype(np.float32)
+    t = torch.from_numpy(np.stack([ct, pred]))[None]
+    x = F.interpolate(t, size=(CLS_D, CLS_HW, CLS_HW), mode='trilinear', align_corners=True)
+    return float(cls(x)[0, 0]), pred
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--phantoms', required=True, help='make-dataset.ts output: DIR/train (and DIR/val if present)')
+    ap.add_argument('--work', required=True)
+    ap.add_argument('--seg-iters', type=int, default=2000)
+    ap.add_argument('--seg-batch', type=int, default=12)
+    ap.add_argument('--seg-base', type=int, default=8)
+    ap.add_argument('--cls-iters', type=int, default=800)
+    ap.add_argument('--cls-batch', type=int, default=24)
+    ap.add_argument('--lr', type=float, default=2e-3)
+    ap.add_argument('--seed', type=int, default=1234)
+    ap.add_argument('--threads', type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    rng = np.random.RandomState(args.seed)
+    os.makedirs(args.work, exist_ok=True)
+    t_start, c_start = time.time(), time.process_time()
+
+    doc_train_names, doc_test_names = R.doctor_split()
+    doctor = R.load_doctor(doc_train_names)
+    vols = list(R.pseudo_volumes())
+    pseudo = R.load_pseudo([v for v in vols if v not in VAL_VOLUMES])
+    pseudo_val = R.load_pseudo(VAL_VOLUMES)
+    phantoms = phantom_slices(os.path.join(args.phantoms, 'train'))
+    log(f'data: doctor train {len(doctor)} (test {len(doc_test_names)} kept out: {" ".join(doc_test_names)}), '
+        f'pseudo {len(pseudo)} slices / {len(vols) - len(VAL_VOLUMES)} volumes, pseudo validation {len(pseudo_val)}, phantom slices {len(phantoms)}')
+
+    seg, seg_losses, seg_s = train_seg([doctor, pseudo, phantoms], [0.3, 0.55, 0.15], pseudo_val[::4], args, rng)
+    torch.save(seg.state_dict(), os.path.join(args.work, 'seg.pt'))
+
+    # Classifier data: every slice with the lesion model's own mask.
+    t = time.time()
+    frac = lambda it: float((it['mask'] >= 0.5).mean())  # noqa: E731
+    real = doctor + pseudo[::2]
+    for it, p in zip(real, predict_slices(seg, [it['ct'] for it in real])):
+        it['pred'] = (p[0] >= 0.5).astype(np.float32)
+    ph = phantoms[::3]
+    for it, p in zip(ph, predict_slices(seg, [it['ct'] for it in ph])):
+        it['pred'] = (p[0] >= 0.5).astype(np.float32)
+    log(f'lesion masks for the classifier data ({time.time() - t:.0f} s)')
+    pos = [it for it in real if frac(it) >= 0.005] + [it for it in ph if it['kind'] == 'covid' and it['mask'].sum() >= 50]
+    neg_real = [it for it in real if frac(it) < 0.0005]
+    neg_ph = [it for it in ph if it['kind'] != 'covid' or it['mask'].sum() == 0]
+    cls, cls_losses, cls_s = train_cls(pos, neg_real, neg_ph, args, rng)
+    torch.save(cls.state_dict(), os.path.join(args.work, 'cls.pt'))
+
+    # Threshold on validation data, scored per study as deployed.
+    rows = []
+    with torch.no_grad():
+        for v in VAL_VOLUMES:
+            sl = [it for it in pseudo_val if it['volume'] == v]
+            probs = predict_slices(seg, [it['ct'] for it in sl])
+            x = study_input([it['ct'] for it in sl], [(p[0] >= 0.5).astype(np.float32) for p in probs])
+            rows.append({'id': v, 'kind': 'real covid (pseudo-label volume)', 'label': 1, 'prob': float(cls(x)[0, 0])})
+            # Each slice with lesion as its own one-slice study (what a thin slab would give).
+            for it, p in zip(sl, probs):
+                if frac(it) >= 0.01:
+                    m = (p[0] >= 0.5).astype(np.float32)
+                    xi = torch.from_numpy(np.stack([resize2(it['ct']), resize2(m)]))[None, :, None]
+                    rows.append({'id': it['name'], 'kind': 'real covid slice', 'label': 1, 'prob': float(cls(xi)[0, 0])})
+        val_root = os.path.join(args.phantoms, 'val')
+        if os.path.exists(os.path.join(val_root, 'index.jsonl')):
+            for st in phantom_studies(val_root):
+                p, _ = phantom_study_score(seg, cls, st)
+                rows.append({'id': st['id'], 'kind': st['kind'], 'label': st['label'], 'prob': p})
+    labels = [r['label'] for r in rows]
+    scores = [r['prob'] for r in rows]
+    threshold = choose_threshold(labels, scores, 0.95) if 0 < sum(labels) < len(labels) else 0.5
+    neg = [r for r in rows if r['label'] == 0]
+    log(f'threshold {threshold:.3f} on {len(rows)} validation cases ({sum(labels)} positive); '
+        f'negatives above it: {sum(r["prob"] >= threshold for r in neg)}/{len(neg)}')
+    summary = {
+        'seg': {'iters': args.seg_iters, 'batch': args.seg_batch, 'patch': PATCH, 'base': args.seg_base, 'params': count_params(seg),
+                'lossFirst': float(np.mean(seg_losses[:50])), 'lossLast': float(np.mean(seg_losses[-50:])), 'seconds': seg_s},
+        'cls': {'iters': args.cls_iters, 'batch': args.cls_batch, 'params': count_params(cls), 'positives': len(pos),
+                'negativesReal': len(neg_real), 'negativesPhantom': len(neg_ph),
+                'lossFirst': float(np.mean(cls_losses[:50])), 'lossLast': float(np.mean(cls_losses[-50:])), 'seconds': cls_s},
+        'data': {'doctorTrain': doc_train_names, 'doctorTest': doc_test_names, 'pseudoVolumesTrain': [v for v in vols if v not in VAL_VOLUMES],
+                 'pseudoVolumesValidation': list(VAL_VOLUMES), 'pseudoSlicesTrain': len(pseudo), 'phantomSlices': len(phantoms),
+                 'calibration': {'doctor': doctor[0]['calibration'] if doctor else None}},
+        'threshold': threshold, 'validation': {'cases': len(rows), 'positives': int(sum(labels)), 'auc': roc_points(labels, scores)[1] if 0 < sum(labels) < len(labels) else None,
+                                               'atThreshold': sens_spec(labels, scores, threshold), 'rows': rows},
+        'optimizer': {'optimizer': 'Adam', 'lr': args.lr, 'lrSchedule': 'warm-up 30 iterations, cosine to 2 % of lr', 'weightDecay': 5e-4},
+        'seconds': {'total': time.time() - t_start, 'cpu': time.process_time() - c_start, 'threads': args.threads},
+        'torch': torch.__version__,
+    }
+    with open(os.path.join(args.work, 'train-summary.json'), 'w') as f:
+        json.dump(summary, f, indent=1)
+    log(f"done: {summary['seconds']['total']:.0f} s wall, {summary['seconds']['cpu']:.0f} s CPU")
+
+
+if __name__ == '__main__':
+    main()
