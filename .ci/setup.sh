@@ -37,8 +37,11 @@ redis_url="${CTGATE_REDIS_URL:-redis://127.0.0.1:6379}"
 if ! redis-cli -u "$redis_url" ping >/dev/null 2>&1; then
   if [[ "$redis_url" =~ ^redis://(127\.0\.0\.1|localhost)(:([0-9]+))?/?$ ]]; then
     port="${BASH_REMATCH[3]:-6379}"
-    echo "ctgate setup: starting redis-server on 127.0.0.1:$port"
-    redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no --daemonize yes >/dev/null
+    # AOF on, in a data folder: `ctgate serve` refuses a Redis that does not persist (CTGATE_REDIS_REQUIRE_AOF).
+    data="${CTGATE_REDIS_DATA_DIR:-$PWD/.data/redis-$port}"
+    mkdir -p "$data"
+    echo "ctgate setup: starting redis-server on 127.0.0.1:$port (AOF in $data)"
+    redis-server --bind 127.0.0.1 --port "$port" --dir "$data" --save '' --appendonly yes --appendfsync everysec --daemonize yes >/dev/null
     for _ in $(seq 1 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
     redis-cli -p "$port" ping >/dev/null
   else

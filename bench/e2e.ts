@@ -73,6 +73,8 @@ const env: NodeJS.ProcessEnv = {
   // The study is complete before the order: no settling wait (a site sets one to let the modality finish sending).
   CTGATE_STUDY_STABLE_MS: '0',
   CTGATE_LOG_LEVEL: 'error',
+  // A benchmark, not a deployment: any Redis will do (its keys are deleted after).
+  CTGATE_REDIS_REQUIRE_AOF: process.env.CTGATE_REDIS_REQUIRE_AOF ?? 'false',
 };
 const config = loadConfig(env);
 const gw = await startGateway(config, process.env.BENCH_DEBUG ? createLogger('debug') : silentLogger);

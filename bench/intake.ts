@@ -432,6 +432,8 @@ function gatewayEnv(mllpPort: number, httpPort: number): Record<string, string> 
     CTGATE_MAPPINGS_FILE: MAPPINGS_FILE,
     CTGATE_LOG_LEVEL: LOG_LEVEL,
     CTGATE_PROCESSES: String(args.processes),
+    // Runs against whatever Redis is there, and prints its persistence settings beside the figures.
+    CTGATE_REDIS_REQUIRE_AOF: process.env.CTGATE_REDIS_REQUIRE_AOF ?? 'false',
   };
 }
 

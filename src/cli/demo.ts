@@ -180,6 +180,8 @@ export async function runDemo(args: string[]): Promise<number> {
       CTGATE_STUDY_STABLE_MS: '1500',
       CTGATE_STUDY_SLEEP_MS: '2000',
       CTGATE_LOG_LEVEL: process.env.CTGATE_LOG_LEVEL ?? 'error',
+      // The demo uses whatever Redis answers (and deletes its own keys first); a deployment keeps the check on.
+      CTGATE_REDIS_REQUIRE_AOF: process.env.CTGATE_REDIS_REQUIRE_AOF ?? 'false',
     };
     const gwConfig = loadConfig(env);
     const log = createLogger(gwConfig.logLevel, gwConfig.logPhi);

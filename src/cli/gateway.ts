@@ -6,7 +6,7 @@ import { type MllpServer, startMllpServer } from '../hl7/mllp-server.js';
 import { createApp } from '../http/app.js';
 import { JobStateStore } from '../jobs/job-state.js';
 import { createScreeningQueue, type ScreeningQueue } from '../jobs/queue.js';
-import { connectRedis, waitReady } from '../jobs/redis.js';
+import { connectRedis, persistenceProblem, type RedisPersistence, RedisPersistenceError, redisPersistence, waitReady } from '../jobs/redis.js';
 import type { Logger } from '../observability/log.js';
 import { MetricsRecorder, registerRecorder } from '../observability/metrics.js';
 import { Intake } from '../orders/intake.js';
@@ -25,7 +25,12 @@ export interface Gateway {
   stop(): Promise<void>;
 }
 
-/** Starts the MLLP listener and the HTTP API against Redis. Redis may be down at start: intake NAKs until it returns. */
+/**
+ * Starts the MLLP listener and the HTTP API against Redis. Redis may be down at start: intake NAKs until it returns.
+ * With CTGATE_REDIS_REQUIRE_AOF (the default) a Redis that answers but does not persist (AOF off) stops the start
+ * with RedisPersistenceError; one that comes back without AOF later (restarted with other settings) gets every
+ * order NAKed (AE/CE) until it persists again.
+ */
 export async function startGateway(config: Config, log: Logger): Promise<Gateway> {
   const apiToken = requireApiToken(config);
   let mappings = loadMappings(config.mappingsFile);
@@ -35,16 +40,48 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
   };
   const redis = connectRedis(config.redisUrl, config.redisTimeoutMs);
   redis.on('error', (e: Error) => log.debug('redis.error', { error: e.message }));
+  // Whether Redis persists, asked again each time the connection is (re)established: a Redis restarted in between
+  // may have come back with other settings. Only the latest check counts.
+  let persistence: RedisPersistence = { aof: null, error: 'not checked yet' };
+  let checking: Promise<RedisPersistence> | undefined;
+  let checks = 0;
+  const checkPersistence = (): Promise<RedisPersistence> => {
+    const mine = ++checks;
+    persistence = { aof: null, error: 'being checked' };
+    checking = redisPersistence(redis).then((p) => {
+      if (mine !== checks) return p;
+      persistence = p;
+      const problem = persistenceProblem(p);
+      if (!problem) log.info('redis.persistence', { aof: true, via: p.via, fsync: p.fsync });
+      else if (config.redisRequireAof) log.error('redis.not-persistent', { problem, note: 'orders are NAKed (AE/CE) until Redis persists' });
+      else log.warn('redis.not-persistent', { problem, note: 'CTGATE_REDIS_REQUIRE_AOF=false: orders are acknowledged anyway' });
+      return p;
+    });
+    return checking;
+  };
   let redisUp = false;
   redis.on('ready', () => {
     if (!redisUp) log.info('redis.up', {});
     redisUp = true;
+    void checkPersistence();
   });
   redis.on('close', () => {
     if (redisUp) log.warn('redis.down', {});
     redisUp = false;
   });
-  if (!(await waitReady(redis, 3000))) log.warn('redis.unavailable-at-start', { note: 'orders are NAKed (AE/CE) until Redis answers' });
+  if (await waitReady(redis, 3000)) {
+    const p = await (checking ?? checkPersistence());
+    if (config.redisRequireAof && persistenceProblem(p)) {
+      redis.disconnect();
+      throw new RedisPersistenceError(p);
+    }
+  } else log.warn('redis.unavailable-at-start', { note: 'orders are NAKed (AE/CE) until Redis answers' });
+  const notDurable = (): string | null => {
+    if (!config.redisRequireAof || persistence.aof === true) return null;
+    return persistence.aof === false
+      ? 'Redis does not persist (appendonly no); message not stored, please resend'
+      : 'Redis persistence not verified yet; message not stored, please resend';
+  };
   const queue = createScreeningQueue(redis, config.queueName, config.redisPrefix);
   // Order counters: in memory, added to Redis about once a second (shared by every gateway process; /metrics reads them).
   const metrics = registerRecorder(
@@ -61,6 +98,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
     facilityName: config.facilityName,
     metrics,
     quoteValues: config.hl7ReasonValues,
+    notDurable,
   });
   const mllp = await startMllpServer(
     config.mllp,

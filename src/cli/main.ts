@@ -4,6 +4,7 @@ import { parseArgs } from 'node:util';
 import { ConfigError, configKeys, loadConfig, requireApiToken } from '../config/index.js';
 import { SeriesRulesError } from '../imaging/series-selection.js';
 import { ManifestError } from '../inference/manifest.js';
+import { connectRedis, persistenceProblem, RedisPersistenceError, redisPersistence, waitReady } from '../jobs/redis.js';
 import { createLogger } from '../observability/log.js';
 import { loadMappings, MappingsError } from '../orders/mappings.js';
 import { synthCommand } from '../synthetic/cli.js';
@@ -60,11 +61,26 @@ function supervise(processes: number, log: ReturnType<typeof createLogger>): Pro
   return new Promise<number>(() => {});
 }
 
+/** RedisPersistenceError when Redis answers and does not persist; a Redis that is down is the gateway's to wait for. */
+async function requirePersistentRedis(url: string, timeoutMs: number): Promise<void> {
+  const redis = connectRedis(url, timeoutMs);
+  redis.on('error', () => {});
+  try {
+    if (!(await waitReady(redis, 3000))) return;
+    const p = await redisPersistence(redis);
+    if (persistenceProblem(p)) throw new RedisPersistenceError(p);
+  } finally {
+    redis.disconnect();
+  }
+}
+
 async function serve(): Promise<number> {
   const config = loadConfig();
   const log = createLogger(config.logLevel, config.logPhi);
   if (config.processes > 1 && cluster.isPrimary) {
     requireApiToken(config);
+    // Checked here too: each process would refuse to start, and the supervisor restart it, forever.
+    if (config.redisRequireAof) await requirePersistentRedis(config.redisUrl, config.redisTimeoutMs);
     return supervise(config.processes, log);
   }
   const gw = await startGateway(config, log);
@@ -149,6 +165,10 @@ export async function main(argv: string[]): Promise<number> {
   } catch (e) {
     if (e instanceof ConfigError || e instanceof MappingsError || e instanceof ManifestError || e instanceof SeriesRulesError) {
       process.stderr.write(`ctgate: configuration error: ${e.message}\n`);
+      return 78;
+    }
+    if (e instanceof RedisPersistenceError) {
+      process.stderr.write(`ctgate: refusing to start: ${e.message}\n`);
       return 78;
     }
     throw e;

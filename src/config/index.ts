@@ -121,6 +121,11 @@ export interface Config {
   publicUrl: string;
   redisUrl: string;
   redisPrefix: string;
+  /**
+   * `serve` refuses to start, and the intake NAKs orders, unless Redis persists every write (AOF on): otherwise
+   * every acknowledged order vanishes when Redis restarts. Off only for tests and development.
+   */
+  redisRequireAof: boolean;
   queueName: string;
   mllp: MllpConfig;
   httpHost: string;
@@ -270,6 +275,7 @@ const providerList = (raw: unknown, key: string): ('cuda' | 'cpu')[] => {
 const fields = {
   redisUrl: { env: 'CTGATE_REDIS_URL', file: 'redisUrl', parse: redisUrl, default: 'redis://127.0.0.1:6379' },
   redisPrefix: { env: 'CTGATE_REDIS_PREFIX', file: 'redisPrefix', parse: str, default: 'ctgate' },
+  redisRequireAof: { env: 'CTGATE_REDIS_REQUIRE_AOF', file: 'redisRequireAof', parse: bool, default: true },
   queueName: { env: 'CTGATE_QUEUE_NAME', file: 'queueName', parse: str, default: 'screening' },
   mllpHost: { env: 'CTGATE_MLLP_HOST', file: 'mllpHost', parse: str, default: '127.0.0.1' },
   mllpPort: { env: 'CTGATE_MLLP_PORT', file: 'mllpPort', parse: int(0, 65535), default: 2575 },
@@ -424,6 +430,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     resultMappingsFile: x.resultMappingsFile,
     redisUrl: x.redisUrl,
     redisPrefix: x.redisPrefix,
+    redisRequireAof: x.redisRequireAof,
     queueName: x.queueName,
     mllp: {
       host: x.mllpHost,

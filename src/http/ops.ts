@@ -20,7 +20,7 @@ export function opsRoutes(deps: HttpDeps): Router {
   const models = new ModelFilesCheck(deps.config.worker.modelsManifest);
 
   router.get('/ready', async (ctx) => {
-    const r = await checkReadiness({ redis: deps.redis, pacs: deps.config.pacs, fhir: deps.config.fhir, models });
+    const r = await checkReadiness({ redis: deps.redis, pacs: deps.config.pacs, fhir: deps.config.fhir, models, requireAof: deps.config.redisRequireAof });
     ctx.status = r.ready ? 200 : 503;
     ctx.set('Cache-Control', 'no-store');
     ctx.body = { status: r.ready ? 'ready' : 'not ready', failed: r.failed, checks: r.checks };

@@ -8,6 +8,7 @@ import { readFile, stat } from 'node:fs/promises';
 import type { Redis } from 'ioredis';
 import type { FhirConfig, PacsConfig } from '../config/index.js';
 import { type Manifest, ManifestError, parseManifest, sha256File } from '../inference/manifest.js';
+import { persistenceProblem, redisPersistence } from '../jobs/redis.js';
 
 export type CheckStatus = 'ok' | 'fail' | 'not configured';
 
@@ -36,6 +37,8 @@ export interface ReadinessDeps {
   models: ModelFilesCheck;
   /** Upper bound for each peer's answer; default 3000 ms (or the peer's own timeout when shorter). */
   timeoutMs?: number;
+  /** Redis must persist (AOF on) for the redis check to pass (CTGATE_REDIS_REQUIRE_AOF); it is reported either way. */
+  requireAof?: boolean;
 }
 
 const ms = (t0: number) => Math.round((performance.now() - t0) * 10) / 10;
@@ -74,16 +77,25 @@ async function httpCheck(url: string, headers: Record<string, string>, timeoutMs
   }
 }
 
-export async function checkRedis(redis: Redis, timeoutMs = 2000): Promise<CheckResult> {
+/** PING, then whether Redis persists (`persistence`); without AOF the check fails when `requireAof`. */
+export async function checkRedis(redis: Redis, timeoutMs = 2000, requireAof = false): Promise<CheckResult> {
   const t0 = performance.now();
   try {
     const pong = await withTimeout(redis.ping(), timeoutMs);
-    return pong === 'PONG'
-      ? { status: 'ok', latencyMs: ms(t0) }
-      : { status: 'fail', latencyMs: ms(t0), error: `unexpected reply ${String(pong).slice(0, 20)}` };
+    if (pong !== 'PONG') return { status: 'fail', latencyMs: ms(t0), error: `unexpected reply ${String(pong).slice(0, 20)}` };
   } catch (e) {
     return { status: 'fail', latencyMs: ms(t0), error: `not reachable: ${(e as Error).message.slice(0, 120)}` };
   }
+  const p = await withTimeout(redisPersistence(redis), timeoutMs).catch((e: Error) => ({ aof: null, error: e.message.slice(0, 120) }));
+  const persistence = {
+    aof: p.aof,
+    required: requireAof,
+    ...('via' in p && p.via ? { via: p.via } : {}),
+    ...('fsync' in p && p.fsync ? { fsync: p.fsync } : {}),
+  };
+  const problem = persistenceProblem(p);
+  if (problem && requireAof) return { status: 'fail', latencyMs: ms(t0), persistence, error: problem };
+  return { status: 'ok', latencyMs: ms(t0), persistence, ...(problem ? { warning: problem } : {}) };
 }
 
 /** QIDO-RS: one study at most, just to see that the DICOMweb service answers with these credentials. */
@@ -178,7 +190,7 @@ export class ModelFilesCheck {
 export async function checkReadiness(deps: ReadinessDeps, which: readonly CheckName[] = ALL_CHECKS): Promise<Readiness> {
   const timeout = deps.timeoutMs ?? 3000;
   const run: Record<CheckName, () => Promise<CheckResult>> = {
-    redis: () => checkRedis(deps.redis, timeout),
+    redis: () => checkRedis(deps.redis, timeout, deps.requireAof),
     pacs: () => checkPacs(deps.pacs, timeout),
     fhir: () => checkFhir(deps.fhir, timeout),
     models: () => deps.models.check(),

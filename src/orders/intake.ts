@@ -20,6 +20,11 @@ export interface IntakeDeps {
   metrics?: MetricsSink;
   /** NAK reasons quote the offending value (CTGATE_HL7_REASON_VALUES); by default they name only where it is. */
   quoteValues?: boolean;
+  /**
+   * Why an order cannot be stored durably now (Redis without AOF, or not yet verified), or null. While it says why,
+   * orders are NAKed (AE/CE: the sender resends) instead of acknowledged on a store that would lose them.
+   */
+  notDurable?: () => string | null;
 }
 
 export type Outcome = 'queued' | 'duplicate' | 'resend' | 'cancelled' | 'cancel-requested' | 'updated' | 'ignored' | 'rejected' | 'error';
@@ -177,6 +182,11 @@ export class Intake {
         return this.respond(header, 'reject', 'rejected', ev.error.reason, [], ev.error);
       }
       const h = ev.header;
+      const notDurable = this.deps.notDurable?.();
+      if (notDurable) {
+        const error: AckError = { kind: 'internalError', reason: notDurable };
+        return this.respond(h, 'error', 'error', notDurable, [], error);
+      }
       const messageKey = OrderStore.messageKey(h.sendingApp, h.sendingFacility, h.controlId);
       const jobIds = ev.orders.map((o) => jobIdFor(o.order.sender, o.order.placerOrderNumber));
       const { seen, orders: records } = await this.deps.store.lookup(messageKey, jobIds, this.channel.read);

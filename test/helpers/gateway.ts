@@ -24,6 +24,8 @@ export async function startTestGateway(env: Record<string, string> = {}, opts: {
     CTGATE_API_TOKEN: TEST_TOKEN,
     CTGATE_MAPPINGS_FILE: 'mappings/orders.yaml',
     CTGATE_REDIS_TIMEOUT_MS: '500',
+    // The shared test Redis runs with appendonly no; test/integration/redis-persistence.test.ts covers the check.
+    CTGATE_REDIS_REQUIRE_AOF: 'false',
     ...env,
   });
   const gw = await startGateway(config, opts.log ?? silentLogger);

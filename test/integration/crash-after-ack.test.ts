@@ -22,7 +22,11 @@ async function waitForPort(url: string, ms: number): Promise<void> {
 }
 
 function startServe(env: Record<string, string>) {
-  const child = spawn(process.execPath, ['bin/ctgate.mjs', 'serve'], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+  // The shared test Redis runs with appendonly no (see redis-persistence.test.ts).
+  const child = spawn(process.execPath, ['bin/ctgate.mjs', 'serve'], {
+    env: { ...process.env, CTGATE_REDIS_REQUIRE_AOF: 'false', ...env },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
   let stderr = '';
   child.stderr.on('data', (d) => {
     stderr += d;
@@ -78,6 +82,8 @@ describe('durability: the gateway killed right after the ACK', () => {
         CTGATE_MLLP_PORT: String(mllpPort),
         CTGATE_HTTP_PORT: String(httpPort),
         CTGATE_API_TOKEN: TEST_TOKEN,
+        // The shared test Redis runs with appendonly no: what is checked here is the write before the ACK.
+        CTGATE_REDIS_REQUIRE_AOF: 'false',
       },
       stdio: ['ignore', 'ignore', 'pipe'],
     });

@@ -66,6 +66,8 @@ describe('web page in Chromium (gateway, worker, Orthanc, Redis)', () => {
     CTGATE_PACS_URL: orthanc.dicomweb,
     CTGATE_API_TOKEN: TEST_TOKEN,
     CTGATE_MAPPINGS_FILE: 'mappings/orders.yaml',
+    // The shared test Redis runs with appendonly no (see redis-persistence.test.ts).
+    CTGATE_REDIS_REQUIRE_AOF: 'false',
     CTGATE_STUDY_POLL_MS: '200',
     CTGATE_STUDY_STABLE_MS: '300',
     CTGATE_STUDY_CHECK_MS: '5000',

@@ -19,6 +19,15 @@ describe('config', () => {
     assert.equal(c.httpPort, 8080);
     assert.equal(c.logPhi, false);
     assert.equal(c.apiToken, undefined);
+    assert.equal(c.redisRequireAof, true, 'serve refuses a Redis without AOF unless opted out');
+    assert.equal(c.hl7ReasonValues, false, 'NAK reasons quote no message text unless asked');
+  });
+
+  it('takes the Redis persistence opt-out and the HL7 reason values as booleans', () => {
+    assert.equal(loadConfig({ CTGATE_REDIS_REQUIRE_AOF: 'false' }).redisRequireAof, false);
+    assert.equal(loadConfig({ CTGATE_HL7_REASON_VALUES: 'on' }).hl7ReasonValues, true);
+    throwsKey({ CTGATE_REDIS_REQUIRE_AOF: 'nope' }, /^CTGATE_REDIS_REQUIRE_AOF: expected true or false/);
+    throwsKey({ CTGATE_HL7_REASON_VALUES: 'sometimes' }, /^CTGATE_HL7_REASON_VALUES: expected true or false/);
   });
 
   it('names the bad key and what it expected', () => {
