@@ -15,8 +15,10 @@ HU, then through the service's own steps (1 mm in-plane grid, window [-1024, 350
    ways with no header to say how, so training augments with all eight flips/rotations (the lesion model and the
    slice classifier are trained orientation-invariant) — the service's orientation is then one of the trained ones.
 """
+import gzip
 import os
 import re
+from collections import deque
 
 import numpy as np
 from PIL import Image
@@ -154,3 +156,51 @@ def jpeg_to_model_input(images, pixel_mm=ASSUMED_PIXEL_MM):
     """What training feeds for 8-bit slices of one window: calibrated HU on the 1 mm grid, windowed to [0, 1]."""
     slope, icpt, _ = calibration(images)
     return [window01(to_grid(im.astype(np.float32) * slope + icpt, pixel_mm)) for im in images]
+
+
+def read_nifti(path):
+    raw = gzip.open(path).read()
+    dims = np.frombuffer(raw[40:56], '<i2')
+    dtype = {2: np.uint8, 4: np.int16, 16: np.float32}[int(np.frombuffer(raw[70:72], '<i2')[0])]
+    off = int(np.frombuffer(raw[108:112], '<f4')[0])
+    slope, inter = np.frombuffer(raw[112:120], '<f4')
+    n = int(dims[1]) * int(dims[2]) * int(dims[3])
+    a = np.frombuffer(raw[off:off + n * np.dtype(dtype).itemsize], dtype).reshape(int(dims[3]), int(dims[2]), int(dims[1]))
+    if slope not in (0, 1) or inter != 0:
+        a = a * (slope or 1) + inter
+    return a, float(np.frombuffer(raw[80:84], '<f4')[0])
+
+
+def lung_bbox(hu2d):
+    """Bounding box of the air-like pixels inside the body of one slice (the crop the service's lung box gives)."""
+    air = hu2d < -320
+    h, w = air.shape
+    out = np.zeros_like(air)
+    q = deque([(y, x) for y in range(h) for x in (0, w - 1)] + [(y, x) for x in range(w) for y in (0, h - 1)])
+    while q:
+        y, x = q.popleft()
+        if 0 <= y < h and 0 <= x < w and air[y, x] and not out[y, x]:
+            out[y, x] = True
+            q.extend([(y + 1, x), (y - 1, x), (y, x + 1), (y, x - 1)])
+    lung = air & ~out
+    if lung.sum() < 200:
+        return None
+    ys, xs = np.nonzero(lung)
+    return ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+
+
+def totalseg_lung_slices():
+    """The TotalSegmentator CT's slices that hold lung (real, non-COVID: lung bases over the upper abdomen), each
+    cropped to its lung box on the 1 mm grid, windowed; anterior up."""
+    ct3, _ = read_nifti(os.path.join(DATA, 'totalseg-ct-small', 'example_ct_sm.nii.gz'))
+    out = []
+    for k in range(ct3.shape[0]):
+        g = to_grid(np.flipud(ct3[k].astype(np.float32)), 3.0)  # RAS rows -> anterior up
+        bb = lung_bbox(g)
+        if bb is None:
+            continue
+        y0, y1, x0, x1 = bb
+        if (y1 - y0) * (x1 - x0) < 400:
+            continue
+        out.append(window01(g)[max(0, y0 - 5):y1 + 5, max(0, x0 - 5):x1 + 5])
+    return out

@@ -244,10 +244,38 @@ def cls_sample(item, rng):
     return np.stack([intensity(resize2(ct), rng), resize2(mask)])
 
 
-def train_cls(pos, neg_real, neg_phantom, args, rng):
+def with_nodules(item, rng):
+    """A real lesion-free slice with 1-3 pasted nodules (solid, or part-solid: a solid core in a ground-glass halo)
+    inside its aerated lung: the focal, non-COVID lesions the paper lists among its negatives (tumours, old
+    lesions), on real anatomy. Returns (ct, nodule mask)."""
+    ct = item['ct'].copy()
+    h, w = ct.shape
+    lung = np.argwhere(ct < R.window01(np.array(-500.0)))
+    mask = np.zeros_like(ct)
+    if len(lung) < 50:
+        return ct, mask
+    yy, xx = np.mgrid[0:h, 0:w]
+    for _ in range(rng.randint(1, 4)):
+        cy, cx = lung[rng.randint(len(lung))]
+        r = rng.uniform(3, 12)
+        d = np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2)
+        core = np.clip((r - d) / 1.5 + 0.5, 0, 1)
+        hu = rng.uniform(-60, 80)
+        if rng.rand() < 0.3:  # part-solid
+            halo = np.clip((1.8 * r - d) / 2.0 + 0.5, 0, 1)
+            ct = ct * (1 - halo) + halo * R.window01(np.array(rng.uniform(-650, -450)))
+            mask = np.maximum(mask, (halo > 0.5).astype(np.float32))
+        ct = ct * (1 - core) + core * R.window01(np.array(hu))
+        mask = np.maximum(mask, (core > 0.5).astype(np.float32))
+    ct = np.clip(ct + rng.normal(0, 0.006, ct.shape), 0, 1).astype(np.float32)
+    return ct, mask
+
+
+def train_cls(pos, neg_real, neg_nodule, neg_phantom, args, rng):
     torch.manual_seed(args.seed + 1)
     model = SliceResNet()
-    log(f'classifier: {count_params(model):,} parameters; positives {len(pos)}, real negatives {len(neg_real)}, phantom negatives {len(neg_phantom)}')
+    log(f'classifier: {count_params(model):,} parameters; positives {len(pos)}, real negatives {len(neg_real)} '
+        f'(+ {len(neg_nodule)} of them with pasted nodules), phantom negatives {len(neg_phantom)}')
     opt = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=5e-4)
     losses = []
     t0 = time.time()
@@ -259,7 +287,8 @@ def train_cls(pos, neg_real, neg_phantom, args, rng):
             if b % 2 == 0:
                 pool, label = pos, 1.0
             else:
-                pool, label = (neg_real if rng.rand() < 0.5 else neg_phantom), 0.0
+                r = rng.rand()
+                pool, label = (neg_real if r < 0.35 else neg_nodule if r < 0.65 else neg_phantom), 0.0
             xs.append(cls_sample(pool[rng.randint(len(pool))], rng))
             ys.append(label)
         x = torch.from_numpy(np.stack(xs))[:, :, None]
@@ -305,6 +334,7 @@ def main():
     ap.add_argument('--lr', type=float, default=2e-3)
     ap.add_argument('--seed', type=int, default=1234)
     ap.add_argument('--threads', type=int, default=2)
+    ap.add_argument('--reuse-seg', default=None, help='seg.pt of an earlier run: train the classifier only')
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     rng = np.random.RandomState(args.seed)
@@ -320,7 +350,19 @@ def main():
     log(f'data: doctor train {len(doctor)} (test {len(doc_test_names)} kept out: {" ".join(doc_test_names)}), '
         f'pseudo {len(pseudo)} slices / {len(vols) - len(VAL_VOLUMES)} volumes, pseudo validation {len(pseudo_val)}, phantom slices {len(phantoms)}')
 
-    seg, seg_losses, seg_s = train_seg([doctor, pseudo, phantoms], [0.3, 0.55, 0.15], pseudo_val[::4], args, rng)
+    if args.reuse_seg:
+        # Classifier-only retraining on a lesion model trained before (its figures are kept from that run).
+        state = torch.load(args.reuse_seg)
+        seg = SliceUNetPP(base=int(state['stem.0.weight'].shape[0]), classes=3)
+        seg.load_state_dict(state)
+        seg.eval()
+        with open(os.path.join(os.path.dirname(args.reuse_seg), 'train-summary.json')) as f:
+            prev = json.load(f)['seg']
+        seg_losses, seg_s = [prev['lossFirst']] * 50 + [prev['lossLast']] * 50, prev['seconds']
+        args.seg_iters, args.seg_batch = prev['iters'], prev['batch']
+        log(f'lesion model reused from {args.reuse_seg}')
+    else:
+        seg, seg_losses, seg_s = train_seg([doctor, pseudo, phantoms], [0.3, 0.55, 0.15], pseudo_val[::4], args, rng)
     torch.save(seg.state_dict(), os.path.join(args.work, 'seg.pt'))
 
     # Classifier data: every slice with the lesion model's own mask.
@@ -336,7 +378,15 @@ def main():
     pos = [it for it in real if frac(it) >= 0.005] + [it for it in ph if it['kind'] == 'covid' and it['mask'].sum() >= 50]
     neg_real = [it for it in real if frac(it) < 0.0005]
     neg_ph = [it for it in ph if it['kind'] != 'covid' or it['mask'].sum() == 0]
-    cls, cls_losses, cls_s = train_cls(pos, neg_real, neg_ph, args, rng)
+    neg_nod = []
+    for _ in range(4):
+        for it in neg_real:
+            c, m = with_nodules(it, rng)
+            neg_nod.append({'name': it['name'] + ':nodules', 'source': 'nodules', 'ct': c, 'mask': m})
+    for it, p in zip(neg_nod, predict_slices(seg, [it['ct'] for it in neg_nod])):
+        it['pred'] = (p[0] >= 0.5).astype(np.float32)
+    log(f'{len(neg_nod)} nodule negatives: lesion model marks {np.mean([it["pred"].sum() > 0 for it in neg_nod]):.2f} of them')
+    cls, cls_losses, cls_s = train_cls(pos, neg_real, neg_nod, neg_ph, args, rng)
     torch.save(cls.state_dict(), os.path.join(args.work, 'cls.pt'))
 
     # Threshold on validation data, scored per study as deployed.
@@ -348,6 +398,12 @@ def main():
             x = study_input([it['ct'] for it in sl], [(p[0] >= 0.5).astype(np.float32) for p in probs])
             rows.append({'id': v, 'kind': 'real covid (pseudo-label volume)', 'label': 1, 'prob': float(cls(x)[0, 0])})
             # Each slice with lesion as its own one-slice study (what a thin slab would give).
+            free = [it for it in sl if frac(it) < 0.0005]
+            nod = [with_nodules(it, rng) for it in free for _ in range(2)]
+            for (c, _), p in zip(nod, predict_slices(seg, [c for c, _ in nod])):
+                m = (p[0] >= 0.5).astype(np.float32)
+                xi = torch.from_numpy(np.stack([resize2(c), resize2(m)]))[None, :, None]
+                rows.append({'id': f'{v} nodules', 'kind': 'real lesion-free slice with pasted nodules', 'label': 0, 'prob': float(cls(xi)[0, 0])})
             for it, p in zip(sl, probs):
                 if frac(it) >= 0.01:
                     m = (p[0] >= 0.5).astype(np.float32)
@@ -368,7 +424,7 @@ def main():
         'seg': {'iters': args.seg_iters, 'batch': args.seg_batch, 'patch': PATCH, 'base': args.seg_base, 'params': count_params(seg),
                 'lossFirst': float(np.mean(seg_losses[:50])), 'lossLast': float(np.mean(seg_losses[-50:])), 'seconds': seg_s},
         'cls': {'iters': args.cls_iters, 'batch': args.cls_batch, 'params': count_params(cls), 'positives': len(pos),
-                'negativesReal': len(neg_real), 'negativesPhantom': len(neg_ph),
+                'negativesReal': len(neg_real), 'negativesNodules': len(neg_nod), 'negativesPhantom': len(neg_ph),
                 'lossFirst': float(np.mean(cls_losses[:50])), 'lossLast': float(np.mean(cls_losses[-50:])), 'seconds': cls_s},
         'data': {'doctorTrain': doc_train_names, 'doctorTest': doc_test_names, 'pseudoVolumesTrain': [v for v in vols if v not in VAL_VOLUMES],
                  'pseudoVolumesValidation': list(VAL_VOLUMES), 'pseudoSlicesTrain': len(pseudo), 'phantomSlices': len(phantoms),

@@ -206,7 +206,7 @@ function notAssessable(models: PipelineModels, reason: string, timingsMs: Pipeli
  * the mask's bounding box (plus one empty voxel all round, so resampling's edge clamping cannot smear a mask
  * that touches the border) can reach is computed, a slab of slices at a time to bound memory.
  */
-export function maskToGrid(mask: Uint8Array, from: Geometry, to: Geometry, slab = 16): Uint8Array {
+export function maskToGrid(mask: Uint8Array, from: Geometry, to: Geometry, slab = 16, threshold = 0.5): Uint8Array {
   const [nx, ny, nz] = to.size;
   const out = new Uint8Array(nx * ny * nz);
   const bb = boundingBox(mask, from.size);
@@ -250,7 +250,7 @@ export function maskToGrid(mask: Uint8Array, from: Geometry, to: Geometry, slab 
       for (let y = 0; y < h; y++) {
         const src = (z * h + y) * w;
         const dst = ((k + z) * ny + j0 + y) * nx + i0;
-        for (let x = 0; x < w; x++) if ((part[src + x] as number) >= 0.5) out[dst + x] = 1;
+        for (let x = 0; x < w; x++) if ((part[src + x] as number) >= threshold) out[dst + x] = 1;
       }
   }
   return out;
@@ -437,7 +437,13 @@ export async function runPipeline(volume: HuVolume, models: PipelineModels, opts
   // Lesion mask on the original slices, key slices.
   t = performance.now();
   progress('findings', 0, 1);
-  const lesionMask = maskToGrid(lesionBox, boxGeometry, g);
+  let lesionMask = maskToGrid(lesionBox, boxGeometry, g);
+  if (measured.lesionCount > 0 && !lesionMask.includes(1)) {
+    // Every lesion is thinner than the source voxels (coarse slices): show where they partly fill a voxel rather
+    // than report lesions that the SEG and key images cannot show.
+    lesionMask = maskToGrid(lesionBox, boxGeometry, g, 16, 1e-3);
+    warnings.push('the lesions are smaller than the source voxels: the mask on the source slices shows the voxels they partly fill');
+  }
   const keys = keySlices(lesionMask, g, opts.keySliceCount ?? 3);
   timingsMs.findings = Math.round(findingsMs + performance.now() - t);
   progress('findings', 1, 1);

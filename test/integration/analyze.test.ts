@@ -9,6 +9,7 @@ import { ANALYZE_USAGE, type AnalyzeIo, analyzeCommand, EXIT_BAD_MANIFEST, EXIT_
 import { readNifti } from '../../src/imaging/nifti.js';
 import { PNG_SIGNATURE } from '../../src/inference/key-images.js';
 import { dice, LEFT_LUNG, RIGHT_LUNG, segmentLungs } from '../../src/inference/lungs.js';
+import { loadManifest } from '../../src/inference/manifest.js';
 import { readSeg } from '../../src/results/seg/read.js';
 import { writeCtSeries, writeSeriesToDir } from '../../src/synthetic/dicom-writer.js';
 import { generateChestCt, maskVolumesMl, type PhantomKind, phantomGeometry } from '../../src/synthetic/phantom.js';
@@ -241,8 +242,8 @@ describe('ctgate analyze with the trained models (models/)', { skip: haveModels 
     await rm(root, { recursive: true, force: true });
   });
   // Held-out seeds (the training splits used seeds 1-3) at the training data's geometry (about 330 mm field of
-  // view, 5 mm slices). The model card reports sensitivity 0.92 / specificity 1.00 on the synthetic test split, so
-  // a fixed seed can be a miss: seed 507 (covid) is one, which is why the seeds are fixed here and not drawn.
+  // view, 5 mm slices). The model card reports the synthetic test split's sensitivity/specificity; a fixed seed can
+  // be a miss (0.1 missed seed 507, covid), which is why the seeds are fixed here and not drawn.
   for (const [kind, seed, expected] of [
     ['covid', 501, 'positive'],
     ['lobar-pneumonia', 504, 'negative'],
@@ -262,7 +263,7 @@ describe('ctgate analyze with the trained models (models/)', { skip: haveModels 
       if (expected === 'positive') assert.match(await readFile(join(out, 'oru.hl7'), 'utf8'), /\nOBR\|1\|PLC1001\^EPIC\|FIL2001\|[^\n]*\|ACC3001\|/);
       else assert.ok(f.warnings.some((w) => w.includes('no --order given')));
       assert.equal(f.verdict, expected, `p=${f.probability} at threshold ${f.threshold}`);
-      assert.equal(f.threshold, 0.613, 'the manifest threshold is the one applied');
+      assert.equal(f.threshold, (await loadManifest('models/manifest.json')).classifier.threshold, 'the manifest threshold is the one applied');
       const truth = maskVolumesMl(p.lesionMask, p.volume.geometry);
       const images = (await readdir(out)).filter((n) => n.endsWith('.png'));
       assert.equal(images.length, f.keySlices.length);
@@ -304,9 +305,10 @@ describe('lung mask on a real CT (TotalSegmentator example)', { skip: existsSync
     process.stdout.write(
       `# TotalSegmentator example: lung Dice ${d.toFixed(3)} (left ${dl.toFixed(3)}, right ${dr.toFixed(3)}); ours ${r.volumesMl.total} mL (L ${r.volumesMl.left}, R ${r.volumesMl.right}), reference ${refMl} mL; split ${r.split}\n`,
     );
-    // Upper abdomen with lung bases: the right base is found; on the left a larger gas-filled bowel/stomach
-    // component beats the small left base for the second place (a classical method's limit, reported above).
-    assert.ok(d > 0.3, `lung Dice ${d}`);
-    assert.ok(dr > 0.8, `right lung Dice ${dr}`);
+    // Upper abdomen with lung bases: both bases are found and the bowel/stomach gas is not taken for lung (the
+    // gas rule; test/unit/inference-lungs.test.ts checks it on both grids with the bowel labels).
+    assert.ok(d > 0.85, `lung Dice ${d}`);
+    assert.ok(dl > 0.85, `left lung Dice ${dl}`);
+    assert.ok(dr > 0.9, `right lung Dice ${dr}`);
   });
 });

@@ -11,6 +11,7 @@ import { after, before, describe, it } from 'node:test';
 import request from 'supertest';
 import { type RunningWorker, startWorker } from '../../src/cli/worker.js';
 import { loadConfig } from '../../src/config/index.js';
+import { loadManifest } from '../../src/inference/manifest.js';
 import { jobIdFor } from '../../src/jobs/queue.js';
 import { silentLogger } from '../../src/observability/log.js';
 import { writeCtSeries } from '../../src/synthetic/dicom-writer.js';
@@ -74,7 +75,7 @@ describe('operations: /ready, /metrics, job progress and retry (Redis, Orthanc, 
       assert.equal(typeof c[name].latencyMs, 'number', name);
     }
     assert.equal(c.fhir.status, 'not configured');
-    assert.deepEqual(c.models.models, ['lung-threshold@0.1.0', 'lesion-unetpp@0.1.0', 'covid-resnet@0.1.0']);
+    assert.deepEqual(c.models.models, (await loadManifest('models/manifest.json')).modelIds);
     const text = JSON.stringify(r.body);
     assert.doesNotMatch(text, new RegExp(`${PACS_PASSWORD}|127\\.0\\.0\\.1|${orthanc.port}|dicom-web|/models/`));
     // The second call does not hash the models again.

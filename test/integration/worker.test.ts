@@ -15,6 +15,7 @@ import { type Receiver, running, startReceiver } from '../../src/cli/local-peers
 import { startWorker } from '../../src/cli/worker.js';
 import { loadConfig } from '../../src/config/index.js';
 import { str, TAG } from '../../src/dicomweb/dicom-json.js';
+import { loadManifest } from '../../src/inference/manifest.js';
 import { JobStateStore } from '../../src/jobs/job-state.js';
 import { jobIdFor, type ScreeningJobData } from '../../src/jobs/queue.js';
 import { silentLogger } from '../../src/observability/log.js';
@@ -117,7 +118,7 @@ describe('screening worker (Redis, Orthanc, models, python-hl7 receiver)', () =>
       assert.equal(r?.studyInstanceUid, series.studyInstanceUid);
       assert.ok(r?.segSeriesInstanceUid, 'a SEG series');
       assert.equal(r?.oruAckCode, 'AA');
-      assert.deepEqual(r?.models, ['lung-threshold@0.1.0', 'lesion-unetpp@0.1.0', 'covid-resnet@0.1.0']);
+      assert.deepEqual(r?.models, (await loadManifest('models/manifest.json')).modelIds);
       // The SEG is in the study, once.
       const segs = (await orthanc.client().searchSeries(series.studyInstanceUid, { Modality: 'SEG' })).length;
       assert.equal(segs, 1);

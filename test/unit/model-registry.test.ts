@@ -6,6 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import { ModelRegistry } from '../../src/inference/model-registry.js';
 
 const tiny = (n = 8 * 16 * 16) => new Float32Array(n).fill(0.2);
+const lesionVersion = (doc: { models: { name: string; version: string }[] }) => doc.models.find((m) => m.name === 'lesion-unetpp')?.version;
 
 describe('ModelRegistry: installing a new model set while studies run', () => {
   let dir = '';
@@ -34,7 +35,7 @@ describe('ModelRegistry: installing a new model set while studies run', () => {
     const first = await registry.start();
     assert.equal(first.generation, 1);
     const inFlight = await registry.lease();
-    assert.ok(inFlight.set.manifest.modelIds.includes('lesion-unetpp@0.1.0'));
+    assert.ok(inFlight.set.manifest.modelIds.includes(`lesion-unetpp@${lesionVersion(original)}`));
 
     // A new version with a new threshold (same weights, so the sha256 still matches).
     const next = structuredClone(original);
@@ -75,7 +76,7 @@ describe('ModelRegistry: installing a new model set while studies run', () => {
     await install(original);
     const fixed = await registry.lease();
     assert.equal(fixed.set.generation, 3);
-    assert.ok(fixed.set.manifest.modelIds.includes('lesion-unetpp@0.1.0'));
+    assert.ok(fixed.set.manifest.modelIds.includes(`lesion-unetpp@${lesionVersion(original)}`));
     assert.equal(registry.status().lastError, undefined);
     for (const l of [after, still, again, fixed]) l.release();
     await registry.close();
