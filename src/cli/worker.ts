@@ -10,7 +10,7 @@ import { DicomWebClient } from '../dicomweb/client.js';
 import { loadSeriesRules } from '../imaging/series-selection.js';
 import { ModelRegistry } from '../inference/model-registry.js';
 import { JobStateStore } from '../jobs/job-state.js';
-import { connectRedis } from '../jobs/redis.js';
+import { connectRedis, isJobGoneError, isRedisConnectionError } from '../jobs/redis.js';
 import { ScreeningRunner } from '../jobs/screening.js';
 import { startScreeningWorker } from '../jobs/worker.js';
 import { fhirWriter, oruWriter, segWriter } from '../jobs/writers.js';
@@ -23,7 +23,25 @@ export interface RunningWorker {
   registry: ModelRegistry;
 }
 
+let rejectionsLogged = false;
+
+/**
+ * A worker must never die of a job: a rejection nobody handled (a fire-and-forget Redis call of a job, one of
+ * BullMQ's own) is logged, and the process keeps running. The jobs' own promises are all handled; this is the net
+ * under them. Node's default (exit on an unhandled rejection) would drop every job in hand until their locks expire.
+ */
+function logUnhandledRejections(log: Logger): void {
+  if (rejectionsLogged) return;
+  rejectionsLogged = true;
+  process.on('unhandledRejection', (reason) => {
+    const error = (reason as Error)?.message ?? String(reason);
+    const kind = isRedisConnectionError(reason) ? 'redis' : isJobGoneError(reason) ? 'job-gone' : 'other';
+    log.error('process.unhandled-rejection', { kind, error });
+  });
+}
+
 export async function startWorker(config: Config, log: Logger, opts: { gpu?: boolean } = {}): Promise<RunningWorker> {
+  logUnhandledRejections(log);
   const pacsConfig = config.pacs;
   if (!pacsConfig) throw new ConfigError('CTGATE_PACS_URL', 'the DICOMweb base URL of the PACS (a worker reads studies from it)', undefined);
   const w = config.worker;
@@ -36,6 +54,8 @@ export async function startWorker(config: Config, log: Logger, opts: { gpu?: boo
 
   const pacs = new DicomWebClient({ url: pacsConfig.url, auth: pacsConfig.auth, timeoutMs: pacsConfig.timeoutMs, retries: 2 });
   const redis = connectRedis(config.redisUrl, config.redisTimeoutMs);
+  // Its calls fail while Redis is away (the runner retries them); the event itself is only noise then.
+  redis.on('error', (e: Error) => log.debug('redis.error', { error: e.message }));
   // BullMQ's blocking commands need a connection without a per-command timeout or retry limit.
   const bullConnection = new Redis(config.redisUrl, { maxRetriesPerRequest: null });
   bullConnection.on('error', () => {});

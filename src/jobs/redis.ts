@@ -18,6 +18,30 @@ export function connectRedis(url: string, commandTimeoutMs: number): Redis {
   });
 }
 
+/**
+ * Whether an error is Redis being unreachable rather than anything about the job: the connection dropped or is
+ * reconnecting (ioredis without an offline queue: "Stream isn't writeable"; "Connection is closed"), the command
+ * ran out of retries or time, or the socket was refused or reset. Such an error says nothing about the job, so it
+ * must not count as one of the job's attempts.
+ */
+export function isRedisConnectionError(e: unknown): boolean {
+  if (!e || typeof e !== 'object') return false;
+  const err = e as { name?: string; message?: string; code?: string };
+  if (err.name === 'MaxRetriesPerRequestError') return true;
+  if (err.code && ['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ENOTCONN', 'EHOSTUNREACH', 'ENETUNREACH', 'ECONNABORTED'].includes(err.code))
+    return true;
+  const m = err.message ?? '';
+  return /Stream isn't writeable|Connection is closed|Reached the max retries per request limit|Command timed out|Redis connection is (?!ready)|connect ECONNREFUSED|read ECONNRESET|write EPIPE|LOADING Redis is loading/i.test(
+    m,
+  );
+}
+
+/** BullMQ refusing a job command because the job, or this worker's lock on it, is gone from Redis. */
+export function isJobGoneError(e: unknown): boolean {
+  const m = (e as { message?: string } | null)?.message ?? '';
+  return /Missing key for job|Missing lock for job|Lock mismatch for job/i.test(m);
+}
+
 /** Resolves when the connection is ready, or after `ms` (the caller decides what down means). */
 export function waitReady(redis: Redis, ms: number): Promise<boolean> {
   if (redis.status === 'ready') return Promise.resolve(true);

@@ -14,6 +14,12 @@
  * A failed job is the dead letter: visible in the API with its stage and reason, and retryable from there.
  * The study wait does not count attempts: the job sleeps in the delayed set between checks until the order's
  * deadline. A cancel from HL7 takes effect at the next stage boundary.
+ *
+ * Redis itself is not the job's fault: a checkpoint read or write that fails because Redis is unreachable (a
+ * restart, a network blip) is retried until Redis answers again (settings.redisOutageMs), and if it stays away
+ * the job goes back to the delayed set (or, when even that fails, is left to BullMQ's stalled-job check) without
+ * counting an attempt. Progress updates are best effort: one that fails never fails the stage, and one refused
+ * because the job is gone from the queue (deleted) stops the job at the next stage boundary.
  */
 import { DelayedError, UnrecoverableError } from 'bullmq';
 import type { DicomWebClient } from '../dicomweb/client.js';
@@ -33,6 +39,7 @@ import { analysisOf, type ResultContext, type ResultLinks } from '../results/con
 import type { AnalysisCheckpoint } from './analysis-codec.js';
 import { type JobState, type JobStateStore, newJobState, STAGES, type StageName, type StageOutputs } from './job-state.js';
 import type { ScreeningJobData } from './queue.js';
+import { isJobGoneError, isRedisConnectionError } from './redis.js';
 
 /** A stage failure with its retry class. Errors of other types are classified by classifyError. */
 export class StageFailure extends Error {
@@ -72,6 +79,11 @@ export interface ScreeningSettings {
   backoffMaxMs: number;
   retrieveConcurrency: number;
   keySliceCount: number;
+  /**
+   * How long a checkpoint read or write keeps retrying while Redis is unreachable before the job is given back to
+   * the queue (no attempt counted). Default 30 s.
+   */
+  redisOutageMs?: number;
 }
 
 export interface ScreeningDeps {
@@ -112,6 +124,25 @@ export interface JobHandle {
   data: ScreeningJobData;
   updateProgress(p: object): Promise<void>;
   moveToDelayed(timestamp: number, token?: string): Promise<void>;
+}
+
+/**
+ * Redis was unreachable for longer than settings.redisOutageMs during a checkpoint read or write: the job is given
+ * back to the queue without counting an attempt.
+ */
+export class RedisUnavailableError extends Error {
+  constructor(override readonly cause: unknown) {
+    super(`Redis is unreachable: ${(cause as Error)?.message ?? String(cause)}`);
+    this.name = 'RedisUnavailableError';
+  }
+}
+
+/** The job's hash is gone from the queue (deleted by an admin or by hand): nothing is left to run it for. */
+export class JobGoneError extends Error {
+  constructor(jobId: string, stage: string) {
+    super(`job ${jobId} is gone from the queue; stopped before stage ${stage}`);
+    this.name = 'JobGoneError';
+  }
 }
 
 export function classifyError(e: unknown): StageFailure {
@@ -165,28 +196,89 @@ export class ScreeningRunner {
 
   /** Runs the job from its checkpoint to the end (or to a delay, a cancel or a failure). */
   async run(job: JobHandle, token?: string): Promise<ScreeningResult> {
+    let state: JobState | null = null;
+    try {
+      return await this.runStages(job, token, (s) => {
+        state = s;
+      });
+    } catch (e) {
+      if (!(e instanceof RedisUnavailableError) && !isRedisConnectionError(e)) throw e;
+      // Redis stayed away (or dropped under a command the runner does not retry): give the job back without an
+      // attempt. The stage's attempt was taken back in runStages; record that when Redis lets us.
+      const s = state as JobState | null;
+      this.deps.log.warn('job.redis-unavailable', { jobId: job.id, stage: s?.stage, error: (e as Error).message });
+      if (s) await this.deps.states.put(touch(s)).catch(() => {});
+      const delay = Math.min(this.deps.settings.backoffMs, 5000);
+      try {
+        await job.moveToDelayed(Date.now() + delay, token);
+      } catch (m) {
+        // Not even that: the job stays active without a lock renewal (DelayedError tells BullMQ to leave it), and
+        // BullMQ's stalled-job check hands it to a worker once its lock expires. Still no attempt counted.
+        this.deps.log.warn('job.redis-unavailable-not-delayed', { jobId: job.id, error: (m as Error).message });
+      }
+      throw new DelayedError();
+    }
+  }
+
+  /** A Redis call the job depends on, retried while Redis is unreachable; RedisUnavailableError once it stays away. */
+  private async redisOp<T>(what: string, jobId: string, fn: () => Promise<T>): Promise<T> {
+    const limit = this.deps.settings.redisOutageMs ?? 30_000;
+    const started = Date.now();
+    let wait = 100;
+    for (let tries = 1; ; tries++) {
+      try {
+        return await fn();
+      } catch (e) {
+        if (!isRedisConnectionError(e)) throw e;
+        if (Date.now() - started + wait > limit) throw new RedisUnavailableError(e);
+        if (tries === 1) this.deps.log.warn('job.redis-retry', { jobId, what, error: (e as Error).message });
+        await new Promise((r) => setTimeout(r, wait));
+        wait = Math.min(wait * 2, 2000);
+      }
+    }
+  }
+
+  private async runStages(job: JobHandle, token: string | undefined, seen: (s: JobState) => void): Promise<ScreeningResult> {
     const { states, log } = this.deps;
     const metrics = this.deps.metrics ?? noMetrics;
-    const state = (await states.get(job.id)) ?? newJobState(job.id);
+    const state = (await this.redisOp('read checkpoint', job.id, () => states.get(job.id))) ?? newJobState(job.id);
+    seen(state);
+    // Progress is best effort, never awaited by a stage and never a stage failure: Redis may be away for a moment,
+    // or the job's hash deleted (then the job stops at the next stage boundary).
+    let gone = false;
+    const progress = (p: object): Promise<void> =>
+      job.updateProgress(p).catch((e: unknown) => {
+        if (isJobGoneError(e)) gone = true;
+        log.debug('job.progress-failed', { jobId: job.id, error: (e as Error)?.message ?? String(e) });
+      });
+    const put = (s: JobState) => this.redisOp('write checkpoint', job.id, () => states.put(touch(s)));
     let analysis: AnalysisCheckpoint | null = null;
     let volume: Awaited<ReturnType<typeof retrieveVolume>> | null = null;
     let seriesMeta: { seriesNumber?: number; seriesDescription?: string } = {};
 
     while (state.stage !== 'done' && state.stage !== 'cancelled') {
       const stage: StageName = state.stage;
-      if ((await this.deps.orders.status(job.id)) === 'cancel-requested') {
+      if (gone) {
+        log.warn('job.gone', { jobId: job.id, stage });
+        throw new JobGoneError(job.id, stage);
+      }
+      if ((await this.redisOp('read order status', job.id, () => this.deps.orders.status(job.id))) === 'cancel-requested') {
         state.stage = 'cancelled';
         state.finishedAt = new Date().toISOString();
-        await states.put(touch(state));
-        await this.deps.orders.markCancelled(job.id, `stopped before stage ${stage}`);
+        await put(state);
+        await this.redisOp('record cancel', job.id, () => this.deps.orders.markCancelled(job.id, `stopped before stage ${stage}`));
         log.info('job.cancelled', { jobId: job.id, stage });
         metrics.inc(METRICS.jobsCancelled);
         break;
       }
       const index = STAGES.indexOf(stage);
-      await job.updateProgress({ stage, stageIndex: index, stages: STAGES.length, percent: Math.round((index / STAGES.length) * 100) });
+      await progress({ stage, stageIndex: index, stages: STAGES.length, percent: Math.round((index / STAGES.length) * 100) });
+      if (gone) {
+        log.warn('job.gone', { jobId: job.id, stage });
+        throw new JobGoneError(job.id, stage);
+      }
       if (stage !== 'wait-for-study') state.attempts[stage] = (state.attempts[stage] ?? 0) + 1;
-      await states.put(touch(state));
+      await put(state);
       const t0 = performance.now();
       try {
         switch (stage) {
@@ -197,7 +289,7 @@ export class ScreeningRunner {
           }
           case 'retrieve': {
             const r = await withTimeout(
-              this.retrieve(job, state, (done, total) => void job.updateProgress(progressOf(stage, done / total))),
+              this.retrieve(job, state, (done, total) => void progress(progressOf(stage, done / total))),
               this.deps.settings.stageTimeoutMs,
               stage,
             );
@@ -213,14 +305,14 @@ export class ScreeningRunner {
               volume = r.volume;
               seriesMeta = r.meta;
             }
-            analysis = await withTimeout(this.analyze(job, state, volume, seriesMeta), this.deps.settings.stageTimeoutMs, stage);
+            analysis = await withTimeout(this.analyze(job, state, volume, seriesMeta, progress), this.deps.settings.stageTimeoutMs, stage);
             volume = null;
             break;
           }
           case 'write-seg':
           case 'write-fhir':
           case 'send-oru': {
-            analysis ??= await states.getAnalysis(job.id);
+            analysis ??= await this.redisOp('read analysis', job.id, () => states.getAnalysis(job.id));
             if (!analysis) throw new StageFailure('the analysis checkpoint is missing (expired or deleted); re-run the job from the start', false);
             const ctx: ResultContext = { ...analysis, order: job.data.order };
             await withTimeout(this.write(stage, ctx, state), this.deps.settings.stageTimeoutMs, stage);
@@ -229,9 +321,14 @@ export class ScreeningRunner {
         }
       } catch (e) {
         if (e instanceof DelayedError) throw e;
+        if (e instanceof RedisUnavailableError || isRedisConnectionError(e)) {
+          // Redis, not the stage: take the attempt back; run() gives the job back to the queue.
+          if (stage !== 'wait-for-study') state.attempts[stage] = Math.max(0, (state.attempts[stage] ?? 1) - 1);
+          throw e instanceof RedisUnavailableError ? e : new RedisUnavailableError(e);
+        }
         const f = classifyError(e);
         state.lastError = { stage, message: f.message, retryable: f.retryable, at: new Date().toISOString() };
-        await states.put(touch(state));
+        await put(state);
         const attempts = state.attempts[stage] ?? 1;
         if (f.retryable && attempts < this.deps.settings.stageAttempts) {
           const delay = backoffMs(attempts, this.deps.settings);
@@ -250,13 +347,14 @@ export class ScreeningRunner {
       state.stage = next ?? 'done';
       state.lastError = undefined;
       if (!next) state.finishedAt = new Date().toISOString();
-      if (stage === 'analyze' && analysis) await states.putWithAnalysis(touch(state), analysis);
-      else await states.put(touch(state));
+      const checkpoint = analysis;
+      if (stage === 'analyze' && checkpoint) await this.redisOp('write analysis', job.id, () => states.putWithAnalysis(touch(state), checkpoint));
+      else await put(state);
       log.info('job.stage-done', { jobId: job.id, stage, ms: state.timingsMs[stage] });
       metrics.observe(METRICS.stageDuration, { stage }, (state.timingsMs[stage] ?? 0) / 1000);
       if (!next) metrics.inc(METRICS.jobsCompleted, { verdict: state.outputs.analyze?.verdict ?? 'none' });
     }
-    await job.updateProgress({ stage: state.stage, stageIndex: STAGES.length, stages: STAGES.length, percent: 100 });
+    await progress({ stage: state.stage, stageIndex: STAGES.length, stages: STAGES.length, percent: 100 });
     return summarize(state);
   }
 
@@ -308,6 +406,7 @@ export class ScreeningRunner {
     state: JobState,
     retrieved: Awaited<ReturnType<typeof retrieveVolume>>,
     meta: { seriesNumber?: number; seriesDescription?: string },
+    progress: (p: object) => Promise<void>,
   ): Promise<AnalysisCheckpoint> {
     const studyUid = state.outputs['wait-for-study']?.studyInstanceUid as string;
     const studies = await this.deps.pacs.searchStudies({ StudyInstanceUID: studyUid });
@@ -319,7 +418,7 @@ export class ScreeningRunner {
       const modelStart = performance.now();
       const result = await runPipeline(retrieved.volume, models, {
         keySliceCount: this.deps.settings.keySliceCount,
-        onProgress: (p) => void job.updateProgress(progressOf('analyze', p.total > 0 ? p.done / p.total : 0, p.stage)),
+        onProgress: (p) => void progress(progressOf('analyze', p.total > 0 ? p.done / p.total : 0, p.stage)),
       });
       this.deps.metrics?.observe(METRICS.modelDuration, { provider: result.executionProvider }, (performance.now() - modelStart) / 1000);
       const slices = retrieved.slices;
