@@ -97,6 +97,8 @@ export async function startWorker(config: Config, log: Logger, opts: { gpu?: boo
     queueName: config.queueName,
     prefix: config.redisPrefix,
     concurrency: w.concurrency,
+    lockDurationMs: w.lockMs,
+    stalledIntervalMs: w.stalledIntervalMs,
     runner,
     log,
   });

@@ -89,6 +89,10 @@ export interface WorkerConfig {
   modelThreads: number;
   modelProviders: ('cuda' | 'cpu')[];
   concurrency: number;
+  /** BullMQ lock on a running job (renewed every quarter of it); a worker silent this long is presumed dead. */
+  lockMs: number;
+  /** How often workers look for jobs whose lock expired (a killed worker's) and put them back in the queue. */
+  stalledIntervalMs: number;
   study: { pollMs: number; stableMs: number; checkMs: number; sleepMs: number; deadlineMinutes: number };
   stageTimeoutMs: number;
   stageAttempts: number;
@@ -353,6 +357,8 @@ const fields = {
   modelThreads: { env: 'CTGATE_MODEL_THREADS', file: 'modelThreads', parse: int(0, 256), default: 0 },
   modelProviders: { env: 'CTGATE_MODEL_PROVIDERS', file: 'modelProviders', parse: providerList, default: ['cpu'] as ('cuda' | 'cpu')[] },
   workerConcurrency: { env: 'CTGATE_WORKER_CONCURRENCY', file: 'workerConcurrency', parse: int(1, 64), default: 1 },
+  workerLockMs: { env: 'CTGATE_WORKER_LOCK_MS', file: 'workerLockMs', parse: int(2000, 600_000), default: 8000 },
+  workerStalledIntervalMs: { env: 'CTGATE_WORKER_STALLED_INTERVAL_MS', file: 'workerStalledIntervalMs', parse: int(500, 600_000), default: 3000 },
   studyPollMs: { env: 'CTGATE_STUDY_POLL_MS', file: 'studyPollMs', parse: int(100, 3_600_000), default: 2000 },
   studyStableMs: { env: 'CTGATE_STUDY_STABLE_MS', file: 'studyStableMs', parse: int(0, 3_600_000), default: 10_000 },
   studyCheckMs: { env: 'CTGATE_STUDY_CHECK_MS', file: 'studyCheckMs', parse: int(1000, 3_600_000), default: 60_000 },
@@ -418,6 +424,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       modelThreads: x.modelThreads,
       modelProviders: x.modelProviders,
       concurrency: x.workerConcurrency,
+      lockMs: x.workerLockMs,
+      stalledIntervalMs: x.workerStalledIntervalMs,
       study: { pollMs: x.studyPollMs, stableMs: x.studyStableMs, checkMs: x.studyCheckMs, sleepMs: x.studySleepMs, deadlineMinutes: x.studyDeadlineMinutes },
       stageTimeoutMs: x.stageTimeoutMs,
       stageAttempts: x.stageAttempts,

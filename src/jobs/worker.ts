@@ -17,8 +17,13 @@ export interface ScreeningWorkerOptions {
   concurrency: number;
   runner: ScreeningRunner;
   log: Logger;
-  /** How long a job's lock lasts without renewal; a worker silent this long is presumed dead. Default 60 s. */
+  /**
+   * How long a job's lock lasts without renewal; a worker silent this long is presumed dead. Default 8 s. BullMQ
+   * renews it from a timer every quarter of this, so the event loop may be held for up to three quarters of it.
+   */
   lockDurationMs?: number;
+  /** How often this worker puts jobs whose lock expired back in the queue. Default 3 s. */
+  stalledIntervalMs?: number;
 }
 
 export function startScreeningWorker(o: ScreeningWorkerOptions): Worker<ScreeningJobData, ScreeningResult> {
@@ -40,9 +45,12 @@ export function startScreeningWorker(o: ScreeningWorkerOptions): Worker<Screenin
       connection: o.connection,
       prefix: `${o.prefix}:bull`,
       concurrency: o.concurrency,
-      // The model stage holds the event loop for seconds at a time (resampling, lung mask): a generous lock keeps
-      // a busy worker from being taken for a dead one.
-      lockDuration: o.lockDurationMs ?? 60_000,
+      // A killed worker's job is back in the queue at most lockDuration + stalledInterval after its last renewal
+      // (11 s by default). Renewing every quarter of the lock (not BullMQ's half) leaves the event loop room to be
+      // held by synchronous work (resampling, the lung mask) for three quarters of it before the lock lapses.
+      lockDuration: o.lockDurationMs ?? 8000,
+      lockRenewTime: Math.max(500, Math.floor((o.lockDurationMs ?? 8000) / 4)),
+      stalledInterval: o.stalledIntervalMs ?? 3000,
       maxStalledCount: 3,
       autorun: true,
     },
