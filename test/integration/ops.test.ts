@@ -65,7 +65,10 @@ describe('operations: /ready, /metrics, job progress and retry (Redis, Orthanc, 
   });
 
   it('/ready: 200 with Redis, the PACS and the model files in order, FHIR not configured; no credentials or URLs', async () => {
+    // The two probes are open (README: CTGATE_API_TOKEN); everything else needs the token.
     const r = await http.get('/ready');
+    assert.equal((await http.get('/health')).status, 200);
+    assert.equal((await http.get('/api/jobs')).status, 401);
     assert.equal(r.status, 200, JSON.stringify(r.body));
     assert.equal(r.body.status, 'ready');
     assert.deepEqual(r.body.failed, []);
