@@ -48,17 +48,3 @@ export function readNpyU8(bytes: Uint8Array): { shape: number[]; data: Uint8Arra
   assert.equal(data.length, n, 'npy data length');
   return { shape, data };
 }
-
-export function diceOf(a: Uint8Array, b: Uint8Array): number {
-  let both = 0;
-  let na = 0;
-  let nb = 0;
-  for (let i = 0; i < a.length; i++) {
-    const x = a[i] !== 0;
-    const y = b[i] !== 0;
-    if (x) na++;
-    if (y) nb++;
-    if (x && y) both++;
-  }
-  return na + nb === 0 ? 1 : (2 * both) / (na + nb);
-}

@@ -22,9 +22,10 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { type AnalyzeIo, analyzeCommand, type FindingsJson } from '../../src/cli/analyze.js';
 import { readNifti } from '../../src/imaging/nifti.js';
+import { dice as maskDice } from '../../src/inference/lungs.js';
 import { writeCtSeries, writeSeriesToDir } from '../../src/synthetic/dicom-writer.js';
 import { assertDciodvfyClean } from '../helpers/dciodvfy.js';
-import { diceOf, PYTHON, readNpyU8, realSlab } from '../helpers/real-slab.js';
+import { PYTHON, readNpyU8, realSlab } from '../helpers/real-slab.js';
 
 const DATA = '../shared/data';
 const MANIFEST = 'models/manifest.json';
@@ -119,7 +120,7 @@ describe('ctgate analyze on real CT (trained models)', { skip }, () => {
     if (hasSeg) {
       seg = segCheck(join(out, 'seg.dcm'));
       frames = seg.frames.length;
-      dice = diceOf(segMaskOn(seg, midSop), mask.data);
+      dice = maskDice(segMaskOn(seg, midSop), mask.data);
     }
     process.stdout.write(
       `# real COVID-19 slab (doctor test slice ${slab.name}, lesion ${((slab.lesionFraction ?? 0) * 100).toFixed(1)} % of the crop, ` +
