@@ -270,7 +270,7 @@ def write_card(models_dir, manifest, summ, segs, seg_rows, real, synthetic, comb
     w(f"| `covid-slices-train` + `covid-slices-multiclass-train` | 50 real COVID-19 CT slices, infection masks by doctors (Inf-Net COVID-SemiSeg, from MedSeg), ground-glass / consolidation labels | {len(d['doctorTrain'])} training; **{len(d['doctorTest'])} kept out as the test split** (by slice, seeded shuffle: {', '.join(d['doctorTest'])}). The set names no patients, so slices of one patient may sit on both sides. |")
     w(f"| `covid-slices-pseudo` | 1,600 real COVID-19 CT slices from 20 volumes (COVID-19-CT-Seg: coronacases, radiopaedia), masks made by Semi-Inf-Net (soft, not doctor labels) | training ({d['pseudoSlicesTrain']} slices, {len(d['pseudoVolumesTrain'])} volumes): lesion targets and real slices without lesion (classifier negatives); validation ({', '.join(d['pseudoVolumesValidation'])}): threshold only. Never for the test figures. |")
     w(f"| phantoms (`src/synthetic/phantom.ts`) | synthetic chest CT: healthy, lobar pneumonia, nodule, old lesion (negatives), covid-like | training ({d['phantomSlices']} slices), validation (threshold), test ({synthetic['cases']} studies) |")
-    w('| `lidc-chest/0.dcm` | a real contrast chest CT slice (LIDC-IDRI), no COVID-19 | test negative |')
+    w('| `lidc-chest/0.dcm` | a real contrast chest CT slice (LIDC-IDRI, a lung-nodule collection), no COVID-19 | test negative |')
     w('| `totalseg-ct-small` | a real CT of the lung bases and upper abdomen (TotalSegmentator) with lobe labels | test negative; lung Dice |')
     w('')
     w('**What a negative is made of, and what is missing.** Training negatives are real slices *of COVID-19 patients* at '
@@ -283,9 +283,10 @@ def write_card(models_dir, manifest, summ, segs, seg_rows, real, synthetic, comb
       'without pixel size. `models/training/real_data.py` maps each volume back to HU with a two-peak calibration (lung '
       'parenchyma peak → −860 HU, soft-tissue peak → +40 HU), rotates the doctor slices to anterior-up, assumes 0.7 mm pixels '
       'and resamples to the service\'s 1 mm grid, then applies the service\'s window [-1024, 350]. Calibration error measured '
-      'on the real LIDC slice rendered to 8 bits and mapped back: about 120 HU in the lung (its parenchyma is −725 HU, denser '
-      'than the −860 assumed); training augments contrast ×0.85–1.15 and offset ±110 HU to cover it, and zoom 0.8–1.25 for '
-      'the unknown pixel size. Tests check that the training input and the service\'s own input for the same slice agree '
+      'on the real LIDC slice rendered to 8 bits (two lung windows) and mapped back: 131–135 HU mean error in the lung, '
+      'almost all of it one bias (its parenchyma peaks near −730 HU, denser than the −860 assumed) — more than the ±110 HU '
+      'offset augmentation (contrast ×0.85–1.15; zoom 0.8–1.25 for the unknown pixel size), so a lung as dense as '
+      'LIDC\'s lies at the edge of what training covered. Tests check that the training input and the service\'s own input for the same slice agree '
       '(`test/integration/analyze-real.test.ts`).')
     w('')
     w('## Training')
@@ -369,7 +370,7 @@ def write_card(models_dir, manifest, summ, segs, seg_rows, real, synthetic, comb
     w('- Real negatives are missing (see Data): expect false positives on other pneumonias, oedema, fibrosis, atelectasis and '
       'dependent density, which resemble ground-glass on a single slice.')
     w('- The lesion model is 2-D: it does not use the neighbouring slices, and its input spacing and HU were reconstructed '
-      'from JPEGs (calibration error ≈ 120 HU, pixel size assumed).')
+      'from JPEGs (calibration error ≈ 130 HU, pixel size assumed).')
     w('- The paper\'s known misses apply: ground-glass patches < 1 cm; confusion with other viral or lobar pneumonia; mixed '
       'lesion types; metal or motion artefacts.')
     w('- Small networks trained for minutes on 2 CPU cores; test sets are small (wide confidence intervals).')
