@@ -1,7 +1,7 @@
 import { api } from 'dicomweb-client';
 import XHR2 from 'xhr2';
 import type { DicomJson } from './dicom-json.js';
-import { httpError, PacsError, withRetry } from './errors.js';
+import { describeNetworkError, httpError, PacsError, withRetry } from './errors.js';
 import { httpGetBuffer, httpGetStream, type StreamedResponse } from './http-get.js';
 import { MultipartParser, type PartSink, parseContentType } from './multipart.js';
 
@@ -24,6 +24,32 @@ const NATIVE = new Set([EXPLICIT_VR_LE, IMPLICIT_VR_LE, EXPLICIT_VR_BE]);
 // dicomweb-client speaks XMLHttpRequest; Node has none, and xhr2 is the polyfill that handles QIDO and STOW.
 const g = globalThis as { XMLHttpRequest?: unknown };
 g.XMLHttpRequest ??= XHR2;
+
+/** Where keepXhrCause leaves the Node error under an XMLHttpRequest that got no answer (xhr2 drops it otherwise). */
+const XHR_CAUSE = Symbol('ctgate.xhrCause');
+
+/** Records on an xhr2 request why it got no answer (refused, reset, DNS, timeout), for the PacsError's message. */
+function keepXhrCause(xhr: unknown): void {
+  const x = xhr as {
+    [XHR_CAUSE]?: unknown;
+    _onHttpRequestError?: (req: unknown, err: unknown) => unknown;
+    _onHttpTimeout?: (req: unknown) => unknown;
+  };
+  const onError = x._onHttpRequestError;
+  const onTimeout = x._onHttpTimeout;
+  if (typeof onError === 'function') {
+    x._onHttpRequestError = function (this: unknown, req, err) {
+      x[XHR_CAUSE] ??= err;
+      return onError.call(this, req, err);
+    };
+  }
+  if (typeof onTimeout === 'function') {
+    x._onHttpTimeout = function (this: unknown, req) {
+      x[XHR_CAUSE] ??= Object.assign(new Error('timeout'), { name: 'TimeoutError' });
+      return onTimeout.call(this, req);
+    };
+  }
+}
 
 function authHeaders(auth: PacsAuth): Record<string, string> {
   if (auth.kind === 'basic') return { Authorization: `Basic ${Buffer.from(`${auth.user}:${auth.password}`).toString('base64')}` };
@@ -60,6 +86,7 @@ export class DicomWebClient {
         // dicomweb-client ignores hooks that do not declare both parameters.
         (xhr, _metadata) => {
           xhr.timeout = timeout;
+          keepXhrCause(xhr);
           return xhr;
         },
       ],
@@ -74,8 +101,13 @@ export class DicomWebClient {
         } catch (e) {
           if (e instanceof PacsError) throw e;
           const status = (e as { status?: number }).status;
+          if (status === 0) {
+            const cause = (e as { request?: { [XHR_CAUSE]?: unknown } }).request?.[XHR_CAUSE];
+            const timedOut = (cause as { name?: string } | undefined)?.name === 'TimeoutError';
+            throw new PacsError(timedOut ? 'timeout' : 'network', `${what}: ${describeNetworkError('PACS', cause)}`);
+          }
           if (typeof status === 'number') throw httpError(status, what);
-          throw new PacsError('network', `${what}: ${(e as Error).message}`);
+          throw new PacsError('network', `${what}: ${describeNetworkError('PACS', e)}`);
         }
       },
       { retries: this.opts.retries, baseMs: this.opts.retryBaseMs ?? 500 },
@@ -109,7 +141,8 @@ export class DicomWebClient {
       try {
         res = await httpGetBuffer(url, { ...this.headers, Accept: 'application/dicom+json' }, this.opts.timeoutMs);
       } catch (e) {
-        throw new PacsError('network', `${what}: no response from the PACS (${(e as Error).message})`);
+        const name = (e as Error).name;
+        throw new PacsError(name === 'TimeoutError' || name === 'AbortError' ? 'timeout' : 'network', `${what}: ${describeNetworkError('PACS', e)}`);
       }
       if (res.status === 204) return [];
       if (res.status !== 200 && res.status !== 202 && res.status !== 206) throw httpError(res.status, what);
@@ -143,7 +176,7 @@ export class DicomWebClient {
           signal: AbortSignal.timeout(this.opts.timeoutMs),
         });
       } catch (e) {
-        throw new PacsError((e as Error).name === 'TimeoutError' ? 'timeout' : 'network', `${what}: ${(e as Error).message}`);
+        throw new PacsError((e as Error).name === 'TimeoutError' ? 'timeout' : 'network', `${what}: ${describeNetworkError('PACS', e)}`);
       }
       if (!res.ok) throw httpError(res.status, what);
       return (await res.json()) as DicomJson;
@@ -189,7 +222,7 @@ export class DicomWebClient {
     return this.retry(what, async () => {
       const failed = (e: unknown) => {
         const name = (e as Error).name;
-        return new PacsError(name === 'TimeoutError' || name === 'AbortError' ? 'timeout' : 'network', `${what}: ${(e as Error).message}`);
+        return new PacsError(name === 'TimeoutError' || name === 'AbortError' ? 'timeout' : 'network', `${what}: ${describeNetworkError('PACS', e)}`);
       };
       let res: StreamedResponse;
       try {

@@ -148,6 +148,8 @@ export interface PollEvent {
   stableForMs?: number;
   /** The wait before the next poll (absent on the last). */
   nextPollMs?: number;
+  /** Why this poll got no answer (a retryable PacsError: PACS down, 5xx, timeout), e.g. "QIDO studies: PACS unreachable: …". */
+  error?: string;
 }
 
 export type WaitResult =
@@ -218,7 +220,7 @@ export async function waitForStableStudy(source: StudySource, q: StudyQuery, opt
     } catch (e) {
       if (!(e instanceof PacsError) || !e.retryable) throw e;
       lastProblem = `the PACS did not answer: ${e.message}`;
-      event = { poll: polls, elapsedMs: t - start, status: 'not-found' };
+      event = { poll: polls, elapsedMs: t - start, status: 'not-found', error: e.message };
     }
     const after = now();
     const remaining = deadline - after;

@@ -90,9 +90,11 @@ export function createApp(input: HttpDeps): Koa {
     const offset = intParam(ctx.query.offset, 0, 1_000_000);
     const limit = intParam(ctx.query.limit, 50, 500) || 50;
     const [jobs, counts] = await Promise.all([deps.queue.getJobs([state], offset, offset + limit - 1), deps.queue.getJobCounts()]);
+    // A waiting or retrying job's last error (with its peer: pacs, fhir, emr-oru) from the worker's checkpoint.
+    const cps = await deps.states.getMany(jobs.map((j) => j.id ?? ''));
     ctx.body = {
       counts,
-      items: jobs.map((j) => ({
+      items: jobs.map((j, i) => ({
         id: j.id,
         state,
         receivedAt: j.data.receivedAt,
@@ -102,6 +104,8 @@ export function createApp(input: HttpDeps): Koa {
         sender: j.data.order.sender,
         attemptsMade: j.attemptsMade,
         failedReason: j.failedReason,
+        stage: cps[i]?.stage,
+        lastError: cps[i]?.lastError ?? null,
       })),
     };
   });

@@ -65,6 +65,8 @@ export function opsRoutes(deps: HttpDeps): Router {
       jobId: id,
       queueState: job ? await job.getState() : 'removed',
       progress: job?.progress ?? null,
+      /** The last error of the stage the job is at, with its peer (pacs, fhir, emr-oru); null when none. */
+      lastError: checkpoint?.lastError ?? null,
       /** null until a worker has started the job. */
       checkpoint: checkpoint satisfies JobState | null,
     };

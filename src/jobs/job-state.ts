@@ -9,6 +9,9 @@ import { type AnalysisCheckpoint, decodeCheckpoint, encodeCheckpoint } from './a
 export const STAGES = ['wait-for-study', 'retrieve', 'analyze', 'write-seg', 'write-fhir', 'send-oru'] as const;
 export type StageName = (typeof STAGES)[number];
 
+/** Whose failure a job's lastError is: the PACS, the FHIR server, the EMR's ORU receiver, the models, or ctgate itself. */
+export type ErrorPeer = 'pacs' | 'fhir' | 'emr-oru' | 'model' | 'internal';
+
 export interface StageOutputs {
   'wait-for-study'?: { studyInstanceUid: string; instances: number; matchedBy: string };
   retrieve?: { seriesInstanceUid: string; slices: number; reason: string };
@@ -43,7 +46,12 @@ export interface JobState {
   startedAt: string;
   updatedAt: string;
   finishedAt?: string;
-  lastError?: { stage: StageName; message: string; retryable: boolean; at: string };
+  /**
+   * The last error of the stage the job is at (cleared when that stage succeeds): a retry's cause, or a peer that did
+   * not answer while the job waits (a PACS outage during wait-for-study). `peer` says whose fault it is; `since` is
+   * when this same error was first seen (a wait that keeps failing shows how long).
+   */
+  lastError?: { stage: StageName; peer?: ErrorPeer; message: string; retryable: boolean; at: string; since?: string };
 }
 
 const DAY = 86_400;

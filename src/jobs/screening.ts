@@ -27,7 +27,7 @@ import { PacsError } from '../dicomweb/errors.js';
 import { sourceStudyFromJson } from '../dicomweb/metadata.js';
 import { retrieveVolume } from '../dicomweb/retrieve.js';
 import { seriesCandidates } from '../dicomweb/series-candidates.js';
-import { waitForStableStudy } from '../dicomweb/study-finder.js';
+import { type PollEvent, waitForStableStudy } from '../dicomweb/study-finder.js';
 import { type SeriesRules, selectSeries } from '../imaging/series-selection.js';
 import { keyImagePng } from '../inference/key-images.js';
 import type { ModelRegistry } from '../inference/model-registry.js';
@@ -37,7 +37,7 @@ import { errorPeer, METRICS, type MetricsSink, noMetrics } from '../observabilit
 import type { OrderStatus } from '../orders/store.js';
 import { analysisOf, type ResultContext, type ResultLinks } from '../results/context.js';
 import type { AnalysisCheckpoint } from './analysis-codec.js';
-import { type JobState, type JobStateStore, newJobState, STAGES, type StageName, type StageOutputs } from './job-state.js';
+import { type ErrorPeer, type JobState, type JobStateStore, newJobState, STAGES, type StageName, type StageOutputs } from './job-state.js';
 import type { ScreeningJobData } from './queue.js';
 import { isJobGoneError, isRedisConnectionError } from './redis.js';
 
@@ -283,7 +283,7 @@ export class ScreeningRunner {
       try {
         switch (stage) {
           case 'wait-for-study': {
-            const out = await this.waitForStudy(job, token);
+            const out = await this.waitForStudy(job, token, state, put, progress);
             state.outputs['wait-for-study'] = out;
             break;
           }
@@ -327,7 +327,7 @@ export class ScreeningRunner {
           throw e instanceof RedisUnavailableError ? e : new RedisUnavailableError(e);
         }
         const f = classifyError(e);
-        state.lastError = { stage, message: f.message, retryable: f.retryable, at: new Date().toISOString() };
+        state.lastError = { stage, peer: lastErrorPeer(stage, e), message: f.message, retryable: f.retryable, at: new Date().toISOString() };
         await put(state);
         const attempts = state.attempts[stage] ?? 1;
         if (f.retryable && attempts < this.deps.settings.stageAttempts) {
@@ -358,8 +358,41 @@ export class ScreeningRunner {
     return summarize(state);
   }
 
-  private async waitForStudy(job: JobHandle, token?: string): Promise<NonNullable<StageOutputs['wait-for-study']>> {
+  private async waitForStudy(
+    job: JobHandle,
+    token: string | undefined,
+    state: JobState,
+    put: (s: JobState) => Promise<void>,
+    progress: (p: object) => Promise<void>,
+  ): Promise<NonNullable<StageOutputs['wait-for-study']>> {
     const w = this.deps.settings.studyWait;
+    // A PACS that does not answer is shown on the job while it waits (its lastError, peer pacs), not only at the
+    // deadline; the first answer after it clears it. Checkpoint writes are chained, in poll order, and awaited below.
+    let writes: Promise<void> = Promise.resolve();
+    const record = (error: string | undefined) => {
+      const prev = state.lastError;
+      if (!error && !prev) return;
+      const at = new Date().toISOString();
+      if (error) {
+        const same = prev?.stage === 'wait-for-study' && prev.message === error;
+        state.lastError = { stage: 'wait-for-study', peer: 'pacs', message: error, retryable: true, at, since: same ? (prev?.since ?? prev?.at) : at };
+        if (!same) this.deps.log.warn('job.study-wait-pacs-error', { jobId: job.id, error });
+        void progress({ ...progressOf('wait-for-study', 0, 'waiting: the PACS does not answer'), lastError: { peer: 'pacs', message: error } });
+      } else {
+        state.lastError = undefined;
+        this.deps.log.info('job.study-wait-pacs-back', { jobId: job.id });
+        void progress(progressOf('wait-for-study', 0));
+      }
+      const snapshot = structuredClone(state);
+      writes = writes
+        .then(() => put(snapshot))
+        .catch((e: unknown) => this.deps.log.warn('job.checkpoint-failed', { jobId: job.id, error: (e as Error).message }));
+    };
+    const onPoll = (e: PollEvent) => {
+      if (e.error) {
+        if (state.lastError?.message !== e.error || Date.now() - Date.parse(state.lastError.at) > 60_000) record(e.error);
+      } else if (state.lastError) record(undefined);
+    };
     const order = job.data.order;
     const deadline = Date.parse(job.data.receivedAt) + w.deadlineMs;
     const remaining = deadline - Date.now();
@@ -372,8 +405,8 @@ export class ScreeningRunner {
         patientId: order.patient.identifiers[0]?.value,
         orderDate: order.orderDateTime,
       },
-      { pollMs: w.pollMs, stableMs: w.stableMs, deadlineMs: Math.min(w.checkMs, remaining) },
-    );
+      { pollMs: w.pollMs, stableMs: w.stableMs, deadlineMs: Math.min(w.checkMs, remaining), onPoll },
+    ).finally(() => writes);
     if (r.status === 'ready') return { studyInstanceUid: r.studyInstanceUid, instances: r.instances, matchedBy: r.matchedBy };
     if (r.status === 'timeout') {
       if (Date.now() + w.sleepMs >= deadline) throw new StageFailure(`the study did not arrive or settle before the deadline: ${r.reason}`, false);
@@ -474,6 +507,12 @@ export class ScreeningRunner {
         return;
     }
   }
+}
+
+/** The peer a stage's error belongs to, as the job's lastError names it (metrics say 'emr' for the ORU receiver). */
+function lastErrorPeer(stage: StageName, e: unknown): ErrorPeer {
+  const p = errorPeer(stage, e);
+  return p === 'emr' ? 'emr-oru' : p === 'pacs' || p === 'fhir' || p === 'model' ? p : 'internal';
 }
 
 function touch(s: JobState): JobState {

@@ -121,6 +121,10 @@ function rowOf(job: ScreeningJob, state: string, cp: JobState | null): JobRow {
     models: analyze?.models,
     totalMs: total || undefined,
     failedReason: state === 'failed' ? (cp?.lastError?.message ?? job.failedReason) : undefined,
+    lastError:
+      state !== 'failed' && state !== 'completed' && cp?.lastError && cp.stage !== 'done'
+        ? { peer: cp.lastError.peer, message: cp.lastError.message }
+        : undefined,
   };
 }
 

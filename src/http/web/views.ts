@@ -176,6 +176,13 @@ export interface JobRow {
   models?: string[];
   totalMs?: number;
   failedReason?: string;
+  /** A waiting or retrying job's last error and whose it is. */
+  lastError?: { peer?: string; message: string };
+}
+
+/** The peer of a job's lastError in words. */
+function peerWords(peer: string): string {
+  return peer === 'pacs' ? 'PACS' : peer === 'fhir' ? 'FHIR server' : peer === 'emr-oru' ? 'EMR (ORU)' : peer === 'model' ? 'models' : 'ctgate';
 }
 
 export function jobListPage(o: { nonce: string; rows: JobRow[]; filter: string; counts: Record<string, number>; refreshSeconds: number }): Html {
@@ -190,7 +197,11 @@ export function jobListPage(o: { nonce: string; rows: JobRow[]; filter: string; 
 <td>${formatTime(r.receivedAt)}</td>
 <td><a href="/jobs/${r.id}">${patientName(r.order) || r.id}</a><div class="muted">MRN ${mrn(r.order)}</div></td>
 <td>${r.order?.accessionNumber ?? ''}</td>
-<td><span class="state state-${r.state}">${r.state}</span>${r.failedReason ? html`<div class="muted">${r.failedReason}</div>` : ''}</td>
+<td><span class="state state-${r.state}">${r.state}</span>${r.failedReason ? html`<div class="muted">${r.failedReason}</div>` : ''}${
+      r.lastError && !r.failedReason
+        ? html`<div class="error last-error" data-peer="${r.lastError.peer ?? ''}">${r.lastError.peer ? `${peerWords(r.lastError.peer)}: ` : ''}${r.lastError.message}</div>`
+        : ''
+    }</td>
 <td class="nowrap">${r.stage ?? ''}${r.percent !== undefined ? html` <progress max="100" value="${r.percent}">${r.percent} %</progress> ${r.percent} %` : ''}</td>
 <td class="verdict-cell">${r.verdict ?? ''}</td>
 <td class="num">${r.verdict ? formatProbability(r.probability) : ''}</td>
@@ -305,7 +316,13 @@ export function studyPage(v: StudyView & { nonce: string }): Html {
           st?.lastError?.message ?? v.failedReason ?? 'no reason recorded'
         }</div>`
       : st?.lastError && !finished
-        ? html`<div class="error" id="retrying">Retrying stage ${st.lastError.stage}: ${st.lastError.message}</div>`
+        ? html`<div class="error" id="retrying" data-peer="${st.lastError.peer ?? ''}">${
+            st.lastError.stage === 'wait-for-study' && st.lastError.peer === 'pacs' ? 'Waiting for the study' : html`Retrying stage ${st.lastError.stage}`
+          }${st.lastError.peer ? html` — ${peerWords(st.lastError.peer)}` : ''}: ${st.lastError.message}${
+            st.lastError.since && st.lastError.since !== st.lastError.at
+              ? html` <span class="muted">(since ${formatTime(st.lastError.since)}, last ${formatTime(st.lastError.at)})</span>`
+              : ''
+          }</div>`
         : '';
   const verdict = a
     ? html`<div class="verdict verdict-${a.verdict}" id="verdict">${verdictWords(a.verdict)}${a.verdict === 'not-assessable' && a.reason ? html`: <span id="reason">${a.reason}</span>` : ''}.</div>`
