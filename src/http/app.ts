@@ -13,6 +13,7 @@ import { type AuthOptions, authOf, requireBearer } from './auth.js';
 import { dicomWebProxy } from './dicomweb-proxy.js';
 import { OidcVerifier } from './oidc.js';
 import { opsRoutes } from './ops.js';
+import { viewerRoutes } from './viewer.js';
 import { sendErrorPage, webPages } from './web/pages.js';
 
 export interface HttpDeps {
@@ -170,6 +171,8 @@ export function createApp(input: HttpDeps): Koa {
   app.use(api.routes()).use(api.allowedMethods());
   const proxy = dicomWebProxy(deps);
   app.use(proxy.routes()).use(proxy.allowedMethods());
+  const viewer = viewerRoutes(deps);
+  app.use(viewer.routes()).use(viewer.allowedMethods());
   const web = webPages(deps);
   app.use(web.routes()).use(web.allowedMethods());
   return app;
