@@ -17,23 +17,41 @@ export type Evaluation = { kind: 'reject'; header: MshHeader | null; error: AckE
 const reject = (header: MshHeader | null, error: AckError): Evaluation => ({ kind: 'reject', header, error });
 
 /**
- * Parsing cost grows with the number of fields, and parsing blocks every connection; no real order comes near
- * these limits, so a message past them is refused before it is parsed.
+ * Parsing cost grows with the number of fields, components and repetitions, and parsing blocks every connection;
+ * no real order comes near these limits, so a message past them is refused before it is parsed. A value counts
+ * each component, repetition and escape delimiter: a 4 MB PID-3 of a million repetitions ("X~X~…") passed the
+ * field count and held the event loop for seconds (found by bench/fuzz.ts).
  */
 export const MAX_SEGMENTS = 2000;
 export const MAX_FIELDS = 50_000;
+export const MAX_VALUES = 50_000;
 
-function tooComplex(text: string, fieldSep: string): string | null {
+/** The char code of `c` when it can serve as a delimiter other than the field separator, else -1. */
+function delimiterCode(c: string | undefined, fieldSep: number): number {
+  if (c === undefined || c === '' || /[A-Za-z0-9\s]/.test(c)) return -1;
+  const code = c.charCodeAt(0);
+  return code === fieldSep ? -1 : code;
+}
+
+function tooComplex(text: string, header: MshHeader): string | null {
   let segments = 1;
   let fields = 0;
-  const sep = fieldSep.charCodeAt(0);
+  let values = 0;
+  const sep = header.fieldSep.charCodeAt(0);
+  // Component, repetition and escape characters as MSH-2 gives them, the usual ones where it gives none.
+  const enc = header.encodingChars;
+  const comp = delimiterCode(enc[0] ?? '^', sep);
+  const rep = delimiterCode(enc[1] ?? '~', sep);
+  const esc = delimiterCode(enc[2] ?? '\\', sep);
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
     if (c === 13) segments++;
     else if (c === sep) fields++;
+    else if (c === comp || c === rep || c === esc) values++;
   }
   if (segments > MAX_SEGMENTS) return `message has ${segments} segments; at most ${MAX_SEGMENTS} are accepted`;
   if (fields > MAX_FIELDS) return `message has ${fields} fields; at most ${MAX_FIELDS} are accepted`;
+  if (values > MAX_VALUES) return `message has ${values} component, repetition and escape delimiters; at most ${MAX_VALUES} are accepted`;
   return null;
 }
 
@@ -84,7 +102,7 @@ export function evaluateMessage(text: string, mappings: Mappings, opts: Evaluate
       field: 11,
     });
   }
-  const complexity = tooComplex(text, header.fieldSep);
+  const complexity = tooComplex(text, header);
   if (complexity) return reject(header, { kind: 'segmentSequence', reason: complexity });
   const facility = namespaceOf(header.sendingFacility, header.componentSep);
   if (!mappings.facilityAllowed(facility)) {
