@@ -326,10 +326,14 @@ const BODY: [string, number, BodyMutation][] = [
   [
     'consistent-delimiters',
     2,
-    (r, t) => {
-      // Every delimiter swapped for another set, MSH-1/MSH-2 included: the same message in other encoding characters.
+    (r, t, b) => {
+      // The message's own delimiters (MSH-1, MSH-2) swapped for another set everywhere: the same message in other
+      // encoding characters. None of the new ones occurs in the fixtures' values.
+      if (!t.startsWith('MSH')) return { body: b };
+      const old = t.slice(3, 8);
       const set = r.pick(['#@*%$', '|!~\\&', '|^*\\&', '!^~\\&']);
-      const map = new Map([...'|^~\\&'].map((c, i) => [c, set[i] as string]));
+      if (new Set(old).size !== 5) return { body: b };
+      const map = new Map([...old].map((c, i) => [c, set[i] as string]));
       return { body: utf8([...t].map((c) => map.get(c) ?? c).join('')), preserves: true };
     },
   ],
@@ -540,7 +544,9 @@ export function fuzzCase(seed: number, index: number, fixtures: readonly string[
     if (name !== 'valid') labels.push(name);
     body = out.body;
     preserves &&= out.preserves === true;
-    text = body.toString('latin1');
+    // UTF-8 so that a later text mutation re-encodes the bytes unchanged (a BOM stays a BOM); bytes that are not
+    // UTF-8 come back as U+FFFD, which only a mutation that already changed the meaning produces.
+    text = body.toString('utf8');
   }
   const [wname, , frame] = weighted(r, WIRE);
   const wire = frame(r, body);
