@@ -4,8 +4,9 @@
  * token) is what lets both the viewer and its DICOMweb requests through. A signed-in user sees the PACS's study
  * list, opens a CT, and finds ctgate's SEG, SR and key-image series beside it.
  *
- * - The build assumes it is served at `/`: index.html's links, `window.PUBLIC_URL` and each webpack runtime's
- *   public path (`__webpack_require__.p = "/"`) are rewritten to /viewer/ (once per file, kept in memory).
+ * - The build assumes it is served at `/`: index.html's links, `window.PUBLIC_URL`, each webpack runtime's public
+ *   path (`__webpack_require__.p = "/"`) and the stylesheets' `url(/…)` are rewritten to /viewer/ (once per file,
+ *   kept in memory).
  * - `app-config.js` is generated per request (the data source's roots are ctgate's public URL + /dicom-web).
  * - Its own Content-Security-Policy, on /viewer only: OHIF's codecs are WebAssembly built with Emscripten
  *   (`'wasm-unsafe-eval'`, and `'unsafe-eval'` for embind's `new Function`), React sets inline styles
@@ -136,7 +137,7 @@ export interface ViewerOptions {
 export function viewerRoutes(deps: HttpDeps, opts: ViewerOptions = {}): Router {
   const router = new Router();
   const dist = opts.dist ?? ohifDist();
-  /** The .js files whose public path was rewritten (nine in 3.13, ≈ 25 MB), and those that need none. */
+  /** The .js/.css files rewritten (ten in 3.13, ≈ 25 MB), and those that need nothing. */
   const rewritten = new Map<string, Buffer>();
   const plain = new Set<string>();
   let index: Promise<string> | undefined;
@@ -158,7 +159,8 @@ export function viewerRoutes(deps: HttpDeps, opts: ViewerOptions = {}): Router {
   };
 
   const auth = requireUser(authOf(deps));
-  router.get(VIEWER_PREFIX, auth, (ctx) => {
+  // A regular expression: a string path would also match /viewer/ (the router's trailing-slash tolerance).
+  router.get(/^\/viewer$/, auth, (ctx) => {
     ctx.status = 302;
     ctx.redirect(`${VIEWER_PREFIX}/`);
   });
@@ -186,14 +188,15 @@ export function viewerRoutes(deps: HttpDeps, opts: ViewerOptions = {}): Router {
     ctx.set('X-Content-Type-Options', 'nosniff');
     ctx.set('Cache-Control', 'private, max-age=3600');
     ctx.type = TYPES[ext] as string;
-    if (ext === '.js' && !plain.has(file)) {
+    if ((ext === '.js' || ext === '.css') && !plain.has(file)) {
       let body = rewritten.get(file);
       if (!body) {
-        const b = await readFile(file);
-        const s = b.toString('latin1');
-        if (!s.includes(PUBLIC_PATH)) plain.add(file);
+        const s = (await readFile(file)).toString('latin1');
+        const r =
+          ext === '.js' ? s.split(PUBLIC_PATH).join(`__webpack_require__.p = "${VIEWER_PREFIX}/";`) : s.replace(/url\(\/(?!\/)/g, `url(${VIEWER_PREFIX}/`);
+        if (r === s) plain.add(file);
         else {
-          body = Buffer.from(s.split(PUBLIC_PATH).join(`__webpack_require__.p = "${VIEWER_PREFIX}/";`), 'latin1');
+          body = Buffer.from(r, 'latin1');
           rewritten.set(file, body);
         }
       }

@@ -1,0 +1,220 @@
+/**
+ * OHIF v3 (npm @ohif/app) at ctgate's /viewer, in headless Chromium, against a real gateway and Orthanc holding a
+ * synthetic CT study plus ctgate's own results for it (from `ctgate analyze` with the stand-in models): SEG, the
+ * Comprehensive 3D SR and the key images. A signed-in user sees the study in the list, opens it, and finds the
+ * SEG, SR and key-image series beside the CT; the SEG shows as a coloured overlay. Every console error and CSP
+ * refusal is collected (and written to CTGATE_VIEWER_DIAG, when set, with screenshots).
+ */
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { type Browser, chromium, type Page } from 'playwright-core';
+import { type AnalyzeIo, analyzeCommand } from '../../src/cli/analyze.js';
+import { ohifDist } from '../../src/http/viewer.js';
+import { decodePng } from '../../src/imaging/png.js';
+import { writeCtSeries, writeSeriesToDir } from '../../src/synthetic/dicom-writer.js';
+import { generateChestCt } from '../../src/synthetic/phantom.js';
+import { startTestGateway, TEST_TOKEN, type TestGateway } from '../helpers/gateway.js';
+import { TestOrthanc } from '../helpers/orthanc.js';
+import { standInModelSet } from '../helpers/stand-in-models.js';
+
+const CHROMIUM = process.env.CTGATE_CHROMIUM ?? '/usr/bin/chromium';
+const DIAG = process.env.CTGATE_VIEWER_DIAG;
+
+function io(): AnalyzeIo & { stderr: () => string } {
+  let err = '';
+  return { out: () => {}, err: (t) => (err += t), tty: false, stderr: () => err };
+}
+
+/** Pixels clearly coloured (not grey): OHIF's segmentation overlay on the grey CT. */
+function colouredPixels(png: Buffer): number {
+  const { width, height, channels, pixels } = decodePng(png);
+  let n = 0;
+  for (let i = 0; i < width * height; i++) {
+    const r = pixels[i * channels] as number;
+    const g = pixels[i * channels + 1] as number;
+    const b = pixels[i * channels + 2] as number;
+    if (Math.max(r, g, b) - Math.min(r, g, b) > 60) n++;
+  }
+  return n;
+}
+
+describe('OHIF viewer at /viewer (Chromium, gateway, Orthanc)', { skip: ohifDist() ? false : '@ohif/app is not installed' }, () => {
+  const orthanc = new TestOrthanc();
+  let gw: TestGateway;
+  let browser: Browser;
+  let launching: Promise<Browser> | undefined;
+  let base = '';
+  let root = '';
+  let page: Page;
+  let studyUid = '';
+  const problems: string[] = [];
+  const failed: string[] = [];
+
+  async function diag(name: string): Promise<void> {
+    if (!DIAG) return;
+    await mkdir(DIAG, { recursive: true });
+    await page.screenshot({ path: join(DIAG, `${name}.png`) }).catch(() => {});
+    await writeFile(
+      join(DIAG, `${name}.txt`),
+      (await page
+        .locator('body')
+        .textContent()
+        .catch(() => '')) ?? '',
+    );
+    await writeFile(join(DIAG, 'console.txt'), [...problems, '--- failed requests', ...failed].join('\n'));
+  }
+
+  before(async () => {
+    if (!existsSync(CHROMIUM)) throw new Error(`Chromium is not installed at ${CHROMIUM}: apt-get install -y chromium (or set CTGATE_CHROMIUM)`);
+    launching = chromium.launch({
+      executablePath: CHROMIUM,
+      args: ['--no-sandbox', '--use-gl=swiftshader', '--enable-unsafe-swiftshader', '--ignore-gpu-blocklist'],
+    });
+    launching.catch(() => {});
+    await orthanc.start();
+    gw = await startTestGateway({ CTGATE_PACS_URL: orthanc.dicomweb, CTGATE_HTTP_HOST: '127.0.0.1' });
+    base = `http://127.0.0.1:${gw.httpPort}`;
+
+    // A synthetic positive study and ctgate's results for it, as `ctgate analyze` writes them.
+    root = await mkdtemp(join(tmpdir(), 'ctgate-viewer-'));
+    const models = join(root, 'models');
+    await mkdir(models);
+    const manifest = join(models, 'manifest.json');
+    await writeFile(manifest, JSON.stringify(await standInModelSet(models, { version: 'test', classifierThreshold: 0.2 })));
+    const p = generateChestCt({ seed: 77, kind: 'covid', size: [96, 96, 32], spacing: [3, 3, 5] });
+    const series = writeCtSeries(p.volume, {
+      seed: 77,
+      accessionNumber: 'ACC-VIEW-1',
+      patientId: 'MRN-VIEW-1',
+      patientName: 'VIEWER^TEST',
+      seriesDescription: 'synthetic chest CT',
+    });
+    studyUid = series.studyInstanceUid;
+    const study = join(root, 'study');
+    await writeSeriesToDir(study, series);
+    const out = join(root, 'out');
+    const log = io();
+    assert.equal(await analyzeCommand([study, '--out', out, '--manifest', manifest, '--threads', '1', '--providers', 'cpu'], log), 0, log.stderr());
+    const results = (await readdir(out)).filter((f) => f.endsWith('.dcm'));
+    assert.ok(results.includes('seg.dcm') && results.includes('report-sr.dcm') && results.some((f) => f.startsWith('key-')), results.join(' '));
+    await orthanc.client().store(series.files.map((f) => f.bytes));
+    await orthanc.client().store(await Promise.all(results.map(async (f) => new Uint8Array(await readFile(join(out, f))))));
+    browser = await launching;
+  });
+
+  after(async () => {
+    await launching?.then(
+      (b) => b.close(),
+      () => {},
+    );
+    await gw?.cleanup();
+    await orthanc.stop();
+    if (root) await rm(root, { recursive: true, force: true });
+  });
+
+  it('sends a visitor without a session to the login, then shows the study list', async () => {
+    const context = await browser.newContext({ viewport: { width: 1400, height: 900 } });
+    page = await context.newPage();
+    page.on('console', (m) => {
+      if (m.type() === 'error' || m.type() === 'warning' || /Content Security Policy|Refused to/i.test(m.text())) problems.push(`${m.type()}: ${m.text()}`);
+    });
+    page.on('pageerror', (e) => problems.push(`pageerror: ${e.message}`));
+    page.on('response', (r) => {
+      if (r.status() >= 400) failed.push(`${r.status()} ${r.url()}`);
+    });
+    page.on('requestfailed', (r) => failed.push(`failed ${r.url()} ${r.failure()?.errorText ?? ''}`));
+    await page.goto(`${base}/viewer/`);
+    assert.equal(page.url(), `${base}/login?next=%2Fviewer%2F`);
+    await page.fill('#token', TEST_TOKEN);
+    await Promise.all([page.waitForURL(`${base}/viewer/`), page.click('button[type=submit]')]);
+    await page
+      .getByText('ACC-VIEW-1')
+      .first()
+      .waitFor({ timeout: 60_000 })
+      .catch(async (e) => {
+        await diag('study-list');
+        throw e;
+      });
+    await diag('study-list');
+    const text = (await page.locator('body').textContent()) ?? '';
+    assert.match(text, /VIEWER, TEST/, 'the patient');
+    assert.match(text, /CT\\OT\\SEG\\SR|CT\\OT\\SEG/, 'the modalities: the CT, our key images (OT), SEG and SR');
+  });
+
+  /** The viewport: the largest canvas on the page, as a screenshot. */
+  async function viewport(): Promise<Buffer> {
+    const i = await page.evaluate(() => {
+      const cs = [...document.querySelectorAll('canvas')];
+      let best = -1;
+      let area = 0;
+      cs.forEach((c, k) => {
+        const r = c.getBoundingClientRect();
+        if (r.width * r.height > area) {
+          area = r.width * r.height;
+          best = k;
+        }
+      });
+      return best;
+    });
+    assert.ok(i >= 0, 'a canvas');
+    return page.locator('canvas').nth(i).screenshot();
+  }
+
+  it('opens the study: the CT shows, the series list names our SEG, SR and key images, and the SEG is an overlay', async () => {
+    await page.goto(`${base}/viewer/viewer?StudyInstanceUIDs=${studyUid}`);
+    // The first-visit tour, if it comes.
+    const skip = page.getByText('Skip all');
+    await skip.waitFor({ timeout: 20_000 }).then(
+      () => skip.click(),
+      () => {},
+    );
+    const seg = page.getByText('AI lesion segmentation (NOT FOR CLINICAL USE)').first();
+    await seg.waitFor({ timeout: 60_000 }).catch(async (e) => {
+      await diag('viewer');
+      throw e;
+    });
+    await page.getByText('synthetic chest CT').first().waitFor();
+    await page.getByText('AI key images (NOT FOR CLINICAL USE)').first().waitFor();
+    await page.getByText('AI measurements (NOT FOR CLINICAL USE)').first().waitFor();
+    await page.waitForTimeout(2000);
+    await diag('viewer');
+    const ct = await viewport();
+    const { width, height } = decodePng(ct);
+    assert.ok(width > 300 && height > 300, `a viewport (${width} × ${height})`);
+    const grey = colouredPixels(ct);
+
+    // Double-click the SEG: OHIF shows it over its CT and asks whether to open (hydrate) it.
+    await seg.dblclick();
+    const yes = page.getByRole('button', { name: 'Yes' });
+    await yes.waitFor({ timeout: 30_000 }).catch(async (e) => {
+      await diag('seg-clicked');
+      throw e;
+    });
+    await yes.click();
+    await page.waitForTimeout(5000);
+    await diag('seg-loaded');
+    const counts: number[] = [];
+    for (let i = 0; i < 8; i++) {
+      counts.push(colouredPixels(await viewport()));
+      await page.keyboard.press('ArrowDown');
+      await page.waitForTimeout(300);
+    }
+    problems.push(`info: coloured pixels, CT alone ${grey}; with the SEG, slice by slice: ${counts.join(', ')}`);
+    await diag('seg-scrolled');
+    assert.ok(Math.max(...counts) > grey + 5000, `the SEG shows as a coloured overlay (CT alone ${grey}, with SEG ${counts.join(', ')})`);
+  });
+
+  it('logged no CSP refusal nor script error', () => {
+    const bad = problems.filter((p) => /Content Security Policy|Refused to|pageerror/i.test(p));
+    assert.deepEqual(bad, [], problems.join('\n'));
+    assert.deepEqual(
+      failed.filter((f) => !/ERR_ABORTED/.test(f)),
+      [],
+      'no request failed',
+    );
+  });
+});
