@@ -88,6 +88,7 @@ export async function startWorker(config: Config, log: Logger, opts: { gpu?: boo
       backoffMaxMs: w.stageBackoffMaxMs,
       retrieveConcurrency: w.retrieveConcurrency,
       keySliceCount: 3,
+      oruUnconfirmed: config.oru?.unconfirmed ?? 'hold',
     },
     log,
     metrics,

@@ -45,6 +45,8 @@ export interface OruConfig {
   retries: number;
   backoffMs: number;
   backoffMaxMs: number;
+  /** A send the worker died in (no outcome recorded): 'hold' records deliveryUnknown, 'resend' sends again, same MSH-10. */
+  unconfirmed: 'hold' | 'resend';
   /** MSH-3/MSH-4 of the ORU (default: appName/facilityName). */
   sendingApplication: string;
   sendingFacility: string;
@@ -341,6 +343,7 @@ const fields = {
   oruRetries: { env: 'CTGATE_ORU_RETRIES', file: 'oruRetries', parse: int(0, 100), default: 5 },
   oruBackoffMs: { env: 'CTGATE_ORU_BACKOFF_MS', file: 'oruBackoffMs', parse: int(10, 3_600_000), default: 1000 },
   oruBackoffMaxMs: { env: 'CTGATE_ORU_BACKOFF_MAX_MS', file: 'oruBackoffMaxMs', parse: int(10, 3_600_000), default: 60_000 },
+  oruUnconfirmed: { env: 'CTGATE_ORU_UNCONFIRMED', file: 'oruUnconfirmed', parse: oneOf(['hold', 'resend'] as const), default: 'hold' as 'hold' | 'resend' },
   oruSendingApplication: { env: 'CTGATE_ORU_SENDING_APPLICATION', file: 'oruSendingApplication', parse: str },
   oruSendingFacility: { env: 'CTGATE_ORU_SENDING_FACILITY', file: 'oruSendingFacility', parse: str },
   oruReceivingApplication: { env: 'CTGATE_ORU_RECEIVING_APPLICATION', file: 'oruReceivingApplication', parse: str },
@@ -498,6 +501,7 @@ function oruConfig(x: Values): OruConfig | undefined {
     retries: x.oruRetries,
     backoffMs: x.oruBackoffMs,
     backoffMaxMs: x.oruBackoffMaxMs,
+    unconfirmed: x.oruUnconfirmed,
     sendingApplication: x.oruSendingApplication ?? x.appName,
     sendingFacility: x.oruSendingFacility ?? x.facilityName,
     receivingApplication: x.oruReceivingApplication,

@@ -33,7 +33,18 @@ export interface StageOutputs {
         srSeriesInstanceUid?: string;
       };
   'write-fhir'?: { diagnosticReportId: string; resources: number } | { skipped: string };
-  'send-oru'?: { controlId: string; ackCode: string; attempts: number } | { skipped: string };
+  'send-oru'?:
+    | {
+        controlId: string;
+        /** The EMR's MSA-1, or 'unknown' when deliveryUnknown. */
+        ackCode: string;
+        attempts: number;
+        /** Why the ORU may or may not have reached the EMR (a worker died mid-send; not resent). */
+        deliveryUnknown?: string;
+        /** Sent again with the same MSH-10 after such a death (CTGATE_ORU_UNCONFIRMED=resend): the EMR may have it twice. */
+        possibleDuplicate?: boolean;
+      }
+    | { skipped: string };
 }
 
 export interface JobState {
@@ -51,6 +62,8 @@ export interface JobState {
    * not answer while the job waits (a PACS outage during wait-for-study). `peer` says whose fault it is; `since` is
    * when this same error was first seen (a wait that keeps failing shows how long).
    */
+  /** Set (with the ORU's MSH-10) just before the ORU is sent, cleared by its outcome; see ScreeningRunner.sendOruOnce. */
+  oruSending?: { controlId: string; at: string };
   lastError?: { stage: StageName; peer?: ErrorPeer; message: string; retryable: boolean; at: string; since?: string };
 }
 

@@ -36,6 +36,7 @@ import type { Logger } from '../observability/log.js';
 import { errorPeer, METRICS, type MetricsSink, noMetrics } from '../observability/metrics.js';
 import type { OrderStatus } from '../orders/store.js';
 import { analysisOf, type ResultContext, type ResultLinks } from '../results/context.js';
+import { oruControlId } from '../results/oru/encode.js';
 import type { AnalysisCheckpoint } from './analysis-codec.js';
 import { type ErrorPeer, type JobState, type JobStateStore, newJobState, STAGES, type StageName, type StageOutputs } from './job-state.js';
 import type { ScreeningJobData } from './queue.js';
@@ -84,6 +85,11 @@ export interface ScreeningSettings {
    * the queue (no attempt counted). Default 30 s.
    */
   redisOutageMs?: number;
+  /**
+   * A job resumed at send-oru after its worker died between sending the ORU and recording the ACK: 'hold' (default)
+   * records deliveryUnknown and does not resend; 'resend' sends it once more with the same MSH-10 (possibleDuplicate).
+   */
+  oruUnconfirmed?: 'hold' | 'resend';
 }
 
 export interface ScreeningDeps {
@@ -315,7 +321,7 @@ export class ScreeningRunner {
             analysis ??= await this.redisOp('read analysis', job.id, () => states.getAnalysis(job.id));
             if (!analysis) throw new StageFailure('the analysis checkpoint is missing (expired or deleted); re-run the job from the start', false);
             const ctx: ResultContext = { ...analysis, order: job.data.order };
-            await withTimeout(this.write(stage, ctx, state), this.deps.settings.stageTimeoutMs, stage);
+            await withTimeout(this.write(stage, ctx, state, put), this.deps.settings.stageTimeoutMs, stage);
             break;
           }
         }
@@ -493,7 +499,44 @@ export class ScreeningRunner {
     }
   }
 
-  private async write(stage: 'write-seg' | 'write-fhir' | 'send-oru', ctx: ResultContext, state: JobState): Promise<void> {
+  /**
+   * Sends the ORU at most once across worker crashes: "sending" (with its MSH-10) is checkpointed before the first
+   * byte goes out and cleared by the send's outcome in this process (ACK, NAK, error: the stage's retries then
+   * resend with the same MSH-10, as before). A job that resumes at send-oru and finds "sending" without an outcome
+   * died in between, so the EMR may have the message: with oruUnconfirmed 'hold' (the default) the stage ends
+   * without a resend, recorded as deliveryUnknown (on the job's API record and page) for a person to check in the
+   * EMR; with 'resend' it is sent once more with the same MSH-10 and flagged possibleDuplicate.
+   */
+  private async sendOruOnce(ctx: ResultContext, state: JobState, put: (s: JobState) => Promise<void>, send: NonNullable<ResultWriters['oru']>): Promise<void> {
+    const pending = state.oruSending;
+    if (pending && this.deps.settings.oruUnconfirmed !== 'resend') {
+      state.outputs['send-oru'] = {
+        controlId: pending.controlId,
+        ackCode: 'unknown',
+        attempts: 0,
+        deliveryUnknown: `a worker stopped after starting to send ORU ${pending.controlId} at ${pending.at} and before recording the EMR's answer; not resent (CTGATE_ORU_UNCONFIRMED=hold): check the EMR for MSH-10 ${pending.controlId}`,
+      };
+      state.oruSending = undefined;
+      this.deps.log.warn('job.oru-delivery-unknown', { jobId: ctx.jobId, controlId: pending.controlId, since: pending.at });
+      return;
+    }
+    state.oruSending = { controlId: oruControlId(ctx.jobId), at: new Date().toISOString() };
+    await put(state);
+    let out: NonNullable<StageOutputs['send-oru']>;
+    try {
+      out = await send(ctx, state.outputs['write-fhir']);
+    } catch (e) {
+      // The outcome is known here (a NAK, refused, no ACK in time): the stage's own retry decides, same MSH-10.
+      state.oruSending = undefined;
+      throw e;
+    }
+    testCrashPoint('oru-ack');
+    state.outputs['send-oru'] = pending && 'controlId' in out ? { ...out, possibleDuplicate: true } : out;
+    if (pending) this.deps.log.warn('job.oru-resent-unconfirmed', { jobId: ctx.jobId, controlId: pending.controlId });
+    state.oruSending = undefined;
+  }
+
+  private async write(stage: 'write-seg' | 'write-fhir' | 'send-oru', ctx: ResultContext, state: JobState, put: (s: JobState) => Promise<void>): Promise<void> {
     const w = this.deps.writers;
     switch (stage) {
       case 'write-seg':
@@ -503,7 +546,11 @@ export class ScreeningRunner {
         state.outputs['write-fhir'] = w.fhir ? await w.fhir(ctx, state.outputs['write-seg']) : { skipped: 'CTGATE_FHIR_BASE_URL is not set' };
         return;
       case 'send-oru':
-        state.outputs['send-oru'] = w.oru ? await w.oru(ctx, state.outputs['write-fhir']) : { skipped: 'CTGATE_ORU_HOST is not set' };
+        if (!w.oru) {
+          state.outputs['send-oru'] = { skipped: 'CTGATE_ORU_HOST is not set' };
+          return;
+        }
+        await this.sendOruOnce(ctx, state, put, w.oru);
         return;
     }
   }
@@ -513,6 +560,14 @@ export class ScreeningRunner {
 function lastErrorPeer(stage: StageName, e: unknown): ErrorPeer {
   const p = errorPeer(stage, e);
   return p === 'emr' ? 'emr-oru' : p === 'pacs' || p === 'fhir' || p === 'model' ? p : 'internal';
+}
+
+/**
+ * Test-only (never set in production): CTGATE_TEST_CRASH_AFTER=oru-ack SIGKILLs the worker right after the EMR's
+ * ACK, before the send-oru checkpoint, to test the reconcile in sendOruOnce.
+ */
+function testCrashPoint(point: 'oru-ack'): void {
+  if (process.env.CTGATE_TEST_CRASH_AFTER === point) process.kill(process.pid, 'SIGKILL');
 }
 
 function touch(s: JobState): JobState {
