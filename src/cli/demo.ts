@@ -304,6 +304,7 @@ export async function runDemo(args: string[]): Promise<number> {
           : `${(r?.verdict ?? '?').toUpperCase()}${r?.probability != null ? ` (p = ${r.probability.toFixed(3)})` : ''}`;
       out(`   ${s.accession}  ${s.label}: ${verdict}`);
       out(`      page ${base}/jobs/${id}`);
+      if (r?.studyInstanceUid) out(`      viewer ${base}/viewer/viewer?StudyInstanceUIDs=${r.studyInstanceUid}`);
       if (entry.diagnosticReport) out(`      FHIR ${fhir.url}/${entry.diagnosticReport}`);
       if (entry.segSeriesInstanceUid) out(`      SEG  series ${entry.segSeriesInstanceUid} (in the PACS, and through ${base}/dicom-web)`);
       else if (r?.skipped['write-seg']) out(`      SEG  none: ${r.skipped['write-seg']}`);
@@ -313,6 +314,7 @@ export async function runDemo(args: string[]): Promise<number> {
     }
     out(`\n   EMR received ${emr.received().length} ORU^R01 message(s).`);
     out(`   Web page: ${base}/login (token ${token})`);
+    out(`   Viewer (OHIF, after the login): ${base}/viewer/ — the studies with our SEG, SR and key images`);
     summary.elapsedMs = Date.now() - t0;
     const allDone = summary.studies.every((s) => s.state === 'completed');
     if (!once) {
