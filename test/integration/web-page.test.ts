@@ -210,6 +210,7 @@ describe('web page in Chromium (gateway, worker, Orthanc, Redis)', () => {
         .evaluate((img: HTMLImageElement) => img.complete && img.naturalWidth > 0),
     );
     assert.match((await page.locator('#seg-link').getAttribute('href')) ?? '', /\/dicom-web\/studies\/[\d.]+\/series\/[\d.]+$/);
+    assert.match((await page.locator('#viewer-link').getAttribute('href')) ?? '', /^\/viewer\/viewer\?StudyInstanceUIDs=[\d.]+$/);
   });
 
   it('shows a key slice with the lesion overlay in red, and scrolls by key, button and slider', async () => {

@@ -238,6 +238,7 @@ export function webPages(deps: HttpDeps, opts: WebOptions = {}): Router {
           seg && 'seriesInstanceUid' in seg && study
             ? `${deps.config.publicUrl.replace(/\/+$/, '')}/dicom-web/studies/${encodeURIComponent(study)}/series/${encodeURIComponent(seg.seriesInstanceUid)}`
             : undefined,
+        viewerUrl: study ? `/viewer/viewer?StudyInstanceUIDs=${encodeURIComponent(study)}` : undefined,
       },
     };
     send(ctx, 200, (nonce) => studyPage({ ...view, nonce }));

@@ -243,7 +243,8 @@ export interface StudyView {
   slice: number;
   /** Server-rendered slices need the PACS. */
   viewer: boolean;
-  links: { fhirReportId?: string; fhirReportUrl?: string; segUrl?: string };
+  /** viewerUrl: the study in OHIF at /viewer (with the SEG, SR and key images beside the CT). */
+  links: { fhirReportId?: string; fhirReportUrl?: string; segUrl?: string; viewerUrl?: string };
 }
 
 function fact(label: string, value: Html | string | number | undefined): Html {
@@ -334,6 +335,7 @@ export function studyPage(v: StudyView & { nonce: string }): Html {
         ? html`<li>FHIR DiagnosticReport ${v.links.fhirReportId}</li>`
         : '',
     v.links.segUrl ? html`<li><a id="seg-link" href="${v.links.segUrl}" rel="noreferrer">DICOM SEG series (DICOMweb)</a></li>` : '',
+    v.links.viewerUrl ? html`<li><a id="viewer-link" href="${v.links.viewerUrl}">Open the study in the viewer (OHIF: CT with the SEG, SR and key images)</a></li>` : '',
   ];
   const keyImages = v.keyImages.map(
     (k, n) => html`<figure>
