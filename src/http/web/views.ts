@@ -335,7 +335,7 @@ export function studyPage(v: StudyView & { nonce: string }): Html {
         ? html`<li>FHIR DiagnosticReport ${v.links.fhirReportId}</li>`
         : '',
     v.links.segUrl ? html`<li><a id="seg-link" href="${v.links.segUrl}" rel="noreferrer">DICOM SEG series (DICOMweb)</a></li>` : '',
-    v.links.viewerUrl ? html`<li><a id="viewer-link" href="${v.links.viewerUrl}">Open the study in the viewer (OHIF: CT with the SEG, SR and key images)</a></li>` : '',
+    v.links.viewerUrl ? html`<li><a id="viewer-link" href="${v.links.viewerUrl}">The study in the viewer (OHIF)</a></li>` : '',
   ];
   const keyImages = v.keyImages.map(
     (k, n) => html`<figure>
