@@ -8,10 +8,12 @@
  *   path (`__webpack_require__.p = "/"`) and the stylesheets' `url(/…)` are rewritten to /viewer/ (once per file,
  *   kept in memory).
  * - `app-config.js` is generated per request (the data source's roots are ctgate's public URL + /dicom-web).
- * - Its own Content-Security-Policy, on /viewer only: OHIF's codecs are WebAssembly built with Emscripten
- *   (`'wasm-unsafe-eval'`, and `'unsafe-eval'` for embind's `new Function`), React sets inline styles
- *   (`style-src 'unsafe-inline'`), and the decoders run in workers, some started from blob: URLs. Nothing leaves
- *   the origin: default/connect/img/font src stay 'self' (plus data:/blob: where the viewer makes its own).
+ * - Its own Content-Security-Policy, on /viewer only, found by trying each source away in the Chromium test:
+ *   `'unsafe-eval'` (loading a SEG builds ndarray constructors with `new Function`: without it OHIF logs
+ *   "Segmentation … failed to load; EvalError" and shows no overlay), `'wasm-unsafe-eval'` (the WebAssembly image
+ *   codecs for compressed transfer syntaxes), `style-src 'unsafe-inline'` (React's inline styles are refused
+ *   otherwise). Workers only from 'self' (onnxruntime-web's blob: proxy worker, used by OHIF's AI-assisted tools,
+ *   is not allowed); img-src adds data: and blob: (thumbnails); nothing from any other origin.
  * - Unknown paths under /viewer/ get index.html (the viewer's own router: /viewer/viewer?StudyInstanceUIDs=…).
  */
 import { randomBytes } from 'node:crypto';
@@ -64,10 +66,9 @@ export function viewerCsp(nonce: string): string {
     `script-src 'self' 'nonce-${nonce}' 'unsafe-eval' 'wasm-unsafe-eval'`,
     "style-src 'self' 'unsafe-inline'",
     "img-src 'self' data: blob:",
-    "font-src 'self' data:",
-    "connect-src 'self' data: blob:",
-    "worker-src 'self' blob:",
-    "media-src 'self' blob:",
+    "font-src 'self'",
+    "connect-src 'self'",
+    "worker-src 'self'",
     "object-src 'none'",
     "frame-src 'none'",
     "frame-ancestors 'none'",

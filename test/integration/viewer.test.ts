@@ -138,10 +138,21 @@ describe('OHIF viewer at /viewer (Chromium, gateway, Orthanc)', { skip: ohifDist
       if (r.status() >= 400) failed.push(`${r.status()} ${r.url()}`);
     });
     page.on('requestfailed', (r) => failed.push(`failed ${r.url()} ${r.failure()?.errorText ?? ''}`));
+    const anon = await context.request.get(`${base}/viewer/app-config.js`);
+    assert.equal(anon.status(), 401, 'no viewer file without a session');
     await page.goto(`${base}/viewer/`);
     assert.equal(page.url(), `${base}/login?next=%2Fviewer%2F`);
     await page.fill('#token', TEST_TOKEN);
     await Promise.all([page.waitForURL(`${base}/viewer/`), page.click('button[type=submit]')]);
+    // The config names ctgate's own proxy; the looser CSP is the viewer's only, the pages keep theirs.
+    const config = await context.request.get(`${base}/viewer/app-config.js`);
+    assert.equal(config.status(), 200);
+    assert.ok((await config.text()).includes(`"qidoRoot": "${base}/dicom-web"`));
+    const csp = (await context.request.get(`${base}/viewer/`)).headers()['content-security-policy'] ?? '';
+    assert.match(csp, /script-src 'self' 'nonce-[^']+' 'unsafe-eval' 'wasm-unsafe-eval'/);
+    assert.match(csp, /frame-ancestors 'none'/);
+    const pageCsp = (await context.request.get(`${base}/jobs`)).headers()['content-security-policy'] ?? '';
+    assert.doesNotMatch(pageCsp, /unsafe/, 'the pages keep their strict CSP');
     await page
       .getByText('ACC-VIEW-1')
       .first()
