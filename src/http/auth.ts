@@ -183,9 +183,13 @@ export interface UserAuthOptions {
   loginPath?: string;
 }
 
-/** A local path to come back to after the login (paths only, no query: the pages keep no PHI in URLs anyway). */
+/**
+ * A local path to come back to after the login (paths only, no query: the pages keep no PHI in URLs anyway), or
+ * the viewer opening studies by UID (`/viewer/viewer?StudyInstanceUIDs=1.2.3,1.2.4`), the one query kept.
+ */
 export function safeNextPath(p: unknown): string | undefined {
   if (typeof p !== 'string' || p.length > 512) return undefined;
+  if (/^\/viewer\/viewer\?StudyInstanceUIDs=[0-9.]{1,64}(?:,[0-9.]{1,64}){0,7}$/.test(p)) return p;
   return /^\/(?![/\\])[A-Za-z0-9._~\-/]*$/.test(p) && !p.includes('//') ? p : undefined;
 }
 
@@ -217,7 +221,7 @@ export function requireUser(auth: string | AuthOptions, opts: UserAuthOptions = 
     if (!user) {
       const page = (ctx.method === 'GET' || ctx.method === 'HEAD') && /\btext\/html\b/i.test(ctx.get('accept'));
       if (page) {
-        const next = safeNextPath(ctx.path);
+        const next = safeNextPath(ctx.path + ctx.search) ?? safeNextPath(ctx.path);
         ctx.redirect(next && next !== '/' ? `${loginPath}?next=${encodeURIComponent(next)}` : loginPath);
         ctx.set('Cache-Control', 'no-store');
         return;

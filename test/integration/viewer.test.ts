@@ -140,10 +140,13 @@ describe('OHIF viewer at /viewer (Chromium, gateway, Orthanc)', { skip: ohifDist
     page.on('requestfailed', (r) => failed.push(`failed ${r.url()} ${r.failure()?.errorText ?? ''}`));
     const anon = await context.request.get(`${base}/viewer/app-config.js`);
     assert.equal(anon.status(), 401, 'no viewer file without a session');
-    await page.goto(`${base}/viewer/`);
-    assert.equal(page.url(), `${base}/login?next=%2Fviewer%2F`);
+    // A link to a study (as the demo and the study page give): the login, then back to that study.
+    const deep = `/viewer/viewer?StudyInstanceUIDs=${studyUid}`;
+    await page.goto(`${base}${deep}`);
+    assert.equal(page.url(), `${base}/login?next=${encodeURIComponent(deep)}`);
     await page.fill('#token', TEST_TOKEN);
-    await Promise.all([page.waitForURL(`${base}/viewer/`), page.click('button[type=submit]')]);
+    await Promise.all([page.waitForURL(`${base}${deep}`), page.click('button[type=submit]')]);
+    await page.goto(`${base}/viewer/`);
     // The config names ctgate's own proxy; the looser CSP is the viewer's only, the pages keep theirs.
     const config = await context.request.get(`${base}/viewer/app-config.js`);
     assert.equal(config.status(), 200);

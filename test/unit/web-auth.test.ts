@@ -66,6 +66,10 @@ describe('web: session cookie', () => {
 
   it('takes only local paths as the page to return to after the login', () => {
     assert.equal(safeNextPath('/jobs/ord-1'), '/jobs/ord-1');
+    assert.equal(safeNextPath('/viewer/viewer?StudyInstanceUIDs=1.2.3,2.25.4'), '/viewer/viewer?StudyInstanceUIDs=1.2.3,2.25.4');
+    for (const bad of ['/viewer/viewer?StudyInstanceUIDs=1.2&x=1', '/viewer/viewer?StudyInstanceUIDs=javascript:1', '/viewer/x?StudyInstanceUIDs=1.2']) {
+      assert.equal(safeNextPath(bad), undefined, bad);
+    }
     for (const bad of ['//evil.example/x', '/\\evil.example', 'https://evil.example/', '/jobs?x=1', '/a//b', 'jobs', 42, undefined]) {
       assert.equal(safeNextPath(bad), undefined, String(bad));
     }
