@@ -1,6 +1,6 @@
 /**
  * OHIF v3 (npm @ohif/app) at ctgate's /viewer, in headless Chromium, against a real gateway and Orthanc holding a
- * synthetic CT study plus ctgate's own results for it (from `ctgate analyze` with the stand-in models): SEG, the
+ * synthetic CT study plus ctgate's own results for it (from `ctgate analyze` with the trained models): SEG, the
  * Comprehensive 3D SR and the key images. A signed-in user sees the study in the list, opens it, and finds the
  * SEG, SR and key-image series beside the CT; the SEG shows as a coloured overlay. Every console error and CSP
  * refusal is collected (and written to CTGATE_VIEWER_DIAG, when set, with screenshots).
@@ -20,7 +20,6 @@ import { writeCtSeries, writeSeriesToDir } from '../../src/synthetic/dicom-write
 import { generateChestCt } from '../../src/synthetic/phantom.js';
 import { startTestGateway, TEST_TOKEN, type TestGateway } from '../helpers/gateway.js';
 import { TestOrthanc } from '../helpers/orthanc.js';
-import { standInModelSet } from '../helpers/stand-in-models.js';
 
 const CHROMIUM = process.env.CTGATE_CHROMIUM ?? '/usr/bin/chromium';
 const DIAG = process.env.CTGATE_VIEWER_DIAG;
@@ -30,15 +29,14 @@ function io(): AnalyzeIo & { stderr: () => string } {
   return { out: () => {}, err: (t) => (err += t), tty: false, stderr: () => err };
 }
 
-/** Pixels clearly coloured (not grey): OHIF's segmentation overlay on the grey CT. */
+/** Pixels clearly warm (orange/red, not grey nor the viewport's blue markings): a SEG overlay or a key image's lesion. */
 function colouredPixels(png: Buffer): number {
   const { width, height, channels, pixels } = decodePng(png);
   let n = 0;
   for (let i = 0; i < width * height; i++) {
     const r = pixels[i * channels] as number;
-    const g = pixels[i * channels + 1] as number;
     const b = pixels[i * channels + 2] as number;
-    if (Math.max(r, g, b) - Math.min(r, g, b) > 60) n++;
+    if (r > 150 && r - b > 60) n++;
   }
   return n;
 }
@@ -53,7 +51,7 @@ describe('OHIF viewer at /viewer (Chromium, gateway, Orthanc)', { skip: ohifDist
   let page: Page;
   let studyUid = '';
   /** Instance numbers of the CT slices that have a SEG frame with lesion in it. */
-  const segSlices = new Set<number>();
+  const segSlices = new Map<number, number>();
   let sliceCount = 0;
   const problems: string[] = [];
   const failed: string[] = [];
@@ -85,13 +83,11 @@ describe('OHIF viewer at /viewer (Chromium, gateway, Orthanc)', { skip: ohifDist
 
     // A synthetic positive study and ctgate's results for it, as `ctgate analyze` writes them.
     root = await mkdtemp(join(tmpdir(), 'ctgate-viewer-'));
-    const models = join(root, 'models');
-    await mkdir(models);
-    const manifest = join(models, 'manifest.json');
-    await writeFile(manifest, JSON.stringify(await standInModelSet(models, { version: 'test', classifierThreshold: 0.2 })));
-    const p = generateChestCt({ seed: 77, kind: 'covid', size: [96, 96, 32], spacing: [3, 3, 5] });
+    // The trained models (models/): a SEG with the lesions only, so some slices have frames and some not.
+    const manifest = 'models/manifest.json';
+    const p = generateChestCt({ seed: 501, kind: 'covid', size: [128, 128, 52], spacing: [2.6, 2.6, 5] });
     const series = writeCtSeries(p.volume, {
-      seed: 77,
+      seed: 501,
       accessionNumber: 'ACC-VIEW-1',
       patientId: 'MRN-VIEW-1',
       patientName: 'VIEWER^TEST',
@@ -103,13 +99,14 @@ describe('OHIF viewer at /viewer (Chromium, gateway, Orthanc)', { skip: ohifDist
     await writeSeriesToDir(study, series);
     const out = join(root, 'out');
     const log = io();
-    assert.equal(await analyzeCommand([study, '--out', out, '--manifest', manifest, '--threads', '1', '--providers', 'cpu'], log), 0, log.stderr());
+    assert.equal(await analyzeCommand([study, '--out', out, '--manifest', manifest, '--threads', '2', '--providers', 'cpu'], log), 0, log.stderr());
     const results = (await readdir(out)).filter((f) => f.endsWith('.dcm'));
     assert.ok(results.includes('seg.dcm') && results.includes('report-sr.dcm') && results.some((f) => f.startsWith('key-')), results.join(' '));
     const numberOf = new Map(series.files.map((f) => [f.sopInstanceUid, f.instanceNumber]));
     for (const fr of readSeg(new Uint8Array(await readFile(join(out, 'seg.dcm')))).frames) {
       const n = numberOf.get(fr.sourceSopInstanceUid ?? '');
-      if (n !== undefined && fr.pixels.some((v) => v > 0)) segSlices.add(n);
+      const lesion = fr.pixels.reduce((a, v) => a + (v > 0 ? 1 : 0), 0);
+      if (n !== undefined && lesion > 0) segSlices.set(n, lesion);
     }
     await orthanc.client().store(series.files.map((f) => f.bytes));
     await orthanc.client().store(await Promise.all(results.map(async (f) => new Uint8Array(await readFile(join(out, f))))));
@@ -222,15 +219,6 @@ describe('OHIF viewer at /viewer (Chromium, gateway, Orthanc)', { skip: ohifDist
     await yes.click();
     await page.waitForTimeout(5000);
     await diag('seg-loaded');
-    const counts: number[] = [];
-    for (let i = 0; i < 8; i++) {
-      counts.push(colouredPixels(await viewport()));
-      await page.keyboard.press('ArrowDown');
-      await page.waitForTimeout(300);
-    }
-    problems.push(`info: coloured pixels, CT alone ${grey}; with the SEG, slice by slice: ${counts.join(', ')}`);
-    await diag('seg-scrolled');
-    assert.ok(Math.max(...counts) > grey + 5000, `the SEG shows as a coloured overlay (CT alone ${grey}, with SEG ${counts.join(', ')})`);
 
     // Slice by slice from the top: colour exactly on the slices (by instance number, as OHIF shows it) whose SEG frame has lesion.
     for (let i = 0; i < sliceCount + 4; i++) await page.keyboard.press('ArrowUp');
@@ -241,15 +229,16 @@ describe('OHIF viewer at /viewer (Chromium, gateway, Orthanc)', { skip: ohifDist
       if (m) seen.set(Number(m[1]), colouredPixels(await viewport()));
       await page.keyboard.press('ArrowDown');
     }
-    const line = [...seen].sort((a, b) => a[0] - b[0]).map(([n, c]) => `${n}${segSlices.has(n) ? '*' : ''}:${c}`);
-    problems.push(`info: coloured pixels by instance number (* = SEG frame with lesion): ${line.join(' ')}`);
+    const line = [...seen].sort((a, b) => a[0] - b[0]).map(([n, c]) => `${n}${segSlices.has(n) ? `[${segSlices.get(n)}]` : ''}:${c}`);
+    problems.push(`info: warm pixels by instance number ([lesion pixels in its SEG frame]): ${line.join(' ')}`);
     await diag('seg-slices');
     assert.equal(seen.size, sliceCount, `every slice visited: ${line.join(' ')}`);
     assert.ok(segSlices.size > 0 && segSlices.size < sliceCount, `slices with and without SEG frames: ${line.join(' ')}`);
-    // The CT alone has a few thousand "coloured" pixels (the viewport's own markings); the overlay adds 10⁵.
+    assert.ok(grey < 20, `the CT alone is grey (${grey} warm pixels)`);
+    // A voxel is several screen pixels across: every slice with lesion in its frame shows the overlay, no other does.
     for (const [n, c] of seen) {
-      if (segSlices.has(n)) assert.ok(c > 10 * grey, `overlay on slice ${n}: ${line.join(' ')}`);
-      else assert.ok(c < 2 * grey, `no overlay on slice ${n} (no SEG frame): ${line.join(' ')}`);
+      if (segSlices.has(n)) assert.ok(c > 20, `overlay on slice ${n}: ${line.join(' ')}`);
+      else assert.ok(c < 20, `no overlay on slice ${n} (no SEG frame): ${line.join(' ')}`);
     }
   });
 
@@ -259,7 +248,7 @@ describe('OHIF viewer at /viewer (Chromium, gateway, Orthanc)', { skip: ohifDist
     await diag('key-images');
     const key = colouredPixels(await viewport());
     problems.push(`info: key image coloured pixels ${key}`);
-    assert.ok(key > 10_000, `a key image with its red lesion overlay (${key} coloured pixels)`);
+    assert.ok(key > 100, `a key image with its red lesion overlay (${key} warm pixels)`);
   });
 
   it('opens the SR and shows its measurements', {
