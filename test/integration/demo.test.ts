@@ -46,6 +46,8 @@ describe('ctgate demo --once', () => {
     }
     assert.ok(summary.elapsedMs > 0);
     assert.match(stdout, /page http:\/\/127\.0\.0\.1:\d+\/jobs\/ord-[0-9a-f]{32}/);
+    assert.match(stdout, /viewer http:\/\/127\.0\.0\.1:\d+\/viewer\/viewer\?StudyInstanceUIDs=[\d.]+/);
+    assert.match(stdout, /Viewer \(OHIF, after the login\): http:\/\/127\.0\.0\.1:\d+\/viewer\//);
     assert.doesNotMatch(stdout.split('6. Results')[1] ?? '', /DEMO\^POSITIVE/);
   });
 });
