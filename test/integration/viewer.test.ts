@@ -226,7 +226,9 @@ describe('OHIF viewer at /viewer (Chromium, gateway, Orthanc)', { skip: ohifDist
     for (let i = 0; i < sliceCount + 2; i++) {
       await page.waitForTimeout(250);
       const m = /I:\s*(\d+)\s*\(\d+\/\d+\)/.exec((await page.locator('body').textContent()) ?? '');
-      if (m) seen.set(Number(m[1]), colouredPixels(await viewport()));
+      const c = m ? colouredPixels(await viewport()) : 0;
+      if (m) seen.set(Number(m[1]), c);
+      if (DIAG && c > Math.max(0, ...seen.values()) - 1 && c > 0) await page.screenshot({ path: join(DIAG, 'seg-lesion-slice.png') });
       await page.keyboard.press('ArrowDown');
     }
     const line = [...seen].sort((a, b) => a[0] - b[0]).map(([n, c]) => `${n}${segSlices.has(n) ? `[${segSlices.get(n)}]` : ''}:${c}`);
