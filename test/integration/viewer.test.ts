@@ -253,20 +253,8 @@ describe('OHIF viewer at /viewer (Chromium, gateway, Orthanc)', { skip: ohifDist
     assert.ok(key > 100, `a key image with its red lesion overlay (${key} warm pixels)`);
   });
 
-  it('opens the SR and shows its measurements', {
-    todo:
-      "OHIF 3.13's SR viewport reads measurement.coords[0].ReferencedSOPSequence for every TID 1501 group; ours have no " +
-      'SCOORD/SCOORD3D (volume and involvement, no image ROI): it logs "ContentSequence array contains no SCOORD or ' +
-      'SCOORD3D entry, skipping annotation" and shows "TypeError: Cannot read properties of undefined (reading ' +
-      "'ReferencedSOPSequence')\" in a black viewport",
-  }, async () => {
-    await page.getByText('AI measurements (NOT FOR CLINICAL USE)').first().dblclick();
-    await page.waitForTimeout(5000);
-    const text = (await page.locator('body').textContent()) ?? '';
-    problems.push(`info: after opening the SR: ${/TypeError[^<]{0,200}/.exec(text)?.[0] ?? 'no TypeError shown'}`);
-    await diag('sr');
-    assert.doesNotMatch(text, /TypeError/);
-  });
+  // Not asserted: OHIF 3.13's SR viewport cannot show our SR (its TID 1501 groups carry no SCOORD/SCOORD3D; OHIF reads
+  // coords[0].ReferencedSOPSequence and shows a TypeError). README says so; the SR design change is left (issue 12).
 
   it('logged no CSP refusal nor script error', () => {
     const bad = problems.filter((p) => /Content Security Policy|Refused to|pageerror|EvalError|WebAssembly/i.test(p));
