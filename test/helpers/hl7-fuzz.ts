@@ -118,8 +118,9 @@ export interface FuzzCase {
 const utf8 = (s: string) => Buffer.from(s, 'utf8');
 const DELIMS = [...'|^~\\&'].map((c) => c.charCodeAt(0));
 
-type ByteGen = (r: Rng) => number;
-const bytes = {
+export type ByteGen = (r: Rng) => number;
+/** Byte generators for insertBytes, replaceBytes and randomBytes. */
+export const bytes = {
   any: (r: Rng) => r.int(0, 255),
   /** Any byte except the two that change MLLP framing. */
   inFrame: (r: Rng) => {
@@ -132,7 +133,7 @@ const bytes = {
   printable: (r: Rng) => r.int(0x20, 0x7e),
 } satisfies Record<string, ByteGen>;
 
-function insertBytes(r: Rng, b: Buffer, count: number, gen: ByteGen): Buffer {
+export function insertBytes(r: Rng, b: Buffer, count: number, gen: ByteGen): Buffer {
   const parts: Buffer[] = [];
   const at = Array.from({ length: count }, () => r.int(0, b.length)).sort((x, y) => x - y);
   let last = 0;
@@ -144,7 +145,7 @@ function insertBytes(r: Rng, b: Buffer, count: number, gen: ByteGen): Buffer {
   return Buffer.concat(parts);
 }
 
-function replaceBytes(r: Rng, b: Buffer, count: number, gen: ByteGen): Buffer {
+export function replaceBytes(r: Rng, b: Buffer, count: number, gen: ByteGen): Buffer {
   const out = Buffer.from(b);
   if (out.length === 0) return out;
   for (let k = 0; k < count; k++) out[r.int(0, out.length - 1)] = gen(r);
@@ -161,13 +162,14 @@ function flipBits(r: Rng, b: Buffer, count: number): Buffer {
   return out;
 }
 
-const randomBytes = (r: Rng, n: number, gen: ByteGen = bytes.any) => {
+export const randomBytes = (r: Rng, n: number, gen: ByteGen = bytes.any) => {
   const b = Buffer.alloc(n);
   for (let i = 0; i < n; i++) b[i] = gen(r);
   return b;
 };
 
-function setField(text: string, segment: string, n: number, value: string): string {
+/** `text` with field `n` of its first `segment` segment set to `value` (MSH-n counted as HL7 does). */
+export function setField(text: string, segment: string, n: number, value: string): string {
   const segs = text.split('\r');
   const i = segs.findIndex((s) => s.startsWith(segment));
   if (i === -1) return text;
@@ -242,10 +244,26 @@ function escapeSoup(r: Rng, n: number): string {
   return s;
 }
 
-type Body = { body: Buffer; preserves?: boolean };
+export type Body = { body: Buffer; preserves?: boolean };
 type Wire = { writes: Buffer[]; preserves?: boolean };
 type BodyMutation = (r: Rng, text: string, body: Buffer) => Body;
 type WireMutation = (r: Rng, body: Buffer) => Wire;
+
+/** Two segments (maybe the same one) swapped. */
+export function swapSegments(r: Rng, t: string): Body {
+  const segs = t.split('\r');
+  const i = r.int(0, segs.length - 1);
+  const j = r.int(0, segs.length - 1);
+  [segs[i], segs[j]] = [segs[j] as string, segs[i] as string];
+  return { body: utf8(segs.join('\r')) };
+}
+
+/** An invalid UTF-8 sequence inserted at a random place. */
+export function insertInvalidUtf8(r: Rng, b: Buffer): Body {
+  const bad = r.pick([[0xc3, 0x28], [0xff, 0xfe], [0xed, 0xa0, 0x80], [0xf8, 0x88, 0x80, 0x80, 0x80], [0xc0, 0xaf], [0xe2, 0x82], [0xef, 0xbf, 0xbf], [0x80]]);
+  const at = r.int(0, b.length);
+  return { body: Buffer.concat([b.subarray(0, at), Buffer.from(bad), b.subarray(at)]) };
+}
 
 /** Mutations of the message bytes (framed afterwards), weighted. */
 const BODY: [string, number, BodyMutation][] = [
@@ -292,17 +310,7 @@ const BODY: [string, number, BodyMutation][] = [
       return { body: utf8(segs.join('\r')) };
     },
   ],
-  [
-    'swap-segments',
-    3,
-    (r, t) => {
-      const segs = t.split('\r');
-      const i = r.int(0, segs.length - 1);
-      const j = r.int(0, segs.length - 1);
-      [segs[i], segs[j]] = [segs[j] as string, segs[i] as string];
-      return { body: utf8(segs.join('\r')) };
-    },
-  ],
+  ['swap-segments', 3, swapSegments],
   [
     'msh-1',
     4,
@@ -408,24 +416,7 @@ const BODY: [string, number, BodyMutation][] = [
       return { body: Buffer.from(named, enc) };
     },
   ],
-  [
-    'invalid-utf8',
-    3,
-    (r, _t, b) => {
-      const bad = r.pick([
-        [0xc3, 0x28],
-        [0xff, 0xfe],
-        [0xed, 0xa0, 0x80],
-        [0xf8, 0x88, 0x80, 0x80, 0x80],
-        [0xc0, 0xaf],
-        [0xe2, 0x82],
-        [0xef, 0xbf, 0xbf],
-        [0x80],
-      ]);
-      const at = r.int(0, b.length);
-      return { body: Buffer.concat([b.subarray(0, at), Buffer.from(bad), b.subarray(at)]) };
-    },
-  ],
+  ['invalid-utf8', 3, (r, _t, b) => insertInvalidUtf8(r, b)],
   ['utf16', 1, (r, t) => ({ body: r.chance(0.5) ? Buffer.from(t, 'utf16le') : Buffer.from(t, 'utf16le').swap16() })],
   ['junk-before-msh', 2, (r, _t, b) => ({ body: Buffer.concat([randomBytes(r, r.chance(0.5) ? r.int(1, 60) : r.int(60, 400), bytes.printable), b]) })],
   [
@@ -710,7 +701,7 @@ export interface TcpTally {
   slowestMs: number;
 }
 
-const ACK_CODES = new Set(['AA', 'AE', 'AR', 'CA', 'CE', 'CR']);
+export const ACK_CODES = new Set(['AA', 'AE', 'AR', 'CA', 'CE', 'CR']);
 
 /**
  * One sender connection that carries cases one after another (reconnecting when the server closes it), with a

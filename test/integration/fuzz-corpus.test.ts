@@ -17,6 +17,7 @@ import { evaluateMessage } from '../../src/orders/evaluate.js';
 import { loadMappings } from '../../src/orders/mappings.js';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { MllpClient, type OrmOptions, orm } from '../helpers/hl7.js';
+import { ACK_CODES, bytes, insertBytes, insertInvalidUtf8, parseAck, Rng, randomBytes, replaceBytes, setField, swapSegments } from '../helpers/hl7-fuzz.js';
 
 const SEED = 0x5eedc7a7;
 const CORPUS_SIZE = 1200;
@@ -25,71 +26,8 @@ const MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
 const ACK_TIMEOUT_MS = 8000;
 /** How long to wait for an ACK the sender's MSH-15 may have asked the gateway not to send. */
 const MAYBE_SILENT_MS = 1500;
-const ACK_CODES = new Set(['AA', 'AE', 'AR', 'CA', 'CE', 'CR']);
 
 const mappings = loadMappings('mappings/orders.yaml');
-
-// ---------------------------------------------------------------- deterministic randomness
-
-class Rng {
-  private a: number;
-  constructor(seed: number) {
-    this.a = seed >>> 0;
-  }
-  /** mulberry32 */
-  next(): number {
-    this.a = (this.a + 0x6d2b79f5) >>> 0;
-    let t = this.a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  }
-  /** An integer in [lo, hi]. */
-  int(lo: number, hi: number): number {
-    return lo + Math.floor(this.next() * (hi - lo + 1));
-  }
-  chance(p: number): boolean {
-    return this.next() < p;
-  }
-  pick<T>(items: readonly T[]): T {
-    return items[Math.floor(this.next() * items.length)] as T;
-  }
-  token(n: number): string {
-    const alphabet = 'ABCDEFGHJKLMNPQRSTUVWXYZ23456789';
-    let s = '';
-    for (let i = 0; i < n; i++) s += alphabet[this.int(0, alphabet.length - 1)];
-    return s;
-  }
-}
-
-/** A byte that cannot change MLLP framing (VT and FS are moved one up). */
-const unframing = (b: number) => (b === VT || b === FS ? b + 1 : b);
-const byteGen = {
-  any: (r: Rng) => unframing(r.int(0, 255)),
-  control: (r: Rng) => unframing(r.int(0, 0x1f)),
-  delimiter: (r: Rng) => r.pick([...'|^~\\&\r\n'].map((c) => c.charCodeAt(0))),
-  high: (r: Rng) => r.int(0x80, 0xff),
-  printable: (r: Rng) => r.int(0x20, 0x7e),
-};
-type ByteGen = (r: Rng) => number;
-
-function insertBytes(r: Rng, b: Buffer, count: number, gen: ByteGen): Buffer {
-  let out = b;
-  for (let k = 0; k < count; k++) {
-    const at = r.int(0, out.length);
-    out = Buffer.concat([out.subarray(0, at), Buffer.from([gen(r)]), out.subarray(at)]);
-  }
-  return out;
-}
-
-function replaceBytes(r: Rng, b: Buffer, count: number, gen: ByteGen): Buffer {
-  const out = Buffer.from(b);
-  if (out.length === 0) return out;
-  for (let k = 0; k < count; k++) out[r.int(0, out.length - 1)] = gen(r);
-  return out;
-}
-
-const randomBytes = (r: Rng, n: number, gen: ByteGen = byteGen.any) => Buffer.from(Array.from({ length: n }, () => gen(r)));
 
 // ---------------------------------------------------------------- corpus
 
@@ -107,15 +45,6 @@ interface Item {
   wire: Buffer;
   /** Job ids this item's unmutated order(s) would have had (any order control). */
   baseIds: string[];
-}
-
-function setMshField(text: string, n: number, value: string): string {
-  const segs = text.split('\r');
-  const parts = (segs[0] ?? '').split('|');
-  while (parts.length < n) parts.push('');
-  parts[n - 1] = value;
-  segs[0] = parts.join('|');
-  return segs.join('\r');
 }
 
 function makeBase(r: Rng, n: number, reuse?: Base): Base {
@@ -170,11 +99,11 @@ const MUTATIONS: [string, number, Mutation][] = [
       return { body: b.subarray(0, r.int(0, b.length - 1)) };
     },
   ],
-  ['insert-any-bytes', 6, (r, t) => ({ body: insertBytes(r, utf8(t), r.int(1, 8), byteGen.any) })],
-  ['replace-any-bytes', 8, (r, t) => ({ body: replaceBytes(r, utf8(t), r.int(1, 8), byteGen.any) })],
-  ['insert-control-bytes', 5, (r, t) => ({ body: insertBytes(r, utf8(t), r.int(1, 6), byteGen.control) })],
-  ['replace-with-delimiters', 4, (r, t) => ({ body: replaceBytes(r, utf8(t), r.int(1, 6), byteGen.delimiter) })],
-  ['insert-high-bytes', 3, (r, t) => ({ body: insertBytes(r, utf8(t), r.int(1, 6), byteGen.high) })],
+  ['insert-any-bytes', 6, (r, t) => ({ body: insertBytes(r, utf8(t), r.int(1, 8), bytes.inFrame) })],
+  ['replace-any-bytes', 8, (r, t) => ({ body: replaceBytes(r, utf8(t), r.int(1, 8), bytes.inFrame) })],
+  ['insert-control-bytes', 5, (r, t) => ({ body: insertBytes(r, utf8(t), r.int(1, 6), bytes.control) })],
+  ['replace-with-delimiters', 4, (r, t) => ({ body: replaceBytes(r, utf8(t), r.int(1, 6), bytes.delimiter) })],
+  ['insert-high-bytes', 3, (r, t) => ({ body: insertBytes(r, utf8(t), r.int(1, 6), bytes.high) })],
   [
     'delete-segment',
     5,
@@ -190,17 +119,7 @@ const MUTATIONS: [string, number, Mutation][] = [
       };
     },
   ],
-  [
-    'swap-segments',
-    4,
-    (r, t) => {
-      const segs = t.split('\r');
-      const i = r.int(0, segs.length - 1);
-      const j = r.int(0, segs.length - 1);
-      [segs[i], segs[j]] = [segs[j] as string, segs[i] as string];
-      return { body: utf8(segs.join('\r')) };
-    },
-  ],
+  ['swap-segments', 4, swapSegments],
   [
     'duplicate-segment',
     2,
@@ -224,27 +143,11 @@ const MUTATIONS: [string, number, Mutation][] = [
       return { body: utf8(`MSH${t.slice(4)}`) }; // separator missing: MSH^~\&|...
     },
   ],
-  ['encoding-characters', 2, (r, t) => ({ body: utf8(setMshField(t, 2, r.pick(['', '^', '^~', '&&&&', '^~\\&#', '~^&\\', '\\\\\\\\']))) })],
+  ['encoding-characters', 2, (r, t) => ({ body: utf8(setField(t, 'MSH', 2, r.pick(['', '^', '^~', '&&&&', '^~\\&#', '~^&\\', '\\\\\\\\']))) })],
   ['latin1-undeclared', 2, (_r, t) => ({ body: Buffer.from(t.replace('TEST^PATIENT', 'MÜLLER^JOSÉ'), 'latin1') })],
-  ['latin1-declared', 1, (_r, t) => ({ body: Buffer.from(setMshField(t, 18, '8859/1').replace('TEST^PATIENT', 'MÜLLER^JOSÉ'), 'latin1') })],
+  ['latin1-declared', 1, (_r, t) => ({ body: Buffer.from(setField(t, 'MSH', 18, '8859/1').replace('TEST^PATIENT', 'MÜLLER^JOSÉ'), 'latin1') })],
   ['utf8-names', 1, (_r, t) => ({ body: utf8(t.replace('TEST^PATIENT', 'MÜLLER^JOSÉ 山田')) })],
-  [
-    'invalid-utf8',
-    3,
-    (r, t) => {
-      const bad = r.pick([
-        [0xc3, 0x28],
-        [0xff, 0xfe],
-        [0xed, 0xa0, 0x80],
-        [0xf8, 0x88, 0x80, 0x80, 0x80],
-        [0xc0, 0xaf],
-        [0xe2, 0x82],
-      ]);
-      const b = utf8(t);
-      const at = r.int(0, b.length);
-      return { body: Buffer.concat([b.subarray(0, at), Buffer.from(bad), b.subarray(at)]) };
-    },
-  ],
+  ['invalid-utf8', 3, (r, t) => insertInvalidUtf8(r, utf8(t))],
   [
     'utf16',
     3,
@@ -256,16 +159,16 @@ const MUTATIONS: [string, number, Mutation][] = [
       return { body: Buffer.from(le).swap16() };
     },
   ],
-  ['empty-msh-10', 3, (r, t) => ({ body: utf8(setMshField(t, 10, r.pick(['', ' ', '   ']))) })],
-  ['bad-version', 3, (r, t) => ({ body: utf8(setMshField(t, 12, r.pick(['', '3.0', '2.9', '2', 'v2.5', '2.5.1.1', '2.10', '25', '2.0', 'X', '2.5^^']))) })],
+  ['empty-msh-10', 3, (r, t) => ({ body: utf8(setField(t, 'MSH', 10, r.pick(['', ' ', '   ']))) })],
+  ['bad-version', 3, (r, t) => ({ body: utf8(setField(t, 'MSH', 12, r.pick(['', '3.0', '2.9', '2', 'v2.5', '2.5.1.1', '2.10', '25', '2.0', 'X', '2.5^^']))) })],
   [
     'unsupported-type',
     4,
     (r, t) => ({
-      body: utf8(setMshField(t, 9, r.pick(['ORU^R01^ORU_R01', 'ADT^A01^ADT_A01', 'ORM^O02', 'ACK', '', 'ORM', '^O01', 'orm^o01', 'OMI^O23', 'QRY^Q01']))),
+      body: utf8(setField(t, 'MSH', 9, r.pick(['ORU^R01^ORU_R01', 'ADT^A01^ADT_A01', 'ORM^O02', 'ACK', '', 'ORM', '^O01', 'orm^o01', 'OMI^O23', 'QRY^Q01']))),
     }),
   ],
-  ['processing-id', 2, (r, t) => ({ body: utf8(setMshField(t, 11, r.pick(['X', '', 'PROD', 'D', 'T', 'P^T', 'p']))) })],
+  ['processing-id', 2, (r, t) => ({ body: utf8(setField(t, 'MSH', 11, r.pick(['X', '', 'PROD', 'D', 'T', 'P^T', 'p']))) })],
   [
     'long-field',
     4,
@@ -273,16 +176,16 @@ const MUTATIONS: [string, number, Mutation][] = [
       const size = r.chance(0.08) ? r.int(1_000_000, 3_500_000) : r.int(1000, 100_000);
       const filler = r.chance(0.5)
         ? 'A'.repeat(size)
-        : randomBytes(r, size, byteGen.printable)
+        : randomBytes(r, size, bytes.printable)
             .toString('latin1')
             .replace(/[|^~\\&]/g, 'x');
       const where = r.pick(['PID-5', 'OBR-4.2', 'NTE', 'MSH-10', 'ORC-2', 'MSH-4', 'PID-3']);
       if (where === 'PID-5') return { body: utf8(t.replace('TEST^PATIENT', () => `${filler}^PATIENT`)) };
       if (where === 'OBR-4.2') return { body: utf8(t.replace('CT THORAX WO CONTRAST', () => filler)) };
       if (where === 'NTE') return { body: utf8(`${t}\rNTE|1||${filler}`) };
-      if (where === 'MSH-10') return { body: utf8(setMshField(t, 10, `${t.split('|')[9] ?? ''}${filler}`)) };
+      if (where === 'MSH-10') return { body: utf8(setField(t, 'MSH', 10, `${t.split('|')[9] ?? ''}${filler}`)) };
       if (where === 'ORC-2') return { body: utf8(t.replace(/\rORC\|(\w+)\|/, (_m, control: string) => `\rORC|${control}|${filler}`)) };
-      if (where === 'MSH-4') return { body: utf8(setMshField(t, 4, filler)) };
+      if (where === 'MSH-4') return { body: utf8(setField(t, 'MSH', 4, filler)) };
       return { body: utf8(t.replace('MRN0001^^^GENHOSP^MR', () => `${filler}^^^GENHOSP^MR`)) };
     },
   ],
@@ -312,7 +215,7 @@ const MUTATIONS: [string, number, Mutation][] = [
   ],
   ['empty-frame', 1, () => ({ body: Buffer.alloc(0) })],
   ['whitespace-frame', 1, (r) => ({ body: utf8(r.pick(['\r', '\r\n', '   ', '\n\n\n', '\t'])) })],
-  ['junk-before-msh', 2, (r, t) => ({ body: Buffer.concat([randomBytes(r, r.chance(0.5) ? r.int(1, 50) : r.int(70, 300), byteGen.printable), utf8(t)]) })],
+  ['junk-before-msh', 2, (r, t) => ({ body: Buffer.concat([randomBytes(r, r.chance(0.5) ? r.int(1, 50) : r.int(70, 300), bytes.printable), utf8(t)]) })],
   ['lowercase-msh', 1, (_r, t) => ({ body: utf8(`msh${t.slice(3)}`) })],
   ['empty-pid-3', 1, (_r, t) => ({ body: utf8(t.replace('MRN0001^^^GENHOSP^MR', '')) })],
   ['bad-order-control', 2, (r, t) => ({ body: utf8(t.replace(/\rORC\|\w*\|/, `\rORC|${r.pick(['', 'ZZ', 'nw', 'NEW', ' '])}|`)) })],
@@ -324,7 +227,7 @@ const MUTATIONS: [string, number, Mutation][] = [
     (r, t) => {
       let b: Buffer = utf8(t);
       for (let k = r.int(2, 4); k > 0; k--) {
-        const gen = r.pick([byteGen.any, byteGen.control, byteGen.delimiter, byteGen.high]);
+        const gen = r.pick([bytes.inFrame, bytes.control, bytes.delimiter, bytes.high]);
         b = r.chance(0.5) ? insertBytes(r, b, r.int(1, 4), gen) : replaceBytes(r, b, r.int(1, 4), gen);
       }
       if (r.chance(0.3)) b = b.subarray(0, r.int(0, b.length));
@@ -456,13 +359,6 @@ interface Result {
   ms: number;
   expect: Expectation;
   problems: string[];
-}
-
-function parseAck(ack: string): { code: string; msa2: string; text: string } {
-  const fs = ack.charAt(3);
-  const msa = ack.split('\r').find((l) => l.startsWith('MSA'));
-  const f = msa?.split(fs) ?? [];
-  return { code: f[1] ?? '', msa2: f[2] ?? '', text: f[3] ?? '' };
 }
 
 function check(r: Result): void {

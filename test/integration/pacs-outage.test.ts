@@ -12,12 +12,11 @@ import { loadConfig } from '../../src/config/index.js';
 import type { JobState } from '../../src/jobs/job-state.js';
 import { jobIdFor } from '../../src/jobs/queue.js';
 import { silentLogger } from '../../src/observability/log.js';
-import { writeCtSeries } from '../../src/synthetic/dicom-writer.js';
-import { generateChestCt } from '../../src/synthetic/phantom.js';
 import { startTestGateway, TEST_TOKEN, type TestGateway } from '../helpers/gateway.js';
 import { freePort, TestOrthanc } from '../helpers/orthanc.js';
 import { REDIS_URL } from '../helpers/redis.js';
 import { sampleOrder } from '../helpers/result-context.js';
+import { uploadStudy } from '../helpers/worker-process.js';
 
 /** A TCP relay to Orthanc that can be switched off (its port then refuses connections) and on again. */
 class Relay {
@@ -101,9 +100,14 @@ describe('PACS outage during wait-for-study (real worker, gateway, Orthanc behin
   });
 
   it('shows lastError (peer pacs, connection refused) while the PACS is down, and clears it when it is back', async () => {
-    const p = generateChestCt({ seed: 901, kind: 'healthy', size: [64, 64, 24], spacing: [5, 5, 10] });
-    const series = writeCtSeries(p.volume, { seed: 901, accessionNumber: 'ACC-OUT1', patientId: 'MRN000901', seriesDescription: 'synthetic healthy' });
-    await orthanc.client().store(series.files.map((f) => f.bytes));
+    const series = await uploadStudy(orthanc, {
+      seed: 901,
+      kind: 'healthy',
+      accession: 'ACC-OUT1',
+      patientId: 'MRN000901',
+      size: [64, 64, 24],
+      spacing: [5, 5, 10],
+    });
     const order = sampleOrder({ accessionNumber: 'ACC-OUT1', placerOrderNumber: 'PLC-OUT1' });
     const jobId = jobIdFor(order.sender, 'PLC-OUT1');
     await gw.queue.add('screen', { order, receivedAt: new Date().toISOString(), messageControlId: 'MSG-OUT1' }, { jobId });

@@ -5,38 +5,28 @@
  * wait-for-study, polling, when its worker is killed.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { Queue } from 'bullmq';
-import { Redis } from 'ioredis';
-import { JobStateStore } from '../../src/jobs/job-state.js';
-import { jobIdFor, type ScreeningJobData } from '../../src/jobs/queue.js';
+import { jobIdFor } from '../../src/jobs/queue.js';
 import { freePort } from '../helpers/orthanc.js';
 import { OwnRedis } from '../helpers/redis.js';
 import { sampleOrder } from '../helpers/result-context.js';
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+import { killWorkers, sleep, spawnWorker as spawnCtgateWorker, WorkerQueue, waitFor } from '../helpers/worker-process.js';
 
 describe('a SIGKILLed worker’s job is resumed by another worker', () => {
   const prefix = `ctgate-test-${randomBytes(4).toString('hex')}`;
   let own: OwnRedis;
-  let redis: Redis;
-  let queue: Queue<ScreeningJobData>;
-  let states: JobStateStore;
+  let jq: WorkerQueue;
   let pacs: Server;
   let pacsUrl = '';
-  const children = new Set<ChildProcess>();
 
   before(async () => {
     own = new OwnRedis(await freePort());
     await own.start();
-    redis = new Redis(own.url, { maxRetriesPerRequest: null });
-    queue = new Queue<ScreeningJobData>('screening', { connection: redis, prefix: `${prefix}:bull` });
-    states = new JobStateStore(redis, prefix, 1);
+    jq = new WorkerQueue(own.url, prefix);
     // Every QIDO answers "no such study".
     pacs = createServer((_req, res) => res.writeHead(200, { 'content-type': 'application/dicom+json' }).end('[]'));
     pacs.listen(0, '127.0.0.1');
@@ -45,57 +35,35 @@ describe('a SIGKILLed worker’s job is resumed by another worker', () => {
   });
 
   after(async () => {
-    for (const c of children) c.kill('SIGKILL');
-    await queue?.close();
-    redis?.disconnect();
+    killWorkers();
+    await jq?.close();
     await own?.stop();
     pacs?.close();
   });
 
-  function spawnWorker() {
-    const child = spawn(process.execPath, ['bin/ctgate.mjs', 'worker'], {
-      env: {
-        ...process.env,
-        CTGATE_REDIS_URL: own.url,
-        CTGATE_REDIS_PREFIX: prefix,
-        CTGATE_PACS_URL: pacsUrl,
-        CTGATE_STUDY_POLL_MS: '200',
-        CTGATE_STUDY_CHECK_MS: '120000',
-        CTGATE_MODEL_THREADS: '1',
-        CTGATE_LOG_LEVEL: 'info',
-      },
-      stdio: ['ignore', 'ignore', 'pipe'],
+  const spawnWorker = () =>
+    spawnCtgateWorker({
+      CTGATE_REDIS_URL: own.url,
+      CTGATE_REDIS_PREFIX: prefix,
+      CTGATE_PACS_URL: pacsUrl,
+      CTGATE_STUDY_POLL_MS: '200',
+      CTGATE_STUDY_CHECK_MS: '120000',
+      CTGATE_MODEL_THREADS: '1',
+      CTGATE_LOG_LEVEL: 'info',
     });
-    children.add(child);
-    let stderr = '';
-    child.stderr?.on('data', (d) => {
-      stderr = (stderr + d).slice(-8000);
-    });
-    return { child, stderr: () => stderr };
-  }
-
-  async function waitFor<T>(what: string, f: () => Promise<T | undefined | null | false> | T | undefined | null | false, ms: number): Promise<T> {
-    const deadline = Date.now() + ms;
-    for (;;) {
-      const v = await f();
-      if (v) return v;
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-      await sleep(50);
-    }
-  }
 
   it('resumes the job in under 15 s', async () => {
     const a = spawnWorker();
     await waitFor('worker A ready', () => a.stderr().includes('worker.ready'), 120_000);
     const order = sampleOrder({ accessionNumber: 'ACC-RESUME', placerOrderNumber: 'PLC-RESUME' });
     const jobId = jobIdFor(order.sender, 'PLC-RESUME');
-    await queue.add('screen', { order, receivedAt: new Date().toISOString(), messageControlId: 'MSG-RESUME' }, { jobId, attempts: 3 });
-    const first = await waitFor('A to start the job', async () => (await states.get(jobId))?.updatedAt, 60_000);
+    await jq.queue.add('screen', { order, receivedAt: new Date().toISOString(), messageControlId: 'MSG-RESUME' }, { jobId, attempts: 3 });
+    const first = await waitFor('A to start the job', async () => (await jq.states.get(jobId))?.updatedAt, 60_000);
     // B comes up while A holds the job (B idle, waiting for work).
     const b = spawnWorker();
     await waitFor('worker B ready', () => b.stderr().includes('worker.ready'), 120_000);
-    assert.equal((await states.get(jobId))?.updatedAt, first, 'A still has the job');
-    assert.equal(await queue.getJobState(jobId), 'active');
+    assert.equal((await jq.states.get(jobId))?.updatedAt, first, 'A still has the job');
+    assert.equal(await jq.queue.getJobState(jobId), 'active');
     await sleep(2000); // well into the check, after a lock renewal or so
     a.child.kill('SIGKILL');
     await once(a.child, 'exit');
@@ -104,7 +72,7 @@ describe('a SIGKILLed worker’s job is resumed by another worker', () => {
     await waitFor(
       'B to resume the job',
       async () => {
-        const st = await states.get(jobId);
+        const st = await jq.states.get(jobId);
         return st && st.updatedAt !== first;
       },
       60_000,
