@@ -62,7 +62,13 @@ describe('PACS outage during wait-for-study (real worker, gateway, Orthanc behin
   const SECRET = 'pacs-Secret-0xBEEF';
 
   const api = async (path: string) => {
-    const r = await fetch(`${base}${path}`, { headers: { Authorization: `Bearer ${TEST_TOKEN}` } });
+    const get = () => fetch(`${base}${path}`, { headers: { Authorization: `Bearer ${TEST_TOKEN}` } });
+    // One retry on a network-level failure, with its cause on the log: undici can reuse a keep-alive socket that
+    // the gateway is closing (seen once in CI as a bare "fetch failed"); a gateway that stays down still fails.
+    const r = await get().catch((e: Error & { cause?: unknown }) => {
+      process.stdout.write(`# ${path}: ${e.message} (${String(e.cause)}), retrying once\n`);
+      return get();
+    });
     assert.equal(r.status, 200, `${path}: ${r.status}`);
     return (await r.json()) as Record<string, unknown>;
   };
