@@ -26,6 +26,7 @@ import { dice as maskDice } from '../../src/inference/lungs.js';
 import { writeCtSeries, writeSeriesToDir } from '../../src/synthetic/dicom-writer.js';
 import { assertDciodvfyClean } from '../helpers/dciodvfy.js';
 import { PYTHON, readNpyU8, realSlab } from '../helpers/real-slab.js';
+import { unlessPresent } from '../helpers/requires.js';
 
 const DATA = '../shared/data';
 const MANIFEST = 'models/manifest.json';
@@ -82,13 +83,15 @@ const python = (() => {
     return false;
   }
 })();
-const skip = !existsSync(MANIFEST)
-  ? `${MANIFEST} not present`
-  : !existsSync(join(DATA, 'covid-slices-train')) || !existsSync(join(DATA, 'lidc-chest'))
-    ? `${DATA} (covid-slices-train, lidc-chest) not present`
-    : !python
-      ? `${PYTHON} with pydicom, numpy and PIL not present (bash .ci/setup.sh)`
-      : false;
+const skip = unlessPresent(
+  !existsSync(MANIFEST)
+    ? `${MANIFEST} not present`
+    : !existsSync(join(DATA, 'covid-slices-train')) || !existsSync(join(DATA, 'lidc-chest'))
+      ? `${DATA} (covid-slices-train, lidc-chest) not present`
+      : !python
+        ? `${PYTHON} with pydicom, numpy and PIL not present (bash .ci/setup.sh)`
+        : false,
+);
 
 describe('ctgate analyze on real CT (trained models)', { skip }, () => {
   let root = '';
@@ -160,7 +163,7 @@ describe('ctgate analyze on real CT (trained models)', { skip }, () => {
   });
 
   it('calls the TotalSegmentator example CT (upper abdomen, lung bases) not-assessable or negative', {
-    skip: existsSync(join(DATA, 'totalseg-ct-small', 'example_ct_sm.nii.gz')) ? false : 'totalseg-ct-small not present',
+    skip: unlessPresent(existsSync(join(DATA, 'totalseg-ct-small', 'example_ct_sm.nii.gz')) ? false : 'totalseg-ct-small not present'),
   }, async () => {
     const ct = readNifti(join(DATA, 'totalseg-ct-small', 'example_ct_sm.nii.gz'));
     assert.ok(ct.data instanceof Int16Array, 'example_ct_sm is int16 HU');

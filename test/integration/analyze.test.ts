@@ -14,6 +14,7 @@ import { readSeg } from '../../src/results/seg/read.js';
 import { writeCtSeries, writeSeriesToDir } from '../../src/synthetic/dicom-writer.js';
 import { generateChestCt, maskVolumesMl, type PhantomKind, phantomGeometry } from '../../src/synthetic/phantom.js';
 import { assertDciodvfyClean } from '../helpers/dciodvfy.js';
+import { unlessPresent } from '../helpers/requires.js';
 import { standInModelSet } from '../helpers/stand-in-models.js';
 
 function capture(): AnalyzeIo & { stdout: () => string; stderr: () => string } {
@@ -233,7 +234,7 @@ describe('ctgate analyze (stand-in ONNX models)', () => {
 
 const haveModels = existsSync('models/manifest.json');
 
-describe('ctgate analyze with the trained models (models/)', { skip: haveModels ? false : 'models/manifest.json not present' }, () => {
+describe('ctgate analyze with the trained models (models/)', { skip: unlessPresent(haveModels ? false : 'models/manifest.json not present') }, () => {
   let root = '';
   before(async () => {
     root = await mkdtemp(join(tmpdir(), 'ctgate-analyze-real-'));
@@ -283,7 +284,7 @@ describe('ctgate analyze with the trained models (models/)', { skip: haveModels 
 
 const TOTALSEG = '../shared/data/totalseg-ct-small';
 
-describe('lung mask on a real CT (TotalSegmentator example)', { skip: existsSync(TOTALSEG) ? false : `${TOTALSEG} not present` }, () => {
+describe('lung mask on a real CT (TotalSegmentator example)', { skip: unlessPresent(existsSync(TOTALSEG) ? false : `${TOTALSEG} not present`) }, () => {
   it('overlaps the reference lung lobes (labels 10–14); the lungs are tiny here, so the bound is loose', () => {
     const ct = readNifti(join(TOTALSEG, 'example_ct_sm.nii.gz'));
     const seg = readNifti(join(TOTALSEG, 'example_seg.nii.gz'));

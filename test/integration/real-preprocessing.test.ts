@@ -25,6 +25,7 @@ import { resample, resampledGeometry } from '../../src/imaging/resample.js';
 import { patientToVoxel, voxelToPatient } from '../../src/imaging/volume.js';
 import { parseManifest } from '../../src/inference/manifest.js';
 import { PYTHON, realSlab } from '../helpers/real-slab.js';
+import { unlessPresent } from '../helpers/requires.js';
 
 const DATA = '../shared/data';
 const MANIFEST = 'models/manifest.json';
@@ -64,13 +65,15 @@ interface CalibrationWindow {
 const helper = (args: string[]) => execFileSync(PYTHON, ['test/helpers/real-preprocessing.py', ...args], { encoding: 'utf8', maxBuffer: 1 << 26 });
 
 describe('training vs service preprocessing on a real slice', {
-  skip: !existsSync(join(DATA, 'covid-slices-train'))
-    ? `${DATA}/covid-slices-train not present`
-    : !existsSync(MANIFEST)
-      ? `${MANIFEST} not present`
-      : !hasPython('pydicom, numpy, PIL, torch')
-        ? `${PYTHON} with pydicom, numpy, PIL and torch not present (bash .ci/setup.sh)`
-        : false,
+  skip: unlessPresent(
+    !existsSync(join(DATA, 'covid-slices-train'))
+      ? `${DATA}/covid-slices-train not present`
+      : !existsSync(MANIFEST)
+        ? `${MANIFEST} not present`
+        : !hasPython('pydicom, numpy, PIL, torch')
+          ? `${PYTHON} with pydicom, numpy, PIL and torch not present (bash .ci/setup.sh)`
+          : false,
+  ),
 }, () => {
   let root = '';
   before(async () => {
@@ -147,11 +150,13 @@ describe('training vs service preprocessing on a real slice', {
 });
 
 describe('JPEG → HU calibration on real HU CT (LIDC slice)', {
-  skip: !existsSync(join(DATA, 'lidc-chest', '0.dcm'))
-    ? `${DATA}/lidc-chest not present`
-    : !hasPython('pydicom, numpy, PIL')
-      ? `${PYTHON} with pydicom, numpy and PIL not present`
-      : false,
+  skip: unlessPresent(
+    !existsSync(join(DATA, 'lidc-chest', '0.dcm'))
+      ? `${DATA}/lidc-chest not present`
+      : !hasPython('pydicom, numpy, PIL')
+        ? `${PYTHON} with pydicom, numpy and PIL not present`
+        : false,
+  ),
 }, () => {
   it('maps 8-bit renderings of two lung windows back to HU within 150 HU in the lung, consistently across windows', () => {
     const r = JSON.parse(helper(['calibration', '-1100,200', '-1350,150'])) as {

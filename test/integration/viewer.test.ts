@@ -20,6 +20,7 @@ import { writeCtSeries, writeSeriesToDir } from '../../src/synthetic/dicom-write
 import { generateChestCt } from '../../src/synthetic/phantom.js';
 import { startTestGateway, TEST_TOKEN, type TestGateway } from '../helpers/gateway.js';
 import { TestOrthanc } from '../helpers/orthanc.js';
+import { unlessPresent } from '../helpers/requires.js';
 
 const CHROMIUM = process.env.CTGATE_CHROMIUM ?? '/usr/bin/chromium';
 const DIAG = process.env.CTGATE_VIEWER_DIAG;
@@ -41,7 +42,7 @@ function colouredPixels(png: Buffer): number {
   return n;
 }
 
-describe('OHIF viewer at /viewer (Chromium, gateway, Orthanc)', { skip: ohifDist() ? false : '@ohif/app is not installed' }, () => {
+describe('OHIF viewer at /viewer (Chromium, gateway, Orthanc)', { skip: unlessPresent(ohifDist() ? false : '@ohif/app is not installed') }, () => {
   const orthanc = new TestOrthanc();
   let gw: TestGateway;
   let browser: Browser;

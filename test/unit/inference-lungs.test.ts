@@ -9,6 +9,7 @@ import type { Geometry, HuVolume } from '../../src/imaging/volume.js';
 import { dice, LEFT_LUNG, type LungSegmentation, RIGHT_LUNG, segmentLungs } from '../../src/inference/lungs.js';
 import { boundingBox, close2d, fillHoles2d, floodFromBorder2d, label3d, squaredDistanceTo } from '../../src/inference/morphology.js';
 import { generateChestCt, type PhantomKind, phantomGeometry } from '../../src/synthetic/phantom.js';
+import { unlessPresent } from '../helpers/requires.js';
 
 describe('morphology', () => {
   it('labels 6- and 26-connected components', () => {
@@ -284,7 +285,7 @@ const TOTALSEG = '../shared/data/totalseg-ct-small';
 const LIDC = '../shared/data/lidc-chest/0.dcm';
 
 describe("classical lung segmentation on TotalSegmentator's CT (upper abdomen, lung bases)", {
-  skip: existsSync(TOTALSEG) ? false : `${TOTALSEG} not present`,
+  skip: unlessPresent(existsSync(TOTALSEG) ? false : `${TOTALSEG} not present`),
 }, () => {
   // Both files are read by the same NIfTI reader (RAS → LPS, same affine), so their voxels match one to one.
   // Labels ("total" task): 10, 11 left lobes; 12, 13, 14 right lobes; 6 stomach, 18 small bowel, 19 duodenum,
@@ -340,7 +341,7 @@ describe("classical lung segmentation on TotalSegmentator's CT (upper abdomen, l
   });
 });
 
-describe('classical lung segmentation on a real chest slice (LIDC)', { skip: existsSync(LIDC) ? false : `${LIDC} not present` }, () => {
+describe('classical lung segmentation on a real chest slice (LIDC)', { skip: unlessPresent(existsSync(LIDC) ? false : `${LIDC} not present`) }, () => {
   it('finds both lungs, on their sides, with all the air inside the chest', () => {
     const buf = readFileSync(LIDC);
     const ds = dcmjs.data.DicomMetaDictionary.naturalizeDataset(

@@ -10,6 +10,7 @@ import { runPipeline } from '../../src/inference/pipeline.js';
 import { createOnnxModels, openSession, parseExecutionProviders, SessionCache, type SessionFactory } from '../../src/inference/session.js';
 import { identityLesionOnnx } from '../../src/inference/testing.js';
 import { generateChestCt } from '../../src/synthetic/phantom.js';
+import { unlessPresent } from '../helpers/requires.js';
 import { standInModelSet } from '../helpers/stand-in-models.js';
 
 describe('ONNX Runtime sessions', () => {
@@ -104,7 +105,7 @@ describe('ONNX Runtime sessions', () => {
 const MODELS = 'models';
 const haveModels = existsSync(join(MODELS, 'manifest.json')) && existsSync(join(MODELS, 'parity', 'parity.json'));
 
-describe('trained model parity (models/)', { skip: haveModels ? false : 'models/manifest.json or models/parity/ not present' }, () => {
+describe('trained model parity (models/)', { skip: unlessPresent(haveModels ? false : 'models/manifest.json or models/parity/ not present') }, () => {
   const f32 = (name: string) => {
     const b = readFileSync(join(MODELS, 'parity', name));
     return new Float32Array(b.buffer, b.byteOffset, b.byteLength / 4);

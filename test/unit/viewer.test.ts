@@ -12,6 +12,7 @@ import request from 'supertest';
 import type { Config } from '../../src/config/index.js';
 import type { HttpDeps } from '../../src/http/app.js';
 import { ohifDist, rewriteIndex, viewerConfig, viewerCsp, viewerRoutes } from '../../src/http/viewer.js';
+import { unlessPresent } from '../helpers/requires.js';
 
 const TOKEN = 'unit-token-0123456789abcdef';
 const dist = ohifDist();
@@ -45,7 +46,7 @@ describe('viewer: index and config rewriting', () => {
   });
 });
 
-describe('viewer: routes (the installed @ohif/app build)', { skip: dist ? false : '@ohif/app is not installed' }, () => {
+describe('viewer: routes (the installed @ohif/app build)', { skip: unlessPresent(dist ? false : '@ohif/app is not installed') }, () => {
   let server: Server;
   const auth = { Authorization: `Bearer ${TOKEN}` };
   before(() => {
