@@ -29,7 +29,7 @@ import torch.nn.functional as F
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import real_data as R  # noqa: E402
-from common import load_split, roc_points, sens_spec  # noqa: E402
+from common import dice, load_split, roc_points, sens_spec  # noqa: E402
 from nets import load_slice_nets  # noqa: E402
 from train_real import CLS_D, CLS_HW, VAL_VOLUMES, predict_slices, resize2  # noqa: E402
 
@@ -44,11 +44,6 @@ def wilson(k, n, z=1.96):
     c = (p + z * z / (2 * n)) / d
     h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
     return (max(0.0, c - h), min(1.0, c + h))
-
-
-def dice(a, b):
-    s = a.sum() + b.sum()
-    return float(2 * np.logical_and(a, b).sum() / s) if s else None
 
 
 @torch.no_grad()

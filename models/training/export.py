@@ -26,10 +26,8 @@ import onnx
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import CLS_SHAPE, CROP_MARGIN, INFER_TILE, LESION_THRESHOLD, LUNG_WINDOW, SPACING, WINDOW  # noqa: E402
+from common import CLS_SHAPE, CROP_MARGIN, INFER_TILE, LESION_THRESHOLD, LUNG_WINDOW, SEG_OVERLAP, SPACING, WINDOW  # noqa: E402
 from nets import count_params, load_slice_nets  # noqa: E402
-
-SEG_OVERLAP = (0, 16, 16)   # z y x: slice-wise, so no z overlap is needed
 
 VERSION = '0.2.0'
 INTENDED_USE = ('Research and integration testing of ctgate. Trained on 35 doctor-labelled and 1,454 pseudo-labelled real '

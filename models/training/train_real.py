@@ -31,7 +31,7 @@ import torch.nn.functional as F
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import real_data as R  # noqa: E402
-from common import choose_threshold, load_split, roc_points, sens_spec  # noqa: E402
+from common import choose_threshold, dice, load_split, roc_points, sens_spec  # noqa: E402
 from nets import SliceResNet, SliceUNetPP, count_params  # noqa: E402
 
 PATCH = 160
@@ -184,10 +184,8 @@ def seg_dice_report(seg, items):
     rows = []
     probs = predict_slices(seg, [it['ct'] for it in items])
     for it, p in zip(items, probs):
-        pred = p[0] >= 0.5
-        gt = it['mask'] >= 0.5
-        s = pred.sum() + gt.sum()
-        rows.append({'name': it['name'], 'dice': float(2 * (pred & gt).sum() / s) if s else 1.0})
+        d = dice(p[0] >= 0.5, it['mask'] >= 0.5)
+        rows.append({'name': it['name'], 'dice': 1.0 if d is None else d})
     return rows
 
 
