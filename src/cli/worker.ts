@@ -9,6 +9,7 @@ import { type Config, ConfigError } from '../config/index.js';
 import { DicomWebClient } from '../dicomweb/client.js';
 import { loadSeriesRules } from '../imaging/series-selection.js';
 import { ModelRegistry } from '../inference/model-registry.js';
+import { AnalysisReuseStore } from '../jobs/analysis-reuse.js';
 import { JobStateStore } from '../jobs/job-state.js';
 import { connectRedis, isJobGoneError, isRedisConnectionError } from '../jobs/redis.js';
 import { ScreeningRunner } from '../jobs/screening.js';
@@ -92,6 +93,7 @@ export async function startWorker(config: Config, log: Logger, opts: { gpu?: boo
     },
     log,
     metrics,
+    ...(w.analysisReuse ? { reuse: new AnalysisReuseStore(redis, config.redisPrefix, config.messageRetentionDays) } : {}),
   });
   const worker = startScreeningWorker({
     connection: bullConnection,

@@ -101,6 +101,8 @@ export interface WorkerConfig {
   stageBackoffMs: number;
   stageBackoffMaxMs: number;
   retrieveConcurrency: number;
+  /** Share the analysis of an unchanged series across orders with the same model versions (jobs/analysis-reuse.ts). */
+  analysisReuse: boolean;
 }
 
 /**
@@ -372,6 +374,7 @@ const fields = {
   stageBackoffMs: { env: 'CTGATE_STAGE_BACKOFF_MS', file: 'stageBackoffMs', parse: int(10, 86_400_000), default: 5000 },
   stageBackoffMaxMs: { env: 'CTGATE_STAGE_BACKOFF_MAX_MS', file: 'stageBackoffMaxMs', parse: int(10, 86_400_000), default: 300_000 },
   retrieveConcurrency: { env: 'CTGATE_RETRIEVE_CONCURRENCY', file: 'retrieveConcurrency', parse: int(1, 64), default: 4 },
+  analysisReuse: { env: 'CTGATE_ANALYSIS_REUSE', file: 'analysisReuse', parse: bool, default: true },
 } satisfies Record<string, Field<unknown>>;
 
 type Fields = typeof fields;
@@ -435,6 +438,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       stageBackoffMs: x.stageBackoffMs,
       stageBackoffMaxMs: x.stageBackoffMaxMs,
       retrieveConcurrency: x.retrieveConcurrency,
+      analysisReuse: x.analysisReuse,
     },
     publicUrl: x.publicUrl ?? `http://${x.httpHost.includes(':') ? `[${x.httpHost}]` : x.httpHost}:${x.httpPort}`,
     fhir: fhirConfig(x),

@@ -17,6 +17,7 @@ interface Encoded {
   analysis: Omit<Analysis, 'lesionMask'> & { lesionMask: { voxels: number; deflatedBits: string } | null };
   keyImages: (Omit<KeyImage, 'png'> & { png: string })[];
   links: ResultContext['links'];
+  reusedFrom?: ResultContext['reusedFrom'];
 }
 
 export function packBits(mask: Uint8Array): Uint8Array {
@@ -45,6 +46,7 @@ export function encodeCheckpoint(c: AnalysisCheckpoint): string {
     },
     keyImages: c.keyImages.map((k) => ({ ...k, png: Buffer.from(k.png).toString('base64') })),
     links: c.links,
+    ...(c.reusedFrom ? { reusedFrom: c.reusedFrom } : {}),
   };
   return JSON.stringify(doc);
 }
@@ -61,5 +63,6 @@ export function decodeCheckpoint(text: string): AnalysisCheckpoint {
     analysis: { ...doc.analysis, lesionMask },
     keyImages: doc.keyImages.map((k) => ({ ...k, png: new Uint8Array(Buffer.from(k.png, 'base64')) })),
     links: doc.links,
+    ...(doc.reusedFrom ? { reusedFrom: doc.reusedFrom } : {}),
   };
 }

@@ -4,6 +4,7 @@
  * restart) starts at `stage`; finished stages are never run twice.
  */
 import type { Redis } from 'ioredis';
+import type { ReusedFrom } from '../results/context.js';
 import { type AnalysisCheckpoint, decodeCheckpoint, encodeCheckpoint } from './analysis-codec.js';
 
 export const STAGES = ['wait-for-study', 'retrieve', 'analyze', 'write-seg', 'write-fhir', 'send-oru'] as const;
@@ -14,8 +15,16 @@ export type ErrorPeer = 'pacs' | 'fhir' | 'emr-oru' | 'model' | 'internal';
 
 export interface StageOutputs {
   'wait-for-study'?: { studyInstanceUid: string; instances: number; matchedBy: string };
-  retrieve?: { seriesInstanceUid: string; slices: number; reason: string };
-  analyze?: { verdict: string; probability: number | null; models: string[]; executionProvider: string; reason?: string };
+  retrieve?: {
+    seriesInstanceUid: string;
+    slices: number;
+    reason: string;
+    /** The series' content fingerprint and the analysis claim this job took (jobs/analysis-reuse.ts). */
+    reuse?: { fingerprint: string; claimKey: string };
+    /** The earlier job whose analysis and PACS objects this job shares: analyze and write-seg did not run. */
+    reusedFrom?: ReusedFrom;
+  };
+  analyze?: { verdict: string; probability: number | null; models: string[]; executionProvider: string; reason?: string; reusedFrom?: ReusedFrom };
   'write-seg'?:
     | {
         seriesInstanceUid: string;
@@ -26,11 +35,14 @@ export interface StageOutputs {
         keyImages?: number;
         /** The measurement report (TID 1500 SR) series. */
         srSeriesInstanceUid?: string;
+        /** The objects are an earlier job's (shared analysis), not written by this job. */
+        reusedFrom?: ReusedFrom;
       }
     | {
         skipped: string;
         /** The measurement report is written without a SEG too (no lesion; not assessable, saying why). */
         srSeriesInstanceUid?: string;
+        reusedFrom?: ReusedFrom;
       };
   'write-fhir'?: { diagnosticReportId: string; resources: number } | { skipped: string };
   'send-oru'?:
@@ -64,6 +76,8 @@ export interface JobState {
    */
   /** Set (with the ORU's MSH-10) just before the ORU is sent, cleared by its outcome; see ScreeningRunner.sendOruOnce. */
   oruSending?: { controlId: string; at: string };
+  /** While another job analyses the same series (jobs/analysis-reuse.ts): which, since when, how often looked. */
+  waitingFor?: { jobId: string; since: string; looks: number };
   lastError?: { stage: StageName; peer?: ErrorPeer; message: string; retryable: boolean; at: string; since?: string };
 }
 

@@ -23,24 +23,27 @@
  */
 import { DelayedError, UnrecoverableError } from 'bullmq';
 import type { DicomWebClient } from '../dicomweb/client.js';
+import { str, TAG } from '../dicomweb/dicom-json.js';
 import { PacsError } from '../dicomweb/errors.js';
 import { sourceStudyFromJson } from '../dicomweb/metadata.js';
 import { retrieveVolume } from '../dicomweb/retrieve.js';
 import { seriesCandidates } from '../dicomweb/series-candidates.js';
 import { type PollEvent, waitForStableStudy } from '../dicomweb/study-finder.js';
-import { type SeriesRules, selectSeries } from '../imaging/series-selection.js';
+import { type SeriesCandidate, type SeriesRules, selectSeries } from '../imaging/series-selection.js';
 import { keyImagePng } from '../inference/key-images.js';
 import type { ModelRegistry } from '../inference/model-registry.js';
 import { runPipeline } from '../inference/pipeline.js';
 import type { Logger } from '../observability/log.js';
 import { errorPeer, METRICS, type MetricsSink, noMetrics } from '../observability/metrics.js';
 import type { OrderStatus } from '../orders/store.js';
-import { analysisOf, type ResultContext, type ResultLinks } from '../results/context.js';
+import { analysisOf, type ModelRef, type ResultContext, type ResultLinks, type ReusedFrom } from '../results/context.js';
 import { oruControlId } from '../results/oru/encode.js';
 import type { AnalysisCheckpoint } from './analysis-codec.js';
+import { type AnalysisReuseStore, reuseKey, seriesFingerprint } from './analysis-reuse.js';
 import { type ErrorPeer, type JobState, type JobStateStore, newJobState, STAGES, type StageName, type StageOutputs } from './job-state.js';
 import type { ScreeningJobData } from './queue.js';
 import { isJobGoneError, isRedisConnectionError } from './redis.js';
+import { CTGATE_VERSION } from './writers.js';
 
 /** A stage failure with its retry class. Errors of other types are classified by classifyError. */
 export class StageFailure extends Error {
@@ -90,6 +93,11 @@ export interface ScreeningSettings {
    * records deliveryUnknown and does not resend; 'resend' sends it once more with the same MSH-10 (possibleDuplicate).
    */
   oruUnconfirmed?: 'hold' | 'resend';
+  /**
+   * Longest sleep between looks while another job analyses the same series (the wait grows from 500 ms to this).
+   * Default 10 s.
+   */
+  reuseWaitMaxMs?: number;
 }
 
 export interface ScreeningDeps {
@@ -105,6 +113,8 @@ export interface ScreeningDeps {
   log: Logger;
   /** Stage durations, model time, outcomes and peer errors (shared through Redis; see observability/metrics.ts). */
   metrics?: MetricsSink;
+  /** Shares the analysis of an unchanged series across orders (jobs/analysis-reuse.ts); absent: every order runs the models. */
+  reuse?: AnalysisReuseStore;
 }
 
 /** What the job returns (BullMQ's returnvalue), also shown by the API and the page. */
@@ -120,6 +130,8 @@ export interface ScreeningResult {
   srSeriesInstanceUid?: string;
   diagnosticReportId?: string;
   oruAckCode?: string;
+  /** The earlier order whose analysis and PACS objects this one shares (the models did not run for it). */
+  sharedFrom?: ReusedFrom;
   skipped: Partial<Record<StageName, string>>;
   timingsMs: JobState['timingsMs'];
 }
@@ -192,6 +204,7 @@ export function summarize(state: JobState): ScreeningResult {
     srSeriesInstanceUid: seg?.srSeriesInstanceUid,
     diagnosticReportId: fhir?.diagnosticReportId,
     oruAckCode: oru?.ackCode,
+    ...(o.analyze?.reusedFrom ? { sharedFrom: o.analyze.reusedFrom } : {}),
     skipped,
     timingsMs: state.timingsMs,
   };
@@ -261,6 +274,11 @@ export class ScreeningRunner {
     let analysis: AnalysisCheckpoint | null = null;
     let volume: Awaited<ReturnType<typeof retrieveVolume>> | null = null;
     let seriesMeta: { seriesNumber?: number; seriesDescription?: string } = {};
+    // The analysis claim this job holds (jobs/analysis-reuse.ts): dropped when the job fails for good or is cancelled.
+    let claimKey = state.outputs.retrieve?.reuse?.claimKey;
+    const releaseClaim = async () => {
+      if (claimKey && this.deps.reuse) await this.deps.reuse.release(claimKey, job.id).catch(() => {});
+    };
 
     while (state.stage !== 'done' && state.stage !== 'cancelled') {
       const stage: StageName = state.stage;
@@ -273,6 +291,7 @@ export class ScreeningRunner {
         state.finishedAt = new Date().toISOString();
         await put(state);
         await this.redisOp('record cancel', job.id, () => this.deps.orders.markCancelled(job.id, `stopped before stage ${stage}`));
+        await releaseClaim();
         log.info('job.cancelled', { jobId: job.id, stage });
         metrics.inc(METRICS.jobsCancelled);
         break;
@@ -286,6 +305,8 @@ export class ScreeningRunner {
       if (stage !== 'wait-for-study') state.attempts[stage] = (state.attempts[stage] ?? 0) + 1;
       await put(state);
       const t0 = performance.now();
+      // A stage that makes later ones unnecessary (a shared analysis) names where the job goes on.
+      let skipTo: StageName | undefined;
       try {
         switch (stage) {
           case 'wait-for-study': {
@@ -294,14 +315,22 @@ export class ScreeningRunner {
             break;
           }
           case 'retrieve': {
+            const chosen = await this.chooseSeries(state);
+            const reuse = await withTimeout(this.shareOrClaim(job, token, state, chosen, put, progress), this.deps.settings.stageTimeoutMs, stage);
+            if (reuse && 'shared' in reuse) {
+              analysis = reuse.shared;
+              skipTo = 'write-fhir';
+              break;
+            }
+            if (reuse) claimKey = reuse.claim.claimKey;
             const r = await withTimeout(
-              this.retrieve(job, state, (done, total) => void progress(progressOf(stage, done / total))),
+              this.retrieve(job, state, (done, total) => void progress(progressOf(stage, done / total)), chosen),
               this.deps.settings.stageTimeoutMs,
               stage,
             );
             volume = r.volume;
             seriesMeta = r.meta;
-            state.outputs.retrieve = r.output;
+            state.outputs.retrieve = { ...r.output, ...(reuse ? { reuse: reuse.claim } : {}) };
             break;
           }
           case 'analyze': {
@@ -322,6 +351,7 @@ export class ScreeningRunner {
             if (!analysis) throw new StageFailure('the analysis checkpoint is missing (expired or deleted); re-run the job from the start', false);
             const ctx: ResultContext = { ...analysis, order: job.data.order };
             await withTimeout(this.write(stage, ctx, state, put), this.deps.settings.stageTimeoutMs, stage);
+            if (stage === 'write-seg') await this.redisOp('publish analysis', job.id, () => this.publishAnalysis(job, state, ctx));
             break;
           }
         }
@@ -344,17 +374,18 @@ export class ScreeningRunner {
           throw new DelayedError();
         }
         log.error('job.stage-failed', { jobId: job.id, stage, attempts, retryable: f.retryable, error: f.message });
+        await releaseClaim();
         metrics.inc(METRICS.stageErrors, { stage, peer: errorPeer(stage, e), retryable: 'false' });
         metrics.inc(METRICS.jobsFailed, { stage });
         throw new UnrecoverableError(`${stage}: ${f.message}`);
       }
       state.timingsMs[stage] = Math.round(performance.now() - t0);
-      const next = STAGES[index + 1];
+      const next = skipTo ?? STAGES[index + 1];
       state.stage = next ?? 'done';
       state.lastError = undefined;
       if (!next) state.finishedAt = new Date().toISOString();
       const checkpoint = analysis;
-      if (stage === 'analyze' && checkpoint) await this.redisOp('write analysis', job.id, () => states.putWithAnalysis(touch(state), checkpoint));
+      if ((stage === 'analyze' || skipTo) && checkpoint) await this.redisOp('write analysis', job.id, () => states.putWithAnalysis(touch(state), checkpoint));
       else await put(state);
       log.info('job.stage-done', { jobId: job.id, stage, ms: state.timingsMs[stage] });
       metrics.observe(METRICS.stageDuration, { stage }, (state.timingsMs[stage] ?? 0) / 1000);
@@ -423,21 +454,146 @@ export class ScreeningRunner {
     throw new StageFailure(r.reason, false);
   }
 
-  private async retrieve(job: JobHandle, state: JobState, onProgress?: (done: number, total: number) => void) {
+  /** The study's series that the selection rules pick, with why. */
+  private async chooseSeries(state: JobState): Promise<ChosenSeries> {
     const studyUid = state.outputs['wait-for-study']?.studyInstanceUid;
     if (!studyUid) throw new StageFailure('no study recorded by wait-for-study', false);
     const candidates = await seriesCandidates(this.deps.pacs, studyUid);
     const selection = selectSeries(candidates, this.deps.seriesRules);
     if (!selection.chosen) throw new StageFailure(`no series fits the selection rules: ${selection.reason ?? 'no series'}`, false);
     const chosen = selection.chosen;
-    const r = await retrieveVolume(this.deps.pacs, studyUid, chosen.seriesInstanceUid, { concurrency: this.deps.settings.retrieveConcurrency, onProgress });
     const rank = selection.decisions.find((d) => d.seriesInstanceUid === chosen.seriesInstanceUid)?.reasons.join('; ') ?? '';
+    return { studyUid, series: chosen, reason: rank };
+  }
+
+  private async retrieve(job: JobHandle, state: JobState, onProgress?: (done: number, total: number) => void, given?: ChosenSeries) {
+    const { studyUid, series: chosen, reason } = given ?? (await this.chooseSeries(state));
+    const r = await retrieveVolume(this.deps.pacs, studyUid, chosen.seriesInstanceUid, { concurrency: this.deps.settings.retrieveConcurrency, onProgress });
     this.deps.log.debug('job.series-chosen', { jobId: job.id, series: chosen.seriesInstanceUid });
     return {
       volume: r,
       meta: { seriesNumber: chosen.seriesNumber, seriesDescription: chosen.description },
-      output: { seriesInstanceUid: chosen.seriesInstanceUid, slices: r.slices.length, reason: rank },
+      output: { seriesInstanceUid: chosen.seriesInstanceUid, slices: r.slices.length, reason },
     };
+  }
+
+  /**
+   * Before the series is pulled: shares the analysis of an earlier job when the same series content (SOP Instance
+   * UIDs) was analysed by the same model versions and its objects are still in the PACS (the job then goes on at
+   * write-fhir); otherwise claims the analysis for this job. When another job holds the claim (it is analysing the
+   * same series now), this job sleeps in the queue, without counting an attempt, and looks again.
+   * null: no reuse (switched off, or the PACS did not list every instance, so the content cannot be told).
+   */
+  private async shareOrClaim(
+    job: JobHandle,
+    token: string | undefined,
+    state: JobState,
+    chosen: ChosenSeries,
+    put: (s: JobState) => Promise<void>,
+    progress: (p: object) => Promise<void>,
+  ): Promise<{ shared: AnalysisCheckpoint } | { claim: { fingerprint: string; claimKey: string } } | null> {
+    const reuse = this.deps.reuse;
+    if (!reuse) return null;
+    const { studyUid, series } = chosen;
+    const sops = (await this.deps.pacs.searchInstances(studyUid, series.seriesInstanceUid)).map((i) => str(i, TAG.SOPInstanceUID) ?? '').filter(Boolean);
+    if (sops.length === 0 || sops.length < series.numberOfInstances) {
+      this.deps.log.info('job.reuse-unknown-content', { jobId: job.id, listed: sops.length, instances: series.numberOfInstances });
+      return null;
+    }
+    const fingerprint = seriesFingerprint(studyUid, series.seriesInstanceUid, sops);
+    const key = this.reuseKeyFor(fingerprint, await this.currentModels());
+    const source = await this.redisOp('read shared analysis', job.id, () => reuse.source(key));
+    if (source && source.jobId !== job.id) {
+      const shared = await this.sharedAnalysis(job, state, chosen, source, key);
+      if (shared) return { shared };
+    }
+    const claim = await this.redisOp('claim analysis', job.id, () => reuse.claim(key, job.id, 3 * this.deps.settings.stageTimeoutMs + 60_000));
+    if (claim.claimed) {
+      state.waitingFor = undefined;
+      return { claim: { fingerprint, claimKey: key } };
+    }
+    // Another job is analysing this very series with these models: wait for it rather than run the models twice.
+    const looks = (state.waitingFor?.jobId === claim.holder ? state.waitingFor.looks : 0) + 1;
+    state.waitingFor = { jobId: claim.holder, since: state.waitingFor?.since ?? new Date().toISOString(), looks };
+    state.attempts.retrieve = Math.max(0, (state.attempts.retrieve ?? 1) - 1);
+    await put(state);
+    const delay = Math.min(this.deps.settings.reuseWaitMaxMs ?? 10_000, 500 * 2 ** Math.min(looks - 1, 10));
+    this.deps.log.info('job.reuse-wait', { jobId: job.id, holder: claim.holder, looks, delayMs: delay });
+    void progress({ ...progressOf('retrieve', 0, `waiting for job ${claim.holder}, which is analysing the same series`) });
+    await job.moveToDelayed(Date.now() + delay, token);
+    throw new DelayedError();
+  }
+
+  /** The earlier job's analysis as this job's, or null when it can no longer be shared (then forgotten). */
+  private async sharedAnalysis(job: JobHandle, state: JobState, chosen: ChosenSeries, source: ReusedFrom, key: string): Promise<AnalysisCheckpoint | null> {
+    const reuse = this.deps.reuse as AnalysisReuseStore;
+    const [srcState, srcAnalysis] = await this.redisOp('read shared analysis', job.id, () =>
+      Promise.all([this.deps.states.get(source.jobId), this.deps.states.getAnalysis(source.jobId)]),
+    );
+    const seg = srcState?.outputs['write-seg'];
+    const analyzed = srcState?.outputs.analyze;
+    const objects = seg ? ['seriesInstanceUid' in seg ? seg.seriesInstanceUid : undefined, seg.srSeriesInstanceUid].filter((u): u is string => !!u) : [];
+    let why: string | undefined;
+    if (!srcState || !srcAnalysis || !seg || !analyzed) why = 'its checkpoint is gone (expired or re-run)';
+    else if (srcAnalysis.series.seriesInstanceUid !== chosen.series.seriesInstanceUid) why = 'it analysed another series';
+    else if (objects.length === 0 && !('skipped' in seg)) why = 'it stored nothing';
+    else {
+      for (const uid of objects) {
+        const found = await this.deps.pacs.searchSeries(chosen.studyUid, { SeriesInstanceUID: uid });
+        if (found.length === 0) {
+          why = `its series ${uid} is no longer in the PACS`;
+          break;
+        }
+      }
+    }
+    if (why || !srcAnalysis || !seg || !analyzed) {
+      this.deps.log.info('job.reuse-refused', { jobId: job.id, source: source.jobId, why });
+      await this.redisOp('forget shared analysis', job.id, () => reuse.forget(key, source.jobId));
+      return null;
+    }
+    state.outputs.retrieve = {
+      seriesInstanceUid: chosen.series.seriesInstanceUid,
+      slices: srcAnalysis.series.slices.length,
+      reason: chosen.reason,
+      reusedFrom: source,
+    };
+    state.outputs.analyze = { ...analyzed, reusedFrom: source };
+    state.outputs['write-seg'] = { ...seg, reusedFrom: source };
+    this.deps.log.info('job.analysis-shared', { jobId: job.id, source: source.jobId });
+    this.deps.metrics?.inc(METRICS.analysesShared);
+    return { ...srcAnalysis, jobId: job.id, links: this.deps.links(job.id), reusedFrom: source };
+  }
+
+  /** Once write-seg has stored the objects: later orders of the same series and models may share them. */
+  private async publishAnalysis(job: JobHandle, state: JobState, ctx: ResultContext): Promise<void> {
+    const reuse = this.deps.reuse;
+    const r = state.outputs.retrieve?.reuse;
+    if (!reuse || !r || ctx.reusedFrom) return;
+    // Under the models that made it, which may be newer than those the claim was taken with.
+    const key = this.reuseKeyFor(r.fingerprint, ctx.analysis.models);
+    const o = job.data.order;
+    await reuse.publish(key, {
+      jobId: job.id,
+      placerOrderNumber: o.placerOrderNumber,
+      ...(o.fillerOrderNumber ? { fillerOrderNumber: o.fillerOrderNumber } : {}),
+      ...(o.accessionNumber ? { accessionNumber: o.accessionNumber } : {}),
+      analyzedAt: ctx.analysis.completedAt,
+    });
+    if (key !== r.claimKey) await reuse.release(r.claimKey, job.id);
+  }
+
+  private async currentModels(): Promise<ModelRef[]> {
+    const lease = await this.deps.models.lease();
+    try {
+      const m = lease.set.manifest;
+      return [m.lung, m.lesion, m.classifier].map((x) => ({ name: x.name, version: x.version }));
+    } finally {
+      lease.release();
+    }
+  }
+
+  private reuseKeyFor(fingerprint: string, models: readonly ModelRef[]): string {
+    return reuseKey(fingerprint, models, { ctgateVersion: CTGATE_VERSION, keySliceCount: this.deps.settings.keySliceCount });
   }
 
   private async analyze(
@@ -554,6 +710,12 @@ export class ScreeningRunner {
         return;
     }
   }
+}
+
+interface ChosenSeries {
+  studyUid: string;
+  series: SeriesCandidate;
+  reason: string;
 }
 
 /** The peer a stage's error belongs to, as the job's lastError names it (metrics say 'emr' for the ORU receiver). */

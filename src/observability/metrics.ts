@@ -98,6 +98,13 @@ export const METRICS = {
     type: 'counter',
     labels: ['stage'],
   },
+  analysesShared: {
+    name: 'ctgate_analyses_shared_total',
+    help: "Jobs that shared an earlier order's analysis of the same series and model versions instead of running the models.",
+    type: 'counter',
+    labels: [],
+    zero: [[]],
+  },
   stageErrors: {
     name: 'ctgate_stage_errors_total',
     help: 'Failed stage attempts, by stage, peer (pacs, fhir, emr for the ORU receiver, model, internal) and whether the attempt is retried.',

@@ -68,6 +68,20 @@ export interface ResultLinks {
   resultPageUrl?: string;
 }
 
+/**
+ * The earlier order whose analysis a later order shares (same series, same model versions; jobs/analysis-reuse.ts).
+ * Its SEG, key images and SR are the ones in the PACS: they carry the study's accession number as the PACS holds
+ * it, and the SR's Referenced Request names this earlier order.
+ */
+export interface ReusedFrom {
+  jobId: string;
+  placerOrderNumber: string;
+  fillerOrderNumber?: string;
+  accessionNumber?: string;
+  /** When the source job's analysis was made (its analysis.completedAt). */
+  analyzedAt: string;
+}
+
 export interface ResultContext {
   /** Stable job id (hash of sender + placer order number, no PHI): the seed of every derived id and UID. */
   jobId: string;
@@ -77,6 +91,8 @@ export interface ResultContext {
   analysis: Analysis;
   keyImages: KeyImage[];
   links: ResultLinks;
+  /** Set when this order shares an earlier order's analysis and objects instead of running the models again. */
+  reusedFrom?: ReusedFrom;
 }
 
 /** The Analysis of a pipeline run with the manifest's models (what the worker and `ctgate analyze` record). */
@@ -92,4 +108,15 @@ export function analysisOf(result: PipelineResult, manifest: Pick<Manifest, 'lun
     executionProvider: result.executionProvider,
     completedAt: completedAt.toISOString(),
   };
+}
+
+/**
+ * For an order that shares an earlier order's analysis: what the result says about it, in the report summary and the
+ * ORU's NTE. Undefined for an order whose own analysis it is.
+ */
+export function sharedAnalysisNote(ctx: Pick<ResultContext, 'reusedFrom'>): string | undefined {
+  const r = ctx.reusedFrom;
+  if (!r) return undefined;
+  const acc = r.accessionNumber ? ` (accession ${r.accessionNumber})` : '';
+  return `Analysis shared with order ${r.placerOrderNumber}${acc}, made ${r.analyzedAt}: same series, same model versions. The SEG, key images and measurement report in the PACS are that order's.`;
 }

@@ -32,6 +32,7 @@ td.nowrap{white-space:nowrap}
 .state{display:inline-block;padding:0 .45rem;border-radius:3px;font-size:.8rem;background:#e2e6ec}
 .state-failed{background:#f8d7da;color:#842029}.state-completed{background:#d1e7dd;color:#0f5132}.state-active{background:#cfe2ff;color:#084298}
 .verdict{font-size:1.15rem;font-weight:700;padding:.7rem 1rem;border-radius:6px;margin:.5rem 0 1rem;background:#fff;border-left:6px solid #8a94a6}
+.notice{padding:.5rem 1rem;border-radius:6px;margin:.5rem 0;background:#eef4fb;border-left:6px solid #3b6ea8}
 .verdict-positive{border-color:#c0392b}.verdict-negative{border-color:#2e8b57}.verdict-not-assessable{border-color:#c08a00}
 .error{background:#f8d7da;color:#842029;padding:.7rem 1rem;border-radius:6px;margin:.5rem 0 1rem}
 dl.facts{display:grid;grid-template-columns:max-content 1fr;gap:.25rem 1rem;background:#fff;padding:.7rem 1rem;border-radius:6px;margin:0}
@@ -328,6 +329,19 @@ export function studyPage(v: StudyView & { nonce: string }): Html {
   const verdict = a
     ? html`<div class="verdict verdict-${a.verdict}" id="verdict">${verdictWords(a.verdict)}${a.verdict === 'not-assessable' && a.reason ? html`: <span id="reason">${a.reason}</span>` : ''}.</div>`
     : html`<div class="verdict" id="verdict">${st?.stage === 'cancelled' ? 'Cancelled — no result' : v.state === 'failed' ? 'No result — the job failed' : 'No result yet'}</div>`;
+  const shared = st?.outputs.analyze?.reusedFrom;
+  const oru = st?.outputs['send-oru'];
+  const notices = [
+    shared
+      ? html`<div class="notice" id="shared-analysis">The analysis is shared with order ${shared.placerOrderNumber}${
+          shared.accessionNumber ? ` (accession ${shared.accessionNumber})` : ''
+        }, made ${formatTime(shared.analyzedAt)} (same series, same model versions): the SEG, key images and report in the PACS are that order's (<a href="/jobs/${shared.jobId}">its job</a>).</div>`
+      : '',
+    st?.waitingFor && !finished
+      ? html`<div class="notice" id="waiting-for">Waiting for <a href="/jobs/${st.waitingFor.jobId}">job ${st.waitingFor.jobId}</a>, which is analysing the same series (since ${formatTime(st.waitingFor.since)}); its analysis will be shared.</div>`
+      : '',
+    oru && 'deliveryUnknown' in oru && oru.deliveryUnknown ? html`<div class="error" id="oru-delivery-unknown">${oru.deliveryUnknown}</div>` : '',
+  ];
   const links = [
     v.links.fhirReportUrl
       ? html`<li><a id="fhir-link" href="${v.links.fhirReportUrl}" rel="noreferrer">FHIR DiagnosticReport ${v.links.fhirReportId}</a></li>`
@@ -368,6 +382,7 @@ export function studyPage(v: StudyView & { nonce: string }): Html {
     body: html`<h1>Chest CT screening</h1>
 ${verdict}
 ${failure}
+${notices}
 <div class="grid">
 <section><h2>Patient and order</h2>${patientFacts(v.order, v.receivedAt)}</section>
 <section><h2>Job</h2>${statusFacts(v)}</section>

@@ -1,4 +1,4 @@
-import type { ResultContext } from '../context.js';
+import { type ResultContext, sharedAnalysisNote } from '../context.js';
 
 const fixed = (v: number, digits: number) => v.toFixed(digits);
 const pct = (v: number) => (v > 0 && v < 0.05 ? '<0.1' : fixed(v, 1));
@@ -56,6 +56,8 @@ export function summaryHtml(ctx: ResultContext, conclusion: string): string {
   }
   if (a.verdict === 'not-assessable') rows.push(['Reason', a.reason ?? '']);
   rows.push(['Models', a.models.map((m) => `${m.name} ${m.version}`).join(', ')], ['Completed', a.completedAt]);
+  const shared = sharedAnalysisNote(ctx);
+  if (shared) rows.push(['Shared analysis', shared]);
   const key = ctx.keyImages[0];
   const img = key
     ? `<figure><img alt="Key image with lesion overlay" src="data:image/png;base64,${Buffer.from(key.png).toString('base64')}"><figcaption>Slice ${key.sliceIndex + 1}, lesion ${fixed(key.lesionAreaMm2, 0)} mm²</figcaption></figure>`
