@@ -1,5 +1,5 @@
 """Independent DICOM SR reader for tests (pydicom): prints one JSON object per file given, keyed by path, with the
-header values the tests check and the content tree, each item as {rel, type, name, value, unit, refs, children}
+header values the tests check and the content tree, each item as {rel, type, name, value, unit, refs, graphicType, points, children}
 (codes as "scheme:value:meaning")."""
 import json
 import sys
@@ -36,6 +36,9 @@ def item(it):
             "sop": str(ref.ReferencedSOPInstanceUID),
             "segments": [] if n is None else [int(v) for v in (n if isinstance(n, MultiValue) else [n])],
         }
+    elif vt == "SCOORD":
+        out["graphicType"] = str(it.GraphicType)
+        out["points"] = [float(v) for v in it.GraphicData]
     elif vt == "CONTAINER":
         out["continuity"] = str(it.ContinuityOfContent)
     if "ContentSequence" in it:

@@ -6,7 +6,8 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { ResultContext } from '../../src/results/context.js';
 import { encodeSeg, lesionModel, NoSegError, SEGMENTATION_STORAGE, segUids } from '../../src/results/seg/encode.js';
-import { COMPREHENSIVE_SR_STORAGE, encodeSr, SR_SERIES_DESCRIPTION, srUids } from '../../src/results/sr/encode.js';
+import { COMPREHENSIVE_3D_SR_STORAGE, encodeSr, SR_SERIES_DESCRIPTION, srUids, TRACKING_IDENTIFIER } from '../../src/results/sr/encode.js';
+import { largestLesionOutline } from '../../src/results/sr/outline.js';
 import { assertDciodvfyClean } from '../helpers/dciodvfy.js';
 import { syntheticResult } from '../helpers/result-context.js';
 
@@ -17,6 +18,8 @@ interface PyItem {
   value?: string | number;
   unit?: string;
   refs?: { sopClass: string; sop: string; segments: number[] };
+  graphicType?: string;
+  points?: number[];
   continuity?: string;
   children?: PyItem[];
 }
@@ -49,7 +52,7 @@ let count = 0;
 function validate(bytes: Uint8Array): PySr {
   const path = join(dir, `sr-${++count}.dcm`);
   writeFileSync(path, bytes);
-  assertDciodvfyClean(path, /ComprehensiveSR/);
+  assertDciodvfyClean(path, /Comprehensive3DSR/);
   const json = execFileSync('/usr/bin/python3', ['test/helpers/sr-check.py', path], { encoding: 'utf8', maxBuffer: 1 << 26 });
   return (JSON.parse(json) as Record<string, PySr>)[path] as PySr;
 }
@@ -79,7 +82,7 @@ const LEFT = 'SCT:7771000:Left';
 const RIGHT = 'SCT:24028007:Right';
 
 function assertHeader(py: PySr, ctx: ResultContext) {
-  assert.equal(py.sopClassUid, COMPREHENSIVE_SR_STORAGE);
+  assert.equal(py.sopClassUid, COMPREHENSIVE_3D_SR_STORAGE);
   assert.equal(py.transferSyntax, '1.2.840.10008.1.2.1');
   assert.equal(py.modality, 'SR');
   assert.equal(py.seriesDescription, SR_SERIES_DESCRIPTION);
@@ -116,6 +119,73 @@ function assertHeader(py: PySr, ctx: ResultContext) {
   assert.ok(all(group, 'SCT:260753009').every((i) => i.refs?.sopClass === ctx.series.sopClassUid));
 }
 
+/** Even-odd rule: whether point (x, y) lies inside the closed polygon. */
+function insidePolygon(points: number[], x: number, y: number): boolean {
+  let inside = false;
+  for (let i = 0, j = points.length - 4; i + 1 < points.length - 2; j = i, i += 2) {
+    const [xi, yi, xj, yj] = [points[i], points[i + 1], points[j], points[j + 1]] as [number, number, number, number];
+    if (yi > y !== yj > y && x < ((xj - xi) * (y - yi)) / (yj - yi) + xi) inside = !inside;
+  }
+  return inside;
+}
+
+/**
+ * The TID 1410 groups: one per key slice, in findings.keySlices order, each an Image Region (closed POLYLINE)
+ * SELECTED FROM that CT slice, inside the image, around lesion pixels of that slice, with the area it encloses.
+ */
+function assertKeySliceGroups(planar: PyItem[], ctx: ResultContext) {
+  const f = ctx.analysis.findings;
+  const mask = ctx.analysis.lesionMask;
+  assert.ok(f && mask);
+  const [nx, ny] = ctx.series.geometry.size;
+  const pixelMm2 = ctx.series.geometry.spacing[0] * ctx.series.geometry.spacing[1];
+  const uids = new Set(ctx.series.slices.map((s) => s.sopInstanceUid));
+  assert.equal(planar.length, f.keySlices.length);
+  planar.forEach((g, i) => {
+    const z = (f.keySlices[i] as { index: number }).index;
+    const slice = ctx.series.slices[z];
+    assert.ok(slice);
+    assert.equal(one(g, 'DCM:121071').value, 'SCT:52988006:Lesion');
+    assert.equal(one(g, 'DCM:111001').value, 'lesion-unetpp');
+    assert.equal(one(g, 'DCM:111003').value, '0.1.0');
+    const region = one(g, 'DCM:111030:Image Region');
+    assert.equal(region.type, 'SCOORD');
+    assert.equal(region.rel, 'CONTAINS');
+    assert.equal(region.graphicType, 'POLYLINE');
+    // Selected from a real slice of the series: the key slice itself.
+    const from = region.children ?? [];
+    assert.equal(from.length, 1);
+    assert.equal(from[0]?.rel, 'SELECTED FROM');
+    assert.equal(from[0]?.type, 'IMAGE');
+    assert.ok(uids.has(from[0]?.refs?.sop as string));
+    assert.deepEqual(from[0]?.refs, { sopClass: ctx.series.sopClassUid, sop: slice.sopInstanceUid, segments: [] });
+    const pts = region.points ?? [];
+    assert.ok(pts.length >= 10 && pts.length % 2 === 0, `a closed polygon (${pts.length / 2} points)`);
+    assert.deepEqual(pts.slice(-2), pts.slice(0, 2), 'closed: the last point is the first');
+    const lesionAt = (x: number, y: number) => x >= 0 && y >= 0 && x < nx && y < ny && mask[z * nx * ny + y * nx + x] !== 0;
+    for (let k = 0; k < pts.length; k += 2) {
+      const [x, y] = [pts[k] as number, pts[k + 1] as number];
+      assert.ok(x >= 0 && x <= nx && y >= 0 && y <= ny, `point ${x},${y} inside the ${nx}×${ny} image`);
+      // A vertex is a corner of a lesion pixel (the outline runs along the lesion's pixel edges).
+      assert.ok(lesionAt(x, y) || lesionAt(x - 1, y) || lesionAt(x, y - 1) || lesionAt(x - 1, y - 1), `vertex ${x},${y} on the lesion`);
+    }
+    // The pixels whose centres it encloses are (nearly all) lesion, and the area is theirs.
+    let enclosed = 0;
+    let lesion = 0;
+    for (let y = 0; y < ny; y++)
+      for (let x = 0; x < nx; x++)
+        if (insidePolygon(pts, x + 0.5, y + 0.5)) {
+          enclosed++;
+          if (lesionAt(x, y)) lesion++;
+        }
+    assert.ok(enclosed > 0 && lesion >= 0.9 * enclosed, `${lesion} of ${enclosed} enclosed pixels are lesion`);
+    const area = one(g, 'SCT:42798000:Area');
+    assert.equal(area.unit, 'UCUM:mm2:square millimeter');
+    assert.ok(Math.abs((area.value as number) - enclosed * pixelMm2) < 0.01, `area ${area.value} mm2, ${enclosed} pixels`);
+    assert.ok((area.value as number) <= (f.keySlices[i] as { lesionAreaMm2: number }).lesionAreaMm2 + 0.01, 'the largest lesion of the slice, not more');
+  });
+}
+
 describe('DICOM SR (TID 1500 measurement report) encoder', () => {
   before(() => {
     dir = mkdtempSync(join(tmpdir(), 'ctgate-sr-'));
@@ -137,8 +207,19 @@ describe('DICOM SR (TID 1500 measurement report) encoder', () => {
     const f = context.analysis.findings;
     assert.ok(f && f.lesionCount > 0 && f.bilateral, 'the covid phantom has lesions in both lungs');
     const measurements = one(py.root, 'DCM:126010');
-    const [lesions, classification] = all(measurements, 'DCM:125007') as [PyItem, PyItem];
-    assert.equal(all(measurements, 'DCM:125007').length, 2);
+    const groups = all(measurements, 'DCM:125007');
+    // The volumetric group, one planar ROI group per key slice, the classification.
+    assert.equal(groups.length, 2 + f.keySlices.length);
+    assert.ok(f.keySlices.length > 0);
+    const lesions = groups[0] as PyItem;
+    const classification = groups[groups.length - 1] as PyItem;
+    // One finding: every group has the same tracking identifier and UID.
+    const trackingUid = one(lesions, 'DCM:112040').value;
+    for (const g of groups) {
+      assert.equal(one(g, 'DCM:112039').value, TRACKING_IDENTIFIER);
+      assert.equal(one(g, 'DCM:112040').value, trackingUid);
+    }
+    assertKeySliceGroups(groups.slice(1, -1), context);
 
     assert.equal(one(lesions, 'DCM:112039').value, 'AI lung lesions');
     assert.match(String(one(lesions, 'DCM:112040').value), /^2\.25\.\d+$/);
@@ -170,6 +251,11 @@ describe('DICOM SR (TID 1500 measurement report) encoder', () => {
     assert.equal(one(lesions, 'SCT:272741003').value, 'SCT:51440002:Bilateral');
 
     assert.equal(one(classification, 'DCM:111001').value, 'covid-resnet');
+    // TID 4019: name, version and parameters, each HAS CONCEPT MOD of its group.
+    assert.equal(one(classification, 'DCM:111003').value, '0.1.0');
+    assert.equal(one(classification, 'DCM:111002').value, 'operating threshold 0.613');
+    for (const g of groups) for (const c of [...all(g, 'DCM:111001'), ...all(g, 'DCM:111003'), ...all(g, 'DCM:111002')]) assert.equal(c.rel, 'HAS CONCEPT MOD');
+    assert.equal(all(lesions, 'DCM:111002').length, 0);
     assert.deepEqual(nums(classification, '99CTG:PROB'), { total: { value: 0.93, unit: 'UCUM:1:no units' } });
     assert.deepEqual(nums(classification, '99CTG:THRESH'), { total: { value: 0.613, unit: 'UCUM:1:no units' } });
     // The ORU's impression code (a SNOMED CT US extension id, 18 digits: Long Code Value).
@@ -181,6 +267,24 @@ describe('DICOM SR (TID 1500 measurement report) encoder', () => {
       { study: context.study.studyInstanceUid, series: context.series.seriesInstanceUid, instances: context.series.slices.map((s) => s.sopInstanceUid) },
       { study: context.study.studyInstanceUid, series: seg.seriesInstanceUid, instances: [segSop] },
     ]);
+  });
+
+  it('outlines the largest 4-connected lesion of a slice along its pixel edges, closed, holes inside', () => {
+    // 6×5 slice: an L of 4 pixels with a diagonal neighbour (another 4-component), and a 3×3 ring with a hole.
+    const rows = ['##....', '#..###', '.#.#.#', '...###', '......'];
+    const mask = Uint8Array.from(rows.join('').split(''), (c) => (c === '#' ? 1 : 0));
+    const o = largestLesionOutline(mask, [6, 5, 1], 0);
+    assert.ok(o);
+    assert.equal(o.pixels, 8);
+    assert.equal(o.enclosedPixels, 9);
+    assert.deepEqual(o.points, [3, 1, 6, 1, 6, 4, 3, 4, 3, 1]);
+    const l = largestLesionOutline(
+      Uint8Array.from('##.#..'.split(''), (c) => (c === '#' ? 1 : 0)),
+      [6, 1, 1],
+      0,
+    );
+    assert.deepEqual(l?.points, [0, 0, 2, 0, 2, 1, 0, 1, 0, 0]);
+    assert.equal(largestLesionOutline(new Uint8Array(30), [6, 5, 1], 0), null);
   });
 
   it('is deterministic: the same context gives the same bytes; another model version another series', () => {
@@ -204,7 +308,10 @@ describe('DICOM SR (TID 1500 measurement report) encoder', () => {
     const py = validate(encodeSr(context, undefined).bytes);
     assertHeader(py, context);
     assert.equal(py.completionFlag, 'COMPLETE');
-    const [lesions, classification] = all(one(py.root, 'DCM:126010'), 'DCM:125007') as [PyItem, PyItem];
+    const groups = all(one(py.root, 'DCM:126010'), 'DCM:125007');
+    assert.equal(groups.length, 2, 'no key slice, no planar ROI group');
+    const [lesions, classification] = groups as [PyItem, PyItem];
+    assert.equal(all(lesions, 'DCM:111030').length, 0);
     assert.equal(all(lesions, 'DCM:121191').length, 0);
     assert.equal(all(lesions, 'DCM:121232').length, 0);
     assert.equal(nums(lesions, 'SCT:118565006:Volume').total?.value, 0);

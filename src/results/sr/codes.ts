@@ -11,7 +11,7 @@
  *   Note: DCM 126011 is "Derived Imaging Measurements", not "Qualitative Evaluations"; TID 1500's Qualitative
  *   Evaluations container is UMLS C0034375 (as highdicom writes it).
  * - SCT: 363698007 Finding Site, 272741003 Laterality, 7771000 Left, 24028007 Right, 51440002 Bilateral,
- *   118565006 Volume, 246206008 Number of lesions (observable entity): pydicom's SNOMED dictionary.
+ *   118565006 Volume, 42798000 Area, 246206008 Number of lesions (observable entity): pydicom's SNOMED dictionary.
  *   260753009 Source: the concept name highdicom gives Image Library entries (TID 1601).
  * - LN 24627-2 "CT Chest": the DiagnosticReport code in mappings/results.yaml (checked there on loinc.org); CID 100
  *   (the procedures TID 1500 names) is extensible and already lists LOINC radiology codes (e.g. 25045-6).
@@ -60,6 +60,9 @@ export const SR_CODES = {
   bilateral: { value: '51440002', scheme: 'SCT', meaning: 'Bilateral' },
   algorithmName: { value: '111001', scheme: 'DCM', meaning: 'Algorithm Name' },
   algorithmVersion: { value: '111003', scheme: 'DCM', meaning: 'Algorithm Version' },
+  algorithmParameters: { value: '111002', scheme: 'DCM', meaning: 'Algorithm Parameters' },
+  imageRegion: { value: '111030', scheme: 'DCM', meaning: 'Image Region' },
+  area: { value: '42798000', scheme: 'SCT', meaning: 'Area' },
   referencedSegment: { value: '121191', scheme: 'DCM', meaning: 'Referenced Segment' },
   sourceSeriesForSegmentation: { value: '121232', scheme: 'DCM', meaning: 'Source series for segmentation' },
   volume: { value: '118565006', scheme: 'SCT', meaning: 'Volume' },
@@ -79,6 +82,7 @@ export const LOCAL_CODES = {
 /** UCUM units. */
 export const SR_UNITS = {
   milliliter: { value: 'ml', scheme: 'UCUM', meaning: 'milliliter' },
+  squareMillimeter: { value: 'mm2', scheme: 'UCUM', meaning: 'square millimeter' },
   percent: { value: '%', scheme: 'UCUM', meaning: 'percent' },
   lesions: { value: '{lesions}', scheme: 'UCUM', meaning: 'lesions' },
   noUnits: { value: '1', scheme: 'UCUM', meaning: 'no units' },

@@ -1,22 +1,36 @@
 /**
- * The job's measurements as a DICOM Structured Report following TID 1500 "Measurement Report", Comprehensive SR
- * (SOP class 1.2.840.10008.5.1.4.1.1.88.33), in the CT's study as a series of its own beside the SEG. A pure function
- * of the ResultContext: the same context always gives the same bytes.
+ * The job's measurements as a DICOM Structured Report following TID 1500 "Measurement Report", Comprehensive 3D SR
+ * (SOP class 1.2.840.10008.5.1.4.1.1.88.34), in the CT's study as a series of its own beside the SEG. A pure
+ * function of the ResultContext: the same context always gives the same bytes.
  *
- * Why Comprehensive SR: it takes every value type TID 1500 needs here (CODE, NUM, TEXT, UIDREF, IMAGE with a
- * segment number) and is what highdicom writes for TID 1500 without 3-D coordinates and what dcmjs/OHIF and 3D
- * Slicer (QuantitativeReporting) read; dciodvfy validates it (the tests run it on every report).
+ * Why Comprehensive 3D SR (and no longer Comprehensive SR, 88.33): IHE AI Results (AIR) names the Comprehensive 3D
+ * SR Storage IOD for measurement reports (beside SEG, Parametric Map and Key Object Selection); its value types
+ * and relationships are a superset of Comprehensive SR's (CODE, NUM, TEXT, UIDREF, IMAGE with a segment number,
+ * SCOORD SELECTED FROM IMAGE; SCOORD3D should the report ever carry patient coordinates); OHIF v3 reads both
+ * (its SR handler registers 88.34 too, and draws 2-D SCOORDs of a 3-D SR on their images); dciodvfy validates it
+ * (the tests run it on every report).
  *
  * Content (codes: ./codes.ts):
  * - root CONTAINER Imaging Measurement Report (TID 1500): language, device observer (TID 1004: the pipeline, named
  *   by its models' name@version), procedure reported (LN 24627-2 CT Chest), Image Library (TID 1600: every slice
  *   of the analysed CT series, with modality and frame of reference).
- * - Imaging Measurements: a lesion Measurement Group — Finding Lesion, Finding Site Lung, the lesion model as
- *   Algorithm Identification, Referenced Segment (segment 1 of the SEG, SOP instance from segUids) with its source
- *   series, then lesion volume (total, left, right), number of lesions, share of lung volume with lesion (total,
- *   left, right; laterality as a modifier of the finding site) and the laterality of the lesions — and a
- *   classification Measurement Group: the classifier as Algorithm Identification, its probability and operating
- *   threshold (UCUM "1") and the impression (the ORU's SNOMED codes).
+ * - Imaging Measurements: a lesion Measurement Group (TID 1411 with a SEG, else TID 1501) — Finding Lesion,
+ *   Finding Site Lung, the lesion model as Algorithm Identification (TID 4019: name, version, HAS CONCEPT MOD),
+ *   Referenced Segment (segment 1 of the SEG, SOP instance from segUids) with its source series, then lesion
+ *   volume (total, left, right), number of lesions, share of lung volume with lesion (total, left, right;
+ *   laterality as a modifier of the finding site) and the laterality of the lesions; then one planar ROI group
+ *   (TID 1410) per key slice (findings.keySlices, largest lesion area first): the outline of the largest lesion
+ *   on that slice as an Image Region SCOORD (closed POLYLINE in pixel column\row, ./outline.ts) SELECTED FROM
+ *   the CT slice it lies on, and its Area (mm2); and a classification Measurement Group: the classifier as
+ *   Algorithm Identification (with its operating threshold as Algorithm Parameters), its probability and
+ *   operating threshold (UCUM "1") and the impression (the ORU's SNOMED codes).
+ * - All of these groups carry one Tracking Identifier and Tracking UID: they are about one finding, the AI's lung
+ *   lesions — the volume, the key-slice regions, and the classifier's evaluation of them (its input is the CT
+ *   and that lesion mask). TID 1500 lets several groups share a Tracking UID for one finding, and OHIF v3 merges
+ *   groups by it: it shows one measurement, drawn with the first key slice's outline, listing every value. OHIF
+ *   3.13 also needs each measurement it lists to have image coordinates (it reads coords[0].ReferencedSOPSequence
+ *   and throws a TypeError otherwise), which a negative report (no lesion, no key slice) has none of: such a
+ *   report is listed, not drawn.
  * - No lesion (hence no SEG): the report is still written, with volume 0 and no lesions and the impression, and no
  *   Referenced Segment (TID 1501 rather than 1411: there is no region to point at). A negative with its zeros is a
  *   result the reader should see in the viewer; leaving the report out would look like a job that never ran.
@@ -38,8 +52,9 @@ import { CODES, type Code, codeItem } from '../seg/codes.js';
 import { dicomDateTime } from '../seg/datetime.js';
 import { lesionModel, SEGMENTATION_STORAGE } from '../seg/encode.js';
 import { SR_CODES as C, fromCoded, LOCAL_CODES, LOCAL_SCHEME, SR_UNITS as U } from './codes.js';
+import { largestLesionOutline } from './outline.js';
 
-export const COMPREHENSIVE_SR_STORAGE = '1.2.840.10008.5.1.4.1.1.88.33';
+export const COMPREHENSIVE_3D_SR_STORAGE = '1.2.840.10008.5.1.4.1.1.88.34';
 export const SR_SERIES_DESCRIPTION = 'AI measurements (NOT FOR CLINICAL USE)';
 export const SR_MODALITY = 'SR';
 
@@ -77,7 +92,7 @@ export function srUids(
   };
 }
 
-type Rel = 'CONTAINS' | 'HAS OBS CONTEXT' | 'HAS CONCEPT MOD' | 'HAS ACQ CONTEXT' | 'HAS PROPERTIES' | 'INFERRED FROM';
+type Rel = 'CONTAINS' | 'HAS OBS CONTEXT' | 'HAS CONCEPT MOD' | 'HAS ACQ CONTEXT' | 'HAS PROPERTIES' | 'INFERRED FROM' | 'SELECTED FROM';
 type Item = NaturalizedDataset;
 
 const withChildren = (item: Item, children: Item[] = []): Item => (children.length > 0 ? { ...item, ContentSequence: children } : item);
@@ -126,12 +141,56 @@ const image = (rel: Rel, name: Code, sopClassUid: string, sopInstanceUid: string
   ],
 });
 
-/** TID 4019 Algorithm Identification. */
-const algorithm = (m: ModelRef): Item[] => [text('HAS CONCEPT MOD', C.algorithmName, m.name), text('HAS CONCEPT MOD', C.algorithmVersion, m.version)];
+/** TID 4019 Algorithm Identification: name, version and (optional) parameters, each HAS CONCEPT MOD of the group. */
+const algorithm = (m: ModelRef, parameters: string[] = []): Item[] => [
+  text('HAS CONCEPT MOD', C.algorithmName, m.name),
+  text('HAS CONCEPT MOD', C.algorithmVersion, m.version),
+  ...parameters.map((p) => text('HAS CONCEPT MOD', C.algorithmParameters, p)),
+];
+
+/** An Image Region (TID 1410): a closed POLYLINE in pixel column\row, SELECTED FROM the image it lies on. */
+const imageRegion = (points: number[], sopClassUid: string, sopInstanceUid: string): Item => ({
+  RelationshipType: 'CONTAINS',
+  ValueType: 'SCOORD',
+  ConceptNameCodeSequence: [codeItem(C.imageRegion)],
+  GraphicType: 'POLYLINE',
+  GraphicData: points,
+  ContentSequence: [image('SELECTED FROM', C.source, sopClassUid, sopInstanceUid)],
+});
 
 /** Finding Site Lung, with a laterality modifier for one lung. */
 const lungSite = (side?: 'left' | 'right'): Item =>
   code('HAS CONCEPT MOD', C.findingSite, CODES.lung, side ? [code('HAS CONCEPT MOD', C.laterality, side === 'left' ? C.left : C.right)] : []);
+
+/** The tracking identifier every measurement group of the report shares (one finding: see the file comment). */
+export const TRACKING_IDENTIFIER = 'AI lung lesions';
+
+/** A key slice's planar ROI: the outline of its largest lesion (pixel column\row) and the area it encloses. */
+export interface KeySliceRegion {
+  sliceIndex: number;
+  sopInstanceUid: string;
+  points: number[];
+  areaMm2: number;
+}
+
+/** The planar ROIs of the report, one per key slice with lesion on the mask (findings.keySlices order). */
+export function keySliceRegions(ctx: ResultContext): KeySliceRegion[] {
+  const { analysis, series } = ctx;
+  const mask = analysis.lesionMask;
+  if (!mask || !analysis.findings) return [];
+  const [nx, ny, nz] = series.geometry.size;
+  if (mask.length !== nx * ny * nz) throw new Error(`lesion mask has ${mask.length} voxels, the series grid ${nx}×${ny}×${nz}`);
+  const pixelMm2 = series.geometry.spacing[0] * series.geometry.spacing[1];
+  return analysis.findings.keySlices.flatMap((k) => {
+    const slice = series.slices[k.index];
+    if (!slice) throw new Error(`key slice ${k.index}: the series has no slice at that z index`);
+    const outline = largestLesionOutline(mask, series.geometry.size, k.index);
+    if (!outline) return [];
+    return [
+      { sliceIndex: k.index, sopInstanceUid: slice.sopInstanceUid, points: outline.points, areaMm2: Math.round(outline.enclosedPixels * pixelMm2 * 100) / 100 },
+    ];
+  });
+}
 
 /** The job's TID 1500 measurement report (always one: see the file comment for no lesion and not assessable). */
 export function encodeSr(ctx: ResultContext, seg: SegReference | undefined, opts: SrOptions = {}): EncodedSr {
@@ -167,9 +226,13 @@ export function encodeSr(ctx: ResultContext, seg: SegReference | undefined, opts
     const classifier = models[models.length - 1];
     if (!classifier || classifier === lesion) throw new Error('analysis.models has no classifier after the lesion model');
     const sides = (['left', 'right'] as const).filter((s) => f.lesionVolumeMlBySide[s] > 0);
-    const lesionGroup = container('CONTAINS', C.measurementGroup, [
-      text('HAS OBS CONTEXT', C.trackingIdentifier, 'AI lung lesions'),
+    // One finding (see the file comment): every group names it with the same tracking identifier and UID.
+    const tracking = [
+      text('HAS OBS CONTEXT', C.trackingIdentifier, TRACKING_IDENTIFIER),
       uidref('HAS OBS CONTEXT', C.trackingUid, uids.trackingUid('lesions')),
+    ];
+    const lesionGroup = container('CONTAINS', C.measurementGroup, [
+      ...tracking,
       code('CONTAINS', C.finding, CODES.lesion),
       ...algorithm(lesion),
       lungSite(),
@@ -188,16 +251,25 @@ export function encodeSr(ctx: ResultContext, seg: SegReference | undefined, opts
       num(LOCAL_CODES.lungInvolvement, f.lungInvolvementPercent.right, U.percent, [lungSite('right')]),
       ...(sides.length > 0 ? [code('CONTAINS', C.laterality, sides.length === 2 ? C.bilateral : sides[0] === 'left' ? C.left : C.right)] : []),
     ]);
+    const keySliceGroups = keySliceRegions(ctx).map((r) =>
+      container('CONTAINS', C.measurementGroup, [
+        ...tracking,
+        code('CONTAINS', C.finding, CODES.lesion),
+        ...algorithm(lesion),
+        lungSite(),
+        imageRegion(r.points, series.sopClassUid, r.sopInstanceUid),
+        num(C.area, r.areaMm2, U.squareMillimeter),
+      ]),
+    );
     const imp = impression(ctx);
     const classificationGroup = container('CONTAINS', C.measurementGroup, [
-      text('HAS OBS CONTEXT', C.trackingIdentifier, 'AI COVID-19 pneumonia classification'),
-      uidref('HAS OBS CONTEXT', C.trackingUid, uids.trackingUid('classification')),
-      ...algorithm(classifier),
+      ...tracking,
+      ...algorithm(classifier, [`operating threshold ${formatDs(analysis.threshold)}`]),
       ...(analysis.probability === null ? [] : [num(LOCAL_CODES.probability, analysis.probability, U.noUnits)]),
       num(LOCAL_CODES.threshold, analysis.threshold, U.noUnits),
       ...(imp ? [code('CONTAINS', C.impression, fromCoded(imp.value))] : []),
     ]);
-    content.push(container('CONTAINS', C.imagingMeasurements, [lesionGroup, classificationGroup]));
+    content.push(container('CONTAINS', C.imagingMeasurements, [lesionGroup, ...keySliceGroups, classificationGroup]));
   } else {
     content.push(container('CONTAINS', C.qualitativeEvaluations, [text('CONTAINS', LOCAL_CODES.notAssessableReason, analysis.reason || 'not given')]));
   }
@@ -221,7 +293,7 @@ export function encodeSr(ctx: ResultContext, seg: SegReference | undefined, opts
   const completionFlag = assessable ? 'COMPLETE' : 'PARTIAL';
   const dataset: NaturalizedDataset = {
     ...derivedHeader(ctx, {
-      sopClassUid: COMPREHENSIVE_SR_STORAGE,
+      sopClassUid: COMPREHENSIVE_3D_SR_STORAGE,
       sopInstanceUid: uids.sopInstanceUid,
       seriesInstanceUid: uids.seriesInstanceUid,
       seriesNumber: opts.seriesNumber ?? 9003,
