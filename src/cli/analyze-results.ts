@@ -1,7 +1,8 @@
 /**
  * The result objects `ctgate analyze` writes beside findings.json — DIR/seg.dcm, the key images as secondary
- * captures (DIR/key-<rank>-slice-<z>.dcm, beside the PNG of the same name), the measurement report
- * (DIR/report-sr.dcm, TID 1500), DIR/bundle.json, DIR/oru.hl7 —
+ * captures (DIR/key-<rank>-slice-<z>.dcm, beside the PNG of the same name), the key object selection that flags
+ * them and their CT slices (DIR/key-objects.dcm, TID 2000), the measurement report (DIR/report-sr.dcm, TID 1500),
+ * DIR/bundle.json, DIR/oru.hl7 —
  * made by the same encoders the worker uses, so an integration engineer sees exactly what would be sent.
  * The order comes from `--order FILE` (the ORM the result answers); without one it is made from the DICOM header
  * (accession number as the placer number) and findings.json says so.
@@ -18,6 +19,7 @@ import type { ResultContext, SourceStudy } from '../results/context.js';
 import { buildResultBundle } from '../results/fhir/bundle.js';
 import { loadFhirMappings } from '../results/fhir/mappings.js';
 import { encodeKeyImages, NoKeyImagesError } from '../results/key-image-sc/encode.js';
+import { encodeKos, NoKosError } from '../results/kos/encode.js';
 import { encodeOru, oruControlId } from '../results/oru/encode.js';
 import { encodeSeg, NoSegError } from '../results/seg/encode.js';
 import { encodeSr } from '../results/sr/encode.js';
@@ -81,7 +83,7 @@ export interface WrittenResults {
 /** The file name of a key image: its PNG (analyze.ts) and its secondary capture share the name. */
 export const keyImageFileName = (rank: number, sliceIndex: number, ext: 'png' | 'dcm') => `key-${rank}-slice-${sliceIndex}.${ext}`;
 
-/** Writes seg.dcm and the key images' .dcm (when there is a lesion), report-sr.dcm, bundle.json and oru.hl7 for the context. */
+/** Writes seg.dcm, the key images' .dcm and key-objects.dcm (when there is a lesion), report-sr.dcm, bundle.json and oru.hl7. */
 export async function writeResultFiles(ctx: ResultContext, config: Config, outDir: string): Promise<WrittenResults> {
   const files: string[] = [];
   const notes: string[] = [];
@@ -95,15 +97,25 @@ export async function writeResultFiles(ctx: ResultContext, config: Config, outDi
     if (!(e instanceof NoSegError)) throw e;
     notes.push(`no seg.dcm: ${e.message}`);
   }
+  let keyImages = false;
   try {
     for (const k of encodeKeyImages(ctx).instances) {
       const name = keyImageFileName(k.instanceNumber, k.sliceIndex, 'dcm');
       await writeFile(join(outDir, name), k.bytes);
       files.push(name);
+      keyImages = true;
     }
   } catch (e) {
     if (!(e instanceof NoKeyImagesError)) throw e;
     notes.push(`no key-image .dcm: ${e.message}`);
+  }
+  try {
+    // As the worker's write-seg stage: it references the secondary captures when they were written.
+    await writeFile(join(outDir, 'key-objects.dcm'), encodeKos(ctx, { referenceKeyImages: keyImages }).bytes);
+    files.push('key-objects.dcm');
+  } catch (e) {
+    if (!(e instanceof NoKosError)) throw e;
+    notes.push(`no key-objects.dcm: ${e.message}`);
   }
   // Always: without a SEG it reports no lesion, or why the study was not assessable.
   await writeFile(join(outDir, 'report-sr.dcm'), encodeSr(ctx, seg).bytes);

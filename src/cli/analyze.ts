@@ -341,7 +341,7 @@ export interface FindingsJson {
   executionProvider: string;
   timingsMs: Record<string, number>;
   series: { seriesInstanceUid: string; seriesDescription?: string; slices: number; size: [number, number, number]; spacingMm: [number, number, number] };
-  /** The result files written beside findings.json (seg.dcm, key images, report-sr.dcm, bundle.json, oru.hl7). */
+  /** The result files written beside findings.json (seg.dcm, key images, key-objects.dcm, report-sr.dcm, bundle.json, oru.hl7). */
   results: string[];
   warnings: string[];
 }

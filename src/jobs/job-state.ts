@@ -33,6 +33,8 @@ export interface StageOutputs {
         /** The key-image series (secondary captures with the overlay burned in), when there were key slices. */
         keyImageSeriesInstanceUid?: string;
         keyImages?: number;
+        /** The key object selection (KOS) series that flags the key slices and key images, when there were key slices. */
+        kosSeriesInstanceUid?: string;
         /** The measurement report (TID 1500 SR) series. */
         srSeriesInstanceUid?: string;
         /** The objects are an earlier job's (shared analysis), not written by this job. */

@@ -10,6 +10,7 @@ import { buildResultBundle } from '../results/fhir/bundle.js';
 import { FhirSender } from '../results/fhir/client.js';
 import { loadFhirMappings } from '../results/fhir/mappings.js';
 import { encodeKeyImages, NoKeyImagesError } from '../results/key-image-sc/encode.js';
+import { encodeKos, NoKosError } from '../results/kos/encode.js';
 import { encodeOru, oruControlId } from '../results/oru/encode.js';
 import { oruSenderOptions, sendOru } from '../results/oru/sender.js';
 import { encodeSeg, NoSegError } from '../results/seg/encode.js';
@@ -21,7 +22,8 @@ export const CTGATE_VERSION = '0.1.0';
 
 /**
  * The write-seg stage: the SEG, then the key images (secondary captures, for viewers without SEG support) in a
- * series of their own, then the measurement report (TID 1500 SR) that points at the SEG. The report is written even
+ * series of their own and the key object selection (KOS, TID 2000) that flags the key CT slices and those images,
+ * then the measurement report (TID 1500 SR) that points at the SEG. The report is written even
  * without a SEG (no lesion, or not assessable: it then says so). All are idempotent, so a re-run of the stage
  * (e.g. after the key images failed) stores the same instances again.
  */
@@ -46,12 +48,21 @@ export function segWriter(pacs: DicomWebClient): NonNullable<ResultWriters['seg'
       if (!(e instanceof NoKeyImagesError)) throw e;
     }
     const keyImageSeries = keyImages ? await storeSeries(pacs, keyImages, 'key-image SC') : undefined;
+    let kos: ReturnType<typeof encodeKos> | undefined;
+    try {
+      // It references the secondary captures only when they were stored.
+      kos = encodeKos(ctx, { softwareVersion: CTGATE_VERSION, referenceKeyImages: keyImageSeries !== undefined });
+    } catch (e) {
+      if (!(e instanceof NoKosError)) throw e;
+    }
+    const kosSeries = kos ? await storeSeries(pacs, { ...kos, instances: [kos] }, 'KOS') : undefined;
     const srSeriesInstanceUid = await storeSr(stored);
     return {
       seriesInstanceUid: stored.seriesInstanceUid,
       sopInstanceUid: stored.sopInstanceUid,
       frames: seg.frames,
       ...(keyImageSeries ? { keyImageSeriesInstanceUid: keyImageSeries.seriesInstanceUid, keyImages: keyImageSeries.instances.length } : {}),
+      ...(kosSeries ? { kosSeriesInstanceUid: kosSeries.seriesInstanceUid } : {}),
       srSeriesInstanceUid,
     };
   };

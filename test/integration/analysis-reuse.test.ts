@@ -114,7 +114,7 @@ describe('analysis reuse across orders of the same study (Redis, Orthanc, FHIR, 
     assert.equal(seg2.srSeriesInstanceUid, seg1.srSeriesInstanceUid);
     // One SEG and one SR in the study, whatever the number of orders.
     const all = await orthanc.client().searchSeries(series.studyInstanceUid);
-    assert.deepEqual(all.map((s) => str(s, TAG.Modality)).sort(), ['CT', 'OT', 'SEG', 'SR']);
+    assert.deepEqual(all.map((s) => str(s, TAG.Modality)).sort(), ['CT', 'KO', 'OT', 'SEG', 'SR']);
     // Each order its own DiagnosticReport, the second one saying whose analysis it shares.
     const r1 = first.outputs['write-fhir'];
     const r2 = second.outputs['write-fhir'];

@@ -38,14 +38,18 @@ async function writeStudy(
 
 /**
  * seg.dcm (dciodvfy-clean, frames on the study's slices), the key images as secondary captures (one .dcm beside each
- * key PNG, dciodvfy-clean), report-sr.dcm (dciodvfy-clean, with or without a lesion), bundle.json and oru.hl7, as
+ * key PNG, dciodvfy-clean), key-objects.dcm (the key object selection, dciodvfy-clean), report-sr.dcm
+ * (dciodvfy-clean, with or without a lesion), bundle.json and oru.hl7, as
  * the service would send them.
  */
 async function assertResultFiles(out: string, f: FindingsJson, withSeg: boolean) {
   const keyDcm = f.keySlices.map((k) => k.image.replace(/\.png$/, '.dcm'));
-  assert.deepEqual(f.results, withSeg ? ['seg.dcm', ...keyDcm, 'report-sr.dcm', 'bundle.json', 'oru.hl7'] : ['report-sr.dcm', 'bundle.json', 'oru.hl7']);
+  assert.deepEqual(
+    f.results,
+    withSeg ? ['seg.dcm', ...keyDcm, 'key-objects.dcm', 'report-sr.dcm', 'bundle.json', 'oru.hl7'] : ['report-sr.dcm', 'bundle.json', 'oru.hl7'],
+  );
   if (withSeg) assert.ok(keyDcm.length > 0, 'key images with a lesion');
-  for (const file of withSeg ? ['seg.dcm', ...keyDcm, 'report-sr.dcm'] : ['report-sr.dcm']) {
+  for (const file of withSeg ? ['seg.dcm', ...keyDcm, 'key-objects.dcm', 'report-sr.dcm'] : ['report-sr.dcm']) {
     assertDciodvfyClean(join(out, file));
   }
   if (withSeg) {

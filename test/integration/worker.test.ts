@@ -85,10 +85,11 @@ describe('screening worker (Redis, Orthanc, models, python-hl7 receiver)', () =>
       // The SEG is in the study, once.
       const segs = (await orthanc.client().searchSeries(series.studyInstanceUid, { Modality: 'SEG' })).length;
       assert.equal(segs, 1);
-      // Beside the CT and the SEG, one series of key images (secondary captures, Modality OT) for viewers without SEG.
+      // Beside the CT and the SEG, one series of key images (secondary captures, Modality OT) for viewers without SEG,
+      // and one key object selection (KO) that flags them and their CT slices.
       const all = await orthanc.client().searchSeries(series.studyInstanceUid);
       const modalities = all.map((s) => str(s, TAG.Modality)).sort();
-      assert.deepEqual(modalities, ['CT', 'OT', 'SEG', 'SR']);
+      assert.deepEqual(modalities, ['CT', 'KO', 'OT', 'SEG', 'SR']);
       const keySeries = all.find((s) => str(s, TAG.Modality) === 'OT');
       assert.match(str(keySeries ?? {}, TAG.SeriesDescription) ?? '', /NOT FOR CLINICAL USE/);
       const segOut = (await jq.states.get(jobId))?.outputs['write-seg'];
@@ -97,6 +98,10 @@ describe('screening worker (Redis, Orthanc, models, python-hl7 receiver)', () =>
       const keyInstances = await orthanc.client().searchInstances(series.studyInstanceUid, segOut.keyImageSeriesInstanceUid as string);
       assert.equal(keyInstances.length, segOut.keyImages);
       assert.ok(keyInstances.length >= 1);
+      const kosSeries = all.find((s) => str(s, TAG.Modality) === 'KO');
+      assert.ok(segOut.kosSeriesInstanceUid, JSON.stringify(segOut));
+      assert.equal(segOut.kosSeriesInstanceUid, str(kosSeries ?? {}, TAG.SeriesInstanceUID));
+      assert.equal((await orthanc.client().searchInstances(series.studyInstanceUid, segOut.kosSeriesInstanceUid)).length, 1);
       // And one measurement report (TID 1500 SR), one instance, whose series the write-seg output names.
       const srSeries = await orthanc.client().searchSeries(series.studyInstanceUid, { Modality: 'SR' });
       assert.equal(srSeries.length, 1);
