@@ -1,9 +1,10 @@
 /**
  * OHIF v3 (npm @ohif/app) at ctgate's /viewer, in headless Chromium, against a real gateway and Orthanc holding a
  * synthetic CT study plus ctgate's own results for it (from `ctgate analyze` with the trained models): SEG, the
- * Comprehensive 3D SR and the key images. A signed-in user sees the study in the list, opens it, and finds the
- * SEG, SR and key-image series beside the CT; the SEG shows as a coloured overlay. Every console error and CSP
- * refusal is collected (and written to CTGATE_VIEWER_DIAG, when set, with screenshots).
+ * Comprehensive 3D SR, the key images and their key object selection. A signed-in user sees the study in the list,
+ * opens it, and finds the SEG, SR, key-image and KOS series beside the CT; the SEG shows as a coloured overlay;
+ * the SR opens and shows its measurements, drawn on their key slice. Every console error and CSP refusal is
+ * collected (and written to CTGATE_VIEWER_DIAG, when set, with screenshots).
  */
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
@@ -54,6 +55,8 @@ describe('OHIF viewer at /viewer (Chromium, gateway, Orthanc)', { skip: unlessPr
   /** Instance numbers of the CT slices that have a SEG frame with lesion in it. */
   const segSlices = new Map<number, number>();
   let sliceCount = 0;
+  /** Instance number of the first key slice: the one the SR's (merged) measurement is drawn on. */
+  let firstKeyInstance = 0;
   const problems: string[] = [];
   const failed: string[] = [];
 
@@ -102,8 +105,14 @@ describe('OHIF viewer at /viewer (Chromium, gateway, Orthanc)', { skip: unlessPr
     const log = io();
     assert.equal(await analyzeCommand([study, '--out', out, '--manifest', manifest, '--threads', '2', '--providers', 'cpu'], log), 0, log.stderr());
     const results = (await readdir(out)).filter((f) => f.endsWith('.dcm'));
-    assert.ok(results.includes('seg.dcm') && results.includes('report-sr.dcm') && results.some((f) => f.startsWith('key-')), results.join(' '));
+    assert.ok(
+      results.includes('seg.dcm') && results.includes('report-sr.dcm') && results.includes('key-objects.dcm') && results.some((f) => /^key-\d/.test(f)),
+      results.join(' '),
+    );
     const numberOf = new Map(series.files.map((f) => [f.sopInstanceUid, f.instanceNumber]));
+    const findings = JSON.parse(await readFile(join(out, 'findings.json'), 'utf8')) as { keySlices: { sopInstanceUid: string }[] };
+    firstKeyInstance = numberOf.get(findings.keySlices[0]?.sopInstanceUid ?? '') ?? 0;
+    assert.ok(firstKeyInstance > 0, 'a first key slice in the series');
     for (const fr of readSeg(new Uint8Array(await readFile(join(out, 'seg.dcm')))).frames) {
       const n = numberOf.get(fr.sourceSopInstanceUid ?? '');
       const lesion = fr.pixels.reduce((a, v) => a + (v > 0 ? 1 : 0), 0);
@@ -165,7 +174,7 @@ describe('OHIF viewer at /viewer (Chromium, gateway, Orthanc)', { skip: unlessPr
     await diag('study-list');
     const text = (await page.locator('body').textContent()) ?? '';
     assert.match(text, /VIEWER, TEST/, 'the patient');
-    assert.match(text, /CT\\OT\\SEG\\SR|CT\\OT\\SEG/, 'the modalities: the CT, our key images (OT), SEG and SR');
+    assert.match(text, /CT\\KO\\OT\\SEG\\SR/, 'the modalities: the CT, our key object selection (KO), key images (OT), SEG and SR');
   });
 
   /** The viewport: the largest canvas on the page, as a screenshot. */
@@ -203,6 +212,7 @@ describe('OHIF viewer at /viewer (Chromium, gateway, Orthanc)', { skip: unlessPr
     await page.getByText('synthetic chest CT').first().waitFor();
     await page.getByText('AI key images (NOT FOR CLINICAL USE)').first().waitFor();
     await page.getByText('AI measurements (NOT FOR CLINICAL USE)').first().waitFor();
+    await page.getByText('AI key image selection (NOT FOR CLINICAL USE)').first().waitFor();
     await page.waitForTimeout(2000);
     await diag('viewer');
     const ct = await viewport();
@@ -254,8 +264,37 @@ describe('OHIF viewer at /viewer (Chromium, gateway, Orthanc)', { skip: unlessPr
     assert.ok(key > 100, `a key image with its red lesion overlay (${key} warm pixels)`);
   });
 
-  // Not asserted: OHIF 3.13's SR viewport cannot show our SR (its TID 1501 groups carry no SCOORD/SCOORD3D; OHIF reads
-  // coords[0].ReferencedSOPSequence and shows a TypeError). README says so; the SR design change is left (issue 12).
+  /** Pixels clearly green (OHIF draws SR annotations in green): the outline and the labels of a measurement. */
+  function greenPixels(png: Buffer): number {
+    const { width, height, channels, pixels } = decodePng(png);
+    let n = 0;
+    for (let i = 0; i < width * height; i++) {
+      const r = pixels[i * channels] as number;
+      const g = pixels[i * channels + 1] as number;
+      const b = pixels[i * channels + 2] as number;
+      if (g > 150 && g - r > 60 && g - b > 60) n++;
+    }
+    return n;
+  }
+
+  it('opens the measurement report on its first key slice, with the outline and the values drawn, without a script error', async () => {
+    const before = problems.length;
+    await page.getByText('AI measurements (NOT FOR CLINICAL USE)').first().dblclick();
+    await page.waitForTimeout(6000);
+    await diag('sr');
+    const sr = problems.slice(before).filter((p) => /pageerror|TypeError|ReferencedSOPSequence/.test(p));
+    assert.deepEqual(sr, [], problems.slice(before).join('\n'));
+    // One merged measurement (every group shares the tracking UID): drawn on the slice of the first SCOORD, the
+    // first key slice, with the lesion group's values as its labels.
+    const text = (await page.locator('body').textContent()) ?? '';
+    const shown = /I:\s*(\d+)\s*\(\d+\/\d+\)/.exec(text);
+    assert.equal(Number(shown?.[1]), firstKeyInstance, `the SR viewport shows the first key slice (${shown?.[0]})`);
+    assert.match(text, /Volume: [\d.]+ ml/, 'its lesion volume');
+    assert.match(text, /Number of lesions: [\d.]+/, 'its lesion count');
+    const green = greenPixels(await viewport());
+    problems.push(`info: SR viewport green pixels ${green}`);
+    assert.ok(green > 200, `the outline and labels drawn (${green} green pixels)`);
+  });
 
   it('logged no CSP refusal nor script error', () => {
     const bad = problems.filter((p) => /Content Security Policy|Refused to|pageerror|EvalError|WebAssembly/i.test(p));
