@@ -332,6 +332,12 @@ export function restrictToLungs(
 const elapsed = (t0: number) => Math.round(performance.now() - t0);
 
 /** Runs the whole pipeline on one HU volume. */
+/**
+ * Lets timers and I/O run between the pipeline's synchronous steps (each holds the event loop for up to a few
+ * seconds on a full CT): the worker's lock renewals and progress must not wait for the whole pipeline.
+ */
+const yieldToLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
+
 export async function runPipeline(volume: HuVolume, models: PipelineModels, opts: PipelineOptions = {}): Promise<PipelineResult> {
   const timingsMs: PipelineResult['timingsMs'] = {};
   const warnings: string[] = [];
@@ -364,6 +370,7 @@ export async function runPipeline(volume: HuVolume, models: PipelineModels, opts
   let hu: Float32Array | null = resample(volume.data, g, grid, 'linear');
   timingsMs.resample = elapsed(t);
   progress('resample', 1, 1);
+  await yieldToLoop();
 
   // Lungs, on the lung step's grid (the model grid unless the manifest says otherwise).
   t = performance.now();
@@ -385,6 +392,7 @@ export async function runPipeline(volume: HuVolume, models: PipelineModels, opts
   }
   timingsMs.lungs = elapsed(t);
   progress('lungs', 1, 1);
+  await yieldToLoop();
   const minLung = opts.minLungMl ?? 500;
   const bb = boundingBox(lungLabels, grid.size);
   if (!bb || lungMl === 0) return notAssessable(models, 'no lungs in the field of view (no air-filled lung region inside the body)', timingsMs, warnings);
@@ -412,17 +420,21 @@ export async function runPipeline(volume: HuVolume, models: PipelineModels, opts
   t = performance.now();
   const nTiles = tileCount(box, lesionModel.tiles);
   progress('lesions', 0, nTiles);
+  await yieldToLoop();
   const ctBox = applyWindow(Float32Array.from(huBox), lesionModel.window);
   const prob = await runTiled(ctBox, box, lesionModel.tiles, lesionModel.run, (done, total) => progress('lesions', done, total));
   const lesionBox = new Uint8Array(prob.length);
   for (let i = 0; i < prob.length; i++) lesionBox[i] = (prob[i] as number) >= lesionModel.threshold ? 1 : 0;
+  await yieldToLoop();
   restrictToLungs(lesionBox, lungBox, boxGeometry, opts.lesionScope ?? 'connected', opts.maxOutsideLungMm);
   timingsMs.lesions = elapsed(t);
+  await yieldToLoop();
 
   // Measurements first: they drop specks below the size limit, and the classifier sees the same mask.
   t = performance.now();
   const measured = measureLesions(boxGeometry, lungBox, lesionBox, { minLesionMl: opts.minLesionMl, peripheralMm: opts.peripheralMm });
   const findingsMs = performance.now() - t;
+  await yieldToLoop();
 
   // Classifier.
   t = performance.now();
@@ -437,6 +449,7 @@ export async function runPipeline(volume: HuVolume, models: PipelineModels, opts
   // Lesion mask on the original slices, key slices.
   t = performance.now();
   progress('findings', 0, 1);
+  await yieldToLoop();
   let lesionMask = maskToGrid(lesionBox, boxGeometry, g);
   if (measured.lesionCount > 0 && !lesionMask.includes(1)) {
     // Every lesion is thinner than the source voxels (coarse slices): show where they partly fill a voxel rather

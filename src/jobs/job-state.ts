@@ -55,8 +55,13 @@ export interface StageOutputs {
         attempts: number;
         /** Why the ORU may or may not have reached the EMR (a worker died mid-send; not resent). */
         deliveryUnknown?: string;
-        /** Sent again with the same MSH-10 after such a death (CTGATE_ORU_UNCONFIRMED=resend): the EMR may have it twice. */
+        /**
+         * Sent again with the same MSH-10 after an attempt whose outcome is unknown — a worker death
+         * (CTGATE_ORU_UNCONFIRMED=resend) or a send that got no ACK in time: the EMR may have it more than once.
+         */
         possibleDuplicate?: boolean;
+        /** Sends, across the stage's attempts, that went out and got no ACK. */
+        unacked?: number;
       }
     | { skipped: string };
 }
@@ -78,12 +83,51 @@ export interface JobState {
    */
   /** Set (with the ORU's MSH-10) just before the ORU is sent, cleared by its outcome; see ScreeningRunner.sendOruOnce. */
   oruSending?: { controlId: string; at: string };
+  /** ORU sends of earlier send-oru attempts that went out and got no ACK (the EMR may have them). */
+  oruUnacked?: number;
   /** While another job analyses the same series (jobs/analysis-reuse.ts): which, since when, how often looked. */
   waitingFor?: { jobId: string; since: string; looks: number };
   lastError?: { stage: StageName; peer?: ErrorPeer; message: string; retryable: boolean; at: string; since?: string };
 }
 
 const DAY = 86_400;
+
+/**
+ * A fencing token for checkpoint writes: the job's BullMQ lock key and the token of the worker that holds it. A
+ * worker that lost its lock (its event loop held too long, Redis away past the lock) while another worker took
+ * the job over must not write its stale checkpoint, nor go on to send the ORU: a fenced write checks, in the same
+ * Lua script as the write, that the lock still holds this token.
+ */
+export interface Fence {
+  lockKey: string;
+  token: string;
+  /** The queue's active list and the job's id: a lapsed lock is taken back only while the job is still active. */
+  activeKey: string;
+  jobId: string;
+  /** The lock's duration, for taking a lapsed lock back. */
+  lockMs: number;
+}
+
+/** A fenced checkpoint write found the job's lock held by another worker, or expired. */
+export class LockLostError extends Error {
+  constructor(readonly jobId: string) {
+    super(`job ${jobId}: this worker no longer holds the job's lock`);
+    this.name = 'LockLostError';
+  }
+}
+
+// A lock that lapsed while nobody took the job over (its key is gone, the job still in the active list: this
+// worker's event loop was held past the lock, or Redis was away) is taken back, so that a stage whose work
+// outlasts the lock does not lose the job again and again; a lock held by another token refuses the write.
+// KEYS: state, [analysis,] active list, lock. ARGV: ttl, token, job id, lock ms, state json[, analysis json].
+const PUT_FENCED = `local lock = redis.call('GET', KEYS[#KEYS])
+if lock == false then
+  if redis.call('LPOS', KEYS[#KEYS - 1], ARGV[3]) == false then return 0 end
+  redis.call('SET', KEYS[#KEYS], ARGV[2], 'PX', ARGV[4])
+elseif lock ~= ARGV[2] then return 0 end
+redis.call('SET', KEYS[1], ARGV[5], 'EX', ARGV[1])
+if #KEYS == 4 then redis.call('SET', KEYS[2], ARGV[6], 'EX', ARGV[1]) end
+return 1`;
 
 export class JobStateStore {
   constructor(
@@ -107,12 +151,27 @@ export class JobStateStore {
     return vs.map((v) => (v ? (JSON.parse(v) as JobState) : null));
   }
 
-  async put(state: JobState): Promise<void> {
+  async put(state: JobState, fence?: Fence): Promise<void> {
+    if (fence) return this.putFenced(fence, state);
     await this.redis.set(this.key(state.jobId, 'state'), JSON.stringify(state), 'EX', this.retentionDays * DAY);
   }
 
-  /** Saves the analysis and the state that points past it in one MULTI: a crash leaves either both or neither. */
-  async putWithAnalysis(state: JobState, analysis: AnalysisCheckpoint): Promise<void> {
+  private async putFenced(fence: Fence, state: JobState, analysis?: AnalysisCheckpoint): Promise<void> {
+    const keys = [this.key(state.jobId, 'state'), ...(analysis ? [this.key(state.jobId, 'analysis')] : []), fence.activeKey, fence.lockKey];
+    const args = [
+      String(this.retentionDays * DAY),
+      fence.token,
+      fence.jobId,
+      String(fence.lockMs),
+      JSON.stringify(state),
+      ...(analysis ? [encodeCheckpoint(analysis)] : []),
+    ];
+    if ((await this.redis.eval(PUT_FENCED, keys.length, ...keys, ...args)) !== 1) throw new LockLostError(state.jobId);
+  }
+
+  /** Saves the analysis and the state that points past it atomically: a crash leaves either both or neither. */
+  async putWithAnalysis(state: JobState, analysis: AnalysisCheckpoint, fence?: Fence): Promise<void> {
+    if (fence) return this.putFenced(fence, state, analysis);
     const res = await this.redis
       .multi()
       .set(this.key(state.jobId, 'analysis'), encodeCheckpoint(analysis), 'EX', this.retentionDays * DAY)

@@ -40,7 +40,17 @@ import { analysisOf, type ModelRef, type ResultContext, type ResultLinks, type R
 import { oruControlId } from '../results/oru/encode.js';
 import type { AnalysisCheckpoint } from './analysis-codec.js';
 import { type AnalysisReuseStore, reuseKey, seriesFingerprint } from './analysis-reuse.js';
-import { type ErrorPeer, type JobState, type JobStateStore, newJobState, STAGES, type StageName, type StageOutputs } from './job-state.js';
+import {
+  type ErrorPeer,
+  type Fence,
+  type JobState,
+  type JobStateStore,
+  LockLostError,
+  newJobState,
+  STAGES,
+  type StageName,
+  type StageOutputs,
+} from './job-state.js';
 import type { ScreeningJobData } from './queue.js';
 import { isJobGoneError, isRedisConnectionError } from './redis.js';
 import { CTGATE_VERSION } from './writers.js';
@@ -142,6 +152,8 @@ export interface JobHandle {
   data: ScreeningJobData;
   updateProgress(p: object): Promise<void>;
   moveToDelayed(timestamp: number, token?: string): Promise<void>;
+  /** The job's BullMQ lock: with the worker's token, it fences the checkpoint writes (job-state.ts Fence). */
+  lock?: Omit<Fence, 'token'>;
 }
 
 /**
@@ -216,17 +228,24 @@ export class ScreeningRunner {
   /** Runs the job from its checkpoint to the end (or to a delay, a cancel or a failure). */
   async run(job: JobHandle, token?: string): Promise<ScreeningResult> {
     let state: JobState | null = null;
+    const fence: Fence | undefined = job.lock && token ? { ...job.lock, token } : undefined;
     try {
-      return await this.runStages(job, token, (s) => {
+      return await this.runStages(job, token, fence, (s) => {
         state = s;
       });
     } catch (e) {
+      if (e instanceof LockLostError) {
+        // Another worker has the job now (or will, once the stalled-job check sees the lapsed lock): stop without
+        // touching it; DelayedError tells BullMQ this worker is done with it.
+        this.deps.log.warn('job.lock-lost', { jobId: job.id, stage: (state as JobState | null)?.stage });
+        throw new DelayedError();
+      }
       if (!(e instanceof RedisUnavailableError) && !isRedisConnectionError(e)) throw e;
       // Redis stayed away (or dropped under a command the runner does not retry): give the job back without an
       // attempt. The stage's attempt was taken back in runStages; record that when Redis lets us.
       const s = state as JobState | null;
       this.deps.log.warn('job.redis-unavailable', { jobId: job.id, stage: s?.stage, error: (e as Error).message });
-      if (s) await this.deps.states.put(touch(s)).catch(() => {});
+      if (s) await this.deps.states.put(touch(s), fence).catch(() => {});
       const delay = Math.min(this.deps.settings.backoffMs, 5000);
       try {
         await job.moveToDelayed(Date.now() + delay, token);
@@ -257,7 +276,7 @@ export class ScreeningRunner {
     }
   }
 
-  private async runStages(job: JobHandle, token: string | undefined, seen: (s: JobState) => void): Promise<ScreeningResult> {
+  private async runStages(job: JobHandle, token: string | undefined, fence: Fence | undefined, seen: (s: JobState) => void): Promise<ScreeningResult> {
     const { states, log } = this.deps;
     const metrics = this.deps.metrics ?? noMetrics;
     const state = (await this.redisOp('read checkpoint', job.id, () => states.get(job.id))) ?? newJobState(job.id);
@@ -270,7 +289,7 @@ export class ScreeningRunner {
         if (isJobGoneError(e)) gone = true;
         log.debug('job.progress-failed', { jobId: job.id, error: (e as Error)?.message ?? String(e) });
       });
-    const put = (s: JobState) => this.redisOp('write checkpoint', job.id, () => states.put(touch(s)));
+    const put = (s: JobState) => this.redisOp('write checkpoint', job.id, () => states.put(touch(s), fence));
     let analysis: AnalysisCheckpoint | null = null;
     let volume: Awaited<ReturnType<typeof retrieveVolume>> | null = null;
     let seriesMeta: { seriesNumber?: number; seriesDescription?: string } = {};
@@ -302,7 +321,21 @@ export class ScreeningRunner {
         log.warn('job.gone', { jobId: job.id, stage });
         throw new JobGoneError(job.id, stage);
       }
-      if (stage !== 'wait-for-study') state.attempts[stage] = (state.attempts[stage] ?? 0) + 1;
+      if (stage !== 'wait-for-study') {
+        const started = state.attempts[stage] ?? 0;
+        if (started >= this.deps.settings.stageAttempts) {
+          // Every earlier attempt either failed (then the last failure would have failed the job) or never ended:
+          // the worker died in it each time (out of memory, a crash in native code), so the study is the cause.
+          const message = `the stage was started ${started} times without finishing (the worker died in it each time)`;
+          state.lastError = { stage, peer: 'internal', message, retryable: true, at: new Date().toISOString() };
+          await put(state);
+          log.error('job.stage-failed', { jobId: job.id, stage, attempts: started, error: message });
+          metrics.inc(METRICS.jobsFailed, { stage });
+          await releaseClaim();
+          throw new UnrecoverableError(`${stage}: ${message}`);
+        }
+        state.attempts[stage] = started + 1;
+      }
       await put(state);
       const t0 = performance.now();
       // A stage that makes later ones unnecessary (a shared analysis) names where the job goes on.
@@ -356,7 +389,7 @@ export class ScreeningRunner {
           }
         }
       } catch (e) {
-        if (e instanceof DelayedError) throw e;
+        if (e instanceof DelayedError || e instanceof LockLostError) throw e;
         if (e instanceof RedisUnavailableError || isRedisConnectionError(e)) {
           // Redis, not the stage: take the attempt back; run() gives the job back to the queue.
           if (stage !== 'wait-for-study') state.attempts[stage] = Math.max(0, (state.attempts[stage] ?? 1) - 1);
@@ -385,7 +418,8 @@ export class ScreeningRunner {
       state.lastError = undefined;
       if (!next) state.finishedAt = new Date().toISOString();
       const checkpoint = analysis;
-      if ((stage === 'analyze' || skipTo) && checkpoint) await this.redisOp('write analysis', job.id, () => states.putWithAnalysis(touch(state), checkpoint));
+      if ((stage === 'analyze' || skipTo) && checkpoint)
+        await this.redisOp('write analysis', job.id, () => states.putWithAnalysis(touch(state), checkpoint, fence));
       else await put(state);
       log.info('job.stage-done', { jobId: job.id, stage, ms: state.timingsMs[stage] });
       metrics.observe(METRICS.stageDuration, { stage }, (state.timingsMs[stage] ?? 0) / 1000);
@@ -684,10 +718,13 @@ export class ScreeningRunner {
     } catch (e) {
       // The outcome is known here (a NAK, refused, no ACK in time): the stage's own retry decides, same MSH-10.
       state.oruSending = undefined;
+      const unacked = (e as { unacked?: unknown }).unacked;
+      if (typeof unacked === 'number' && unacked > 0) state.oruUnacked = (state.oruUnacked ?? 0) + unacked;
       throw e;
     }
     testCrashPoint('oru-ack');
-    state.outputs['send-oru'] = pending && 'controlId' in out ? { ...out, possibleDuplicate: true } : out;
+    const unacked = (state.oruUnacked ?? 0) + ('unacked' in out ? (out.unacked ?? 0) : 0);
+    state.outputs['send-oru'] = 'controlId' in out && (pending || unacked > 0) ? { ...out, ...(unacked ? { unacked } : {}), possibleDuplicate: true } : out;
     if (pending) this.deps.log.warn('job.oru-resent-unconfirmed', { jobId: ctx.jobId, controlId: pending.controlId });
     state.oruSending = undefined;
   }

@@ -37,6 +37,12 @@ export function startScreeningWorker(o: ScreeningWorkerOptions): Worker<Screenin
           data: job.data,
           updateProgress: (p) => job.updateProgress(p),
           moveToDelayed: (ts, t) => job.moveToDelayed(ts, t),
+          lock: {
+            lockKey: `${o.prefix}:bull:${o.queueName}:${job.id}:lock`,
+            activeKey: `${o.prefix}:bull:${o.queueName}:active`,
+            jobId: job.id,
+            lockMs: o.lockDurationMs ?? 8000,
+          },
         },
         token,
       );
@@ -51,7 +57,10 @@ export function startScreeningWorker(o: ScreeningWorkerOptions): Worker<Screenin
       lockDuration: o.lockDurationMs ?? 8000,
       lockRenewTime: Math.max(500, Math.floor((o.lockDurationMs ?? 8000) / 4)),
       stalledInterval: o.stalledIntervalMs ?? 3000,
-      maxStalledCount: 3,
+      // A worker's death is not the job's fault: BullMQ's own stall limit (which fails the job after that many
+      // deaths over its whole life, whatever the stage) is out of the way; ScreeningRunner fails a job whose stage
+      // was started CTGATE_STAGE_ATTEMPTS times without finishing (a study that kills its worker each time).
+      maxStalledCount: 1_000_000,
       autorun: true,
     },
   );

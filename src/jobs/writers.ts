@@ -101,6 +101,6 @@ export function oruWriter(config: Config, log: Logger): ResultWriters['oru'] {
       version: '2.5.1',
     });
     const d = await sendOru(message, ctx.jobId, opts);
-    return { controlId: d.controlId, ackCode: d.ackCode, attempts: d.attempts };
+    return { controlId: d.controlId, ackCode: d.ackCode, attempts: d.attempts, ...(d.unacked ? { unacked: d.unacked } : {}) };
   };
 }

@@ -46,6 +46,11 @@ export class LocalFhirServer {
     });
   }
 
+  /** Sends the server process a signal: SIGSTOP/SIGCONT make an outage in which it accepts connections and never answers. */
+  signal(sig: NodeJS.Signals): void {
+    this.proc?.kill(sig);
+  }
+
   async stop(): Promise<void> {
     const p = this.proc;
     if (!p || p.exitCode !== null || p.signalCode !== null) return;

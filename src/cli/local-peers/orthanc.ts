@@ -83,6 +83,11 @@ export class LocalOrthanc {
     throw new Error(`Orthanc did not answer on ${this.url}: ${this.log}`);
   }
 
+  /** Sends the server process a signal: SIGSTOP/SIGCONT make an outage in which it accepts connections and never answers. */
+  signal(sig: NodeJS.Signals): void {
+    this.proc?.kill(sig);
+  }
+
   async stop(): Promise<void> {
     const p = this.proc;
     if (p && p.exitCode === null) {

@@ -21,6 +21,8 @@ export interface Receiver {
   /** The messages received so far, as the receiver wrote them. */
   received(): Buffer[];
   stop(): Promise<void>;
+  /** Sends the receiver process a signal (SIGSTOP/SIGCONT: an EMR that takes the connection and never answers). */
+  signal(sig: NodeJS.Signals): void;
 }
 
 export const running = new Set<ChildProcess>();
@@ -57,6 +59,9 @@ export function startReceiver(o: { port?: number; mode?: string; tls?: { cert: s
             .sort()
             .map((f) => readFileSync(join(out, f))),
         stop,
+        signal: (sig) => {
+          proc.kill(sig);
+        },
       });
     });
     proc.once('exit', (code) => {

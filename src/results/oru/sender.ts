@@ -48,6 +48,8 @@ export interface DeliveryRecord {
   controlId: string;
   ackCode: 'AA' | 'CA';
   attempts: number;
+  /** Earlier attempts that sent the message and got no ACK: the EMR may have it that many times more. */
+  unacked: number;
   /** ISO 8601. */
   ackedAt: string;
 }
@@ -63,6 +65,8 @@ export class OruDeliveryError extends Error {
     readonly ackCode: string | undefined,
     /** Whether a later, separate delivery could succeed (false for AR/CR and certificate errors). */
     readonly retryable: boolean,
+    /** Attempts that sent the message and got no ACK (the EMR may have it). */
+    readonly unacked = 0,
   ) {
     super(`ORU ${controlId} (job ${jobId}) not delivered after ${attempts} attempt(s): ${ackCode ? `${ackCode} ` : ''}${reason}`);
     this.name = 'OruDeliveryError';
@@ -72,7 +76,8 @@ export class OruDeliveryError extends Error {
 const DEFAULT_RETRYABLE: readonly AckCode[] = ['AE', 'CE'];
 const MAX_ACK_BYTES = 1024 * 1024;
 
-type Outcome = { kind: 'ack'; code: string; reason: string } | { kind: 'failed'; reason: string; retryable: boolean };
+/** `written`: the message went out before the failure (no ACK in time, closed after sending): the EMR may have it. */
+type Outcome = { kind: 'ack'; code: string; reason: string } | { kind: 'failed'; reason: string; retryable: boolean; written?: boolean };
 
 /** Sender options from the ORU configuration (reads the TLS files). */
 export function oruSenderOptions(c: OruConfig, logger?: Logger): OruSenderOptions {
@@ -97,15 +102,17 @@ export async function sendOru(message: string, jobId: string, opts: OruSenderOpt
   const log = opts.logger ?? silentLogger;
   const retryableCodes = opts.retryableAckCodes ?? DEFAULT_RETRYABLE;
   const frame = encodeFrame(message);
+  let unacked = 0;
   for (let attempt = 1; ; attempt++) {
     const out = await attemptOnce(frame, controlId, jobId, opts, log);
+    if (out.kind === 'failed' && out.written) unacked++;
     let reason: string;
     let retryable: boolean;
     let ackCode: string | undefined;
     if (out.kind === 'ack') {
       if (out.code === 'AA' || out.code === 'CA') {
         log.info('oru.delivered', { jobId, controlId, ackCode: out.code, attempts: attempt });
-        return { controlId, ackCode: out.code, attempts: attempt, ackedAt: new Date().toISOString() };
+        return { controlId, ackCode: out.code, attempts: attempt, unacked, ackedAt: new Date().toISOString() };
       }
       ackCode = out.code;
       reason = out.reason || 'no reason given';
@@ -118,13 +125,13 @@ export async function sendOru(message: string, jobId: string, opts: OruSenderOpt
     }
     if (!retryable || attempt > opts.retries || opts.signal?.aborted) {
       log.error('oru.failed', { jobId, controlId, attempts: attempt, ackCode });
-      throw new OruDeliveryError(jobId, controlId, attempt, reason, ackCode, retryable);
+      throw new OruDeliveryError(jobId, controlId, attempt, reason, ackCode, retryable, unacked);
     }
     const delayMs = Math.min(opts.backoffMaxMs, opts.backoffMs * 2 ** (attempt - 1));
     try {
       await sleep(delayMs, undefined, { signal: opts.signal });
     } catch {
-      throw new OruDeliveryError(jobId, controlId, attempt, `aborted while waiting to retry (${reason})`, ackCode, true);
+      throw new OruDeliveryError(jobId, controlId, attempt, `aborted while waiting to retry (${reason})`, ackCode, true, unacked);
     }
   }
 }
@@ -136,6 +143,7 @@ function attemptOnce(frame: Buffer, controlId: string, jobId: string, o: OruSend
   return new Promise((resolve) => {
     const decoder = new MllpDecoder(MAX_ACK_BYTES);
     let connected = false;
+    let written = false;
     let done = false;
     const socket = o.tls
       ? tls.connect({ host: o.host, port: o.port, ca: o.tls.ca, cert: o.tls.cert, key: o.tls.key, servername: o.tls.servername })
@@ -151,8 +159,9 @@ function attemptOnce(frame: Buffer, controlId: string, jobId: string, o: OruSend
     socket.once(o.tls ? 'secureConnect' : 'connect', () => {
       connected = true;
       clearTimeout(timer);
-      timer = setTimeout(() => finish({ kind: 'failed', reason: `no ACK within ${o.ackTimeoutMs} ms`, retryable: true }), o.ackTimeoutMs);
+      timer = setTimeout(() => finish({ kind: 'failed', reason: `no ACK within ${o.ackTimeoutMs} ms`, retryable: true, written }), o.ackTimeoutMs);
       socket.write(frame);
+      written = true;
     });
     socket.on('data', (chunk: Buffer) => {
       for (const ev of decoder.push(chunk)) {
@@ -178,8 +187,8 @@ function attemptOnce(frame: Buffer, controlId: string, jobId: string, o: OruSend
     socket.on('error', (e: NodeJS.ErrnoException) => {
       const code = e.code ?? '';
       const where = connected ? 'connection failed' : 'cannot connect';
-      finish({ kind: 'failed', reason: `${where} to ${o.host}:${o.port}: ${code || e.message}`, retryable: !CERT_ERROR.test(code) });
+      finish({ kind: 'failed', reason: `${where} to ${o.host}:${o.port}: ${code || e.message}`, retryable: !CERT_ERROR.test(code), written });
     });
-    socket.on('close', () => finish({ kind: 'failed', reason: 'connection closed before an ACK', retryable: true }));
+    socket.on('close', () => finish({ kind: 'failed', reason: 'connection closed before an ACK', retryable: true, written }));
   });
 }
