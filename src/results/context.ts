@@ -3,6 +3,7 @@
  * study and series, and the analysis. The writers are pure functions of this (plus their config), so the
  * service, `ctgate analyze` and the tests produce byte-for-byte the same outputs from the same inputs.
  */
+import { createHash } from 'node:crypto';
 import type { SliceMeta } from '../imaging/slices.js';
 import type { Geometry } from '../imaging/volume.js';
 import type { Manifest } from '../inference/manifest.js';
@@ -119,4 +120,16 @@ export function sharedAnalysisNote(ctx: Pick<ResultContext, 'reusedFrom'>): stri
   if (!r) return undefined;
   const acc = r.accessionNumber ? ` (accession ${r.accessionNumber})` : '';
   return `Analysis shared with order ${r.placerOrderNumber}${acc}, made ${r.analyzedAt}: same series, same model versions. The SEG, key images and measurement report in the PACS are that order's.`;
+}
+
+/**
+ * What the result objects' UIDs are derived from (with the model versions): the source series and its content, the
+ * sorted SOP Instance UIDs of its slices. A series that gained, lost or replaced an instance after an analysis gets
+ * new result UIDs, so its new SEG and SR cannot collide with the earlier ones (a PACS keeps the first instance of a
+ * UID and drops a different one sent later).
+ */
+export function sourceSeriesKey(series: Pick<SourceSeries, 'seriesInstanceUid' | 'slices'>): string {
+  const h = createHash('sha256');
+  for (const uid of series.slices.map((s) => s.sopInstanceUid).sort()) h.update(`${uid}\n`);
+  return `${series.seriesInstanceUid}|content=${h.digest('hex').slice(0, 32)}`;
 }

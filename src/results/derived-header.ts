@@ -74,3 +74,23 @@ export function derivedHeader(ctx: ResultContext, o: DerivedObjectIds): Naturali
     InstanceNumber: String(o.instanceNumber),
   };
 }
+
+/**
+ * The Referenced Request of an SR or KOS: the order whose analysis made the object (for an order that shares an
+ * earlier order's analysis, that earlier order: its objects are the ones in the PACS).
+ */
+export function referencedRequest(ctx: Pick<ResultContext, 'study' | 'order'>): NaturalizedDataset[] {
+  const { study, order } = ctx;
+  return [
+    {
+      StudyInstanceUID: study.studyInstanceUid,
+      ReferencedStudySequence: [],
+      AccessionNumber: study.accessionNumber ?? order.accessionNumber ?? '',
+      PlacerOrderNumberImagingServiceRequest: order.placerOrderNumber,
+      FillerOrderNumberImagingServiceRequest: order.fillerOrderNumber ?? '',
+      RequestedProcedureID: '',
+      RequestedProcedureDescription: order.procedure.text,
+      RequestedProcedureCodeSequence: [],
+    },
+  ];
+}

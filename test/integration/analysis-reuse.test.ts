@@ -147,6 +147,12 @@ describe('analysis reuse across orders of the same study (Redis, Orthanc, FHIR, 
     assert.ok(ran(a) && ran(b), 'a changed series is analysed again');
     assert.equal(b.outputs.analyze?.reusedFrom, undefined);
     assert.equal(b.outputs.retrieve?.slices, (a.outputs.retrieve?.slices ?? 0) + 1);
+    // ... into a SEG of its own (result UIDs follow the series content), which the PACS keeps beside the first.
+    const segA = a.outputs['write-seg'];
+    const segB = b.outputs['write-seg'];
+    assert.ok(segA && 'seriesInstanceUid' in segA && segB && 'seriesInstanceUid' in segB);
+    assert.notEqual(segB.seriesInstanceUid, segA.seriesInstanceUid);
+    assert.equal((await orthanc.client().searchSeries(ct.studyInstanceUid, { Modality: 'SEG' })).length, 2);
 
     // The same series under a new lesion-model version (the same weights, renamed version): analysed again.
     const manifest = JSON.parse(await readFile('models/manifest.json', 'utf8')) as { models: { name: string; version: string; file?: string }[] };

@@ -7,7 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import { deflateSync } from 'node:zlib';
 import { decodePng } from '../../src/imaging/png.js';
 import { encodePng } from '../../src/inference/key-images.js';
-import type { ResultContext } from '../../src/results/context.js';
+import { type ResultContext, sourceSeriesKey } from '../../src/results/context.js';
 import {
   encodeKeyImages,
   KEY_IMAGE_SERIES_DESCRIPTION,
@@ -213,8 +213,8 @@ describe('key-image secondary captures', () => {
     const ctx = syntheticResult({ seed: 7, kind: 'covid' }).context;
     const model = ctx.analysis.models[1];
     assert.ok(model);
-    assert.equal(a.seriesInstanceUid, keyImageUids(ctx.series.seriesInstanceUid, model).seriesInstanceUid);
-    assert.notEqual(a.seriesInstanceUid, segUids(ctx.series.seriesInstanceUid, model).seriesInstanceUid);
+    assert.equal(a.seriesInstanceUid, keyImageUids(sourceSeriesKey(ctx.series), model).seriesInstanceUid);
+    assert.notEqual(a.seriesInstanceUid, segUids(sourceSeriesKey(ctx.series), model).seriesInstanceUid);
     // A new lesion-model version makes a new series beside the old one.
     const v2 = encodeKeyImages({
       ...ctx,

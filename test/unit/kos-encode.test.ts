@@ -4,6 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { sourceSeriesKey } from '../../src/results/context.js';
 import { encodeKeyImages, SECONDARY_CAPTURE_IMAGE_STORAGE } from '../../src/results/key-image-sc/encode.js';
 import { encodeKos, KEY_OBJECT_SELECTION_STORAGE, KOS_SERIES_DESCRIPTION, kosUids, NoKosError } from '../../src/results/kos/encode.js';
 import { lesionModel } from '../../src/results/seg/encode.js';
@@ -60,7 +61,7 @@ describe('Key Object Selection (TID 2000) encoder', () => {
     assert.equal(py.title, 'DCM:113000:Of Interest');
     assert.deepEqual(py.template, ['DCMR:2000']);
     assert.equal(py.hasPixelData, false);
-    const uids = kosUids(context.series.seriesInstanceUid, lesionModel(context));
+    const uids = kosUids(sourceSeriesKey(context.series), lesionModel(context));
     assert.equal(py.seriesInstanceUid, uids.seriesInstanceUid);
     assert.equal(py.sopInstanceUid, uids.sopInstanceUid);
     assert.equal(kos.seriesInstanceUid, uids.seriesInstanceUid);

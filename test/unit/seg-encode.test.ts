@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import type { ResultContext } from '../../src/results/context.js';
+import { type ResultContext, sourceSeriesKey } from '../../src/results/context.js';
 import { encodeSeg, NoSegError, SEG_SERIES_DESCRIPTION, SEGMENTATION_STORAGE, segUids } from '../../src/results/seg/encode.js';
 import { readSeg } from '../../src/results/seg/read.js';
 import { assertDciodvfyClean } from '../helpers/dciodvfy.js';
@@ -197,7 +197,7 @@ describe('DICOM SEG encoder', () => {
     const c = encodeSeg(v2);
     assert.notEqual(c.seriesInstanceUid, a.seriesInstanceUid);
     assert.notEqual(c.sopInstanceUid, a.sopInstanceUid);
-    assert.deepEqual(segUids(context.series.seriesInstanceUid, { name: 'lesion-unetpp', version: '0.2.0' }).seriesInstanceUid, c.seriesInstanceUid);
+    assert.deepEqual(segUids(sourceSeriesKey(context.series), { name: 'lesion-unetpp', version: '0.2.0' }).seriesInstanceUid, c.seriesInstanceUid);
     assert.match(a.seriesInstanceUid, /^2\.25\.\d+$/);
     assert.ok(a.seriesInstanceUid.length <= 64 && a.sopInstanceUid.length <= 64);
     // Other models' versions (the classifier's) do not change the SEG's identity.

@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import type { ResultContext } from '../../src/results/context.js';
+import { type ResultContext, sourceSeriesKey } from '../../src/results/context.js';
 import { encodeSeg, lesionModel, NoSegError, SEGMENTATION_STORAGE, segUids } from '../../src/results/seg/encode.js';
 import { COMPREHENSIVE_3D_SR_STORAGE, encodeSr, SR_SERIES_DESCRIPTION, srUids, TRACKING_IDENTIFIER } from '../../src/results/sr/encode.js';
 import { largestLesionOutline } from '../../src/results/sr/outline.js';
@@ -96,7 +96,7 @@ function assertHeader(py: PySr, ctx: ResultContext) {
   assert.equal(py.contentTime, '100000');
   assert.deepEqual(py.template, ['DCMR:1500']);
   assert.equal(py.hasPixelData, false);
-  const uids = srUids(ctx.series.seriesInstanceUid, ctx.analysis.models);
+  const uids = srUids(sourceSeriesKey(ctx.series), ctx.analysis.models);
   assert.equal(py.seriesInstanceUid, uids.seriesInstanceUid);
   assert.equal(py.sopInstanceUid, uids.sopInstanceUid);
 
@@ -228,7 +228,7 @@ describe('DICOM SR (TID 1500 measurement report) encoder', () => {
     assert.equal(one(lesions, 'DCM:111001').value, 'lesion-unetpp');
     assert.equal(one(lesions, 'DCM:111003').value, '0.1.0');
     // The reference names the SOP instance segUids gives for this series and lesion model, and segment 1.
-    const segSop = segUids(context.series.seriesInstanceUid, lesionModel(context)).sopInstanceUid;
+    const segSop = segUids(sourceSeriesKey(context.series), lesionModel(context)).sopInstanceUid;
     assert.equal(seg.sopInstanceUid, segSop);
     const ref = one(lesions, 'DCM:121191');
     assert.equal(ref.type, 'IMAGE');

@@ -20,7 +20,7 @@
 import type { NaturalizedDataset } from 'dcmjs';
 import { decodePng } from '../../imaging/png.js';
 import { deterministicUid, formatDs } from '../../synthetic/dicom-writer.js';
-import type { ModelRef, ResultContext } from '../context.js';
+import { type ModelRef, type ResultContext, sourceSeriesKey } from '../context.js';
 import { type DerivedObjectOptions, derivedHeader, MANUFACTURER, softwareVersions } from '../derived-header.js';
 import { writePart10 } from '../part10.js';
 import { CODES, codeItem } from '../seg/codes.js';
@@ -69,11 +69,8 @@ export class NoKeyImagesError extends Error {
 }
 
 /** SeriesInstanceUID of the key images of a source series made with a lesion model version, and each image's UID. */
-export function keyImageUids(
-  sourceSeriesUid: string,
-  model: ModelRef,
-): { seriesInstanceUid: string; sopInstanceUid: (sourceSopInstanceUid: string) => string } {
-  const key = `key-image-sc|source-series=${sourceSeriesUid}|model=${model.name}@${model.version}`;
+export function keyImageUids(sourceKey: string, model: ModelRef): { seriesInstanceUid: string; sopInstanceUid: (sourceSopInstanceUid: string) => string } {
+  const key = `key-image-sc|source-series=${sourceKey}|model=${model.name}@${model.version}`;
   return {
     seriesInstanceUid: deterministicUid(`${key}|series`),
     sopInstanceUid: (source) => deterministicUid(`${key}|instance|source-instance=${source}`),
@@ -104,7 +101,7 @@ export function encodeKeyImages(ctx: ResultContext, opts: KeyImageScOptions = {}
   if (!mask) throw new NoKeyImagesError('not-assessable', `no key images: the study was not assessable${analysis.reason ? ` (${analysis.reason})` : ''}`);
   if (ctx.keyImages.length === 0) throw new NoKeyImagesError('no-key-slices', 'no key slices (no lesion): no key images');
   const model = lesionModel(ctx, opts.lesionModelName);
-  const uids = keyImageUids(series.seriesInstanceUid, model);
+  const uids = keyImageUids(sourceSeriesKey(series), model);
   const when = dicomDateTime(analysis.completedAt, opts.timeZone);
   const [nx, ny, nz] = series.geometry.size;
   if (mask.length !== nx * ny * nz) throw new Error(`lesion mask has ${mask.length} voxels, the series grid ${nx}×${ny}×${nz}`);

@@ -20,8 +20,8 @@
 
 import type { NaturalizedDataset } from 'dcmjs';
 import { deterministicUid } from '../../synthetic/dicom-writer.js';
-import type { ModelRef, ResultContext } from '../context.js';
-import { type DerivedObjectOptions, derivedHeader, MANUFACTURER, softwareVersions } from '../derived-header.js';
+import { type ModelRef, type ResultContext, sourceSeriesKey } from '../context.js';
+import { type DerivedObjectOptions, derivedHeader, MANUFACTURER, referencedRequest, softwareVersions } from '../derived-header.js';
 import { keyImageUids, SECONDARY_CAPTURE_IMAGE_STORAGE } from '../key-image-sc/encode.js';
 import { writePart10WithoutPixels } from '../part10.js';
 import { type Code, codeItem } from '../seg/codes.js';
@@ -69,8 +69,8 @@ export class NoKosError extends Error {
 }
 
 /** SeriesInstanceUID and SOPInstanceUID of the key object selection of a source series by a lesion model version. */
-export function kosUids(sourceSeriesUid: string, model: ModelRef): { seriesInstanceUid: string; sopInstanceUid: string; deviceObserverUid: string } {
-  const key = `key-object-selection|source-series=${sourceSeriesUid}|model=${model.name}@${model.version}`;
+export function kosUids(sourceKey: string, model: ModelRef): { seriesInstanceUid: string; sopInstanceUid: string; deviceObserverUid: string } {
+  const key = `key-object-selection|source-series=${sourceKey}|model=${model.name}@${model.version}`;
   return {
     seriesInstanceUid: deterministicUid(`${key}|series`),
     sopInstanceUid: deterministicUid(`${key}|instance`),
@@ -95,13 +95,13 @@ const textItem = (rel: string, name: Code, value: string): Item => ({
 
 /** The job's key object selection; throws NoKosError when there are no key images to select. */
 export function encodeKos(ctx: ResultContext, opts: KosOptions = {}): EncodedKos {
-  const { analysis, study, series, order } = ctx;
+  const { analysis, study, series } = ctx;
   if (analysis.verdict === 'not-assessable' || !analysis.lesionMask)
     throw new NoKosError('not-assessable', `no key object selection: the study was not assessable${analysis.reason ? ` (${analysis.reason})` : ''}`);
   if (ctx.keyImages.length === 0) throw new NoKosError('no-key-slices', 'no key slices (no lesion): no key object selection');
   const model = lesionModel(ctx, opts.lesionModelName);
-  const uids = kosUids(series.seriesInstanceUid, model);
-  const scUids = keyImageUids(series.seriesInstanceUid, model);
+  const uids = kosUids(sourceSeriesKey(series), model);
+  const scUids = keyImageUids(sourceSeriesKey(series), model);
   const when = dicomDateTime(analysis.completedAt, opts.timeZone);
   const nz = series.geometry.size[2];
 
@@ -171,18 +171,7 @@ export function encodeKos(ctx: ResultContext, opts: KosOptions = {}): EncodedKos
     ValueType: 'CONTAINER',
     ConceptNameCodeSequence: [codeItem(KOS_CODES.ofInterest)],
     ContinuityOfContent: 'SEPARATE',
-    ReferencedRequestSequence: [
-      {
-        StudyInstanceUID: study.studyInstanceUid,
-        ReferencedStudySequence: [],
-        AccessionNumber: study.accessionNumber ?? order.accessionNumber ?? '',
-        PlacerOrderNumberImagingServiceRequest: order.placerOrderNumber,
-        FillerOrderNumberImagingServiceRequest: order.fillerOrderNumber ?? '',
-        RequestedProcedureID: '',
-        RequestedProcedureDescription: order.procedure.text,
-        RequestedProcedureCodeSequence: [],
-      },
-    ],
+    ReferencedRequestSequence: referencedRequest(ctx),
     CurrentRequestedProcedureEvidenceSequence: [{ StudyInstanceUID: study.studyInstanceUid, ReferencedSeriesSequence: evidence }],
     ContentTemplateSequence: [{ MappingResource: 'DCMR', TemplateIdentifier: '2000' }],
     ContentSequence: content,

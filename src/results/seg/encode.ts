@@ -14,7 +14,7 @@
 
 import type { NaturalizedDataset } from 'dcmjs';
 import { deterministicUid, formatDs } from '../../synthetic/dicom-writer.js';
-import type { ModelRef, ResultContext } from '../context.js';
+import { type ModelRef, type ResultContext, sourceSeriesKey } from '../context.js';
 import { type DerivedObjectOptions, derivedHeader, MANUFACTURER, softwareVersions } from '../derived-header.js';
 import { writePart10 } from '../part10.js';
 import { countBits, packFrames } from './bits.js';
@@ -80,9 +80,9 @@ export function lesionModel(ctx: ResultContext, name?: string): ModelRef {
   return m;
 }
 
-/** SeriesInstanceUID and SOPInstanceUID of the SEG of a source series made by a lesion model version. */
-export function segUids(sourceSeriesUid: string, model: ModelRef): { seriesInstanceUid: string; sopInstanceUid: string; dimensionOrganizationUid: string } {
-  const key = `seg|source-series=${sourceSeriesUid}|model=${model.name}@${model.version}`;
+/** SeriesInstanceUID and SOPInstanceUID of the SEG of a source series (its sourceSeriesKey: UID and content) made by a lesion model version. */
+export function segUids(sourceKey: string, model: ModelRef): { seriesInstanceUid: string; sopInstanceUid: string; dimensionOrganizationUid: string } {
+  const key = `seg|source-series=${sourceKey}|model=${model.name}@${model.version}`;
   return {
     seriesInstanceUid: deterministicUid(`${key}|series`),
     sopInstanceUid: deterministicUid(`${key}|instance`),
@@ -156,7 +156,7 @@ export function encodeSeg(ctx: ResultContext, opts: SegOptions = {}): EncodedSeg
   // among the slices that have a frame (1-based, along the slice normal).
   const usedZ = [...new Set(segments.flatMap((s) => s.slices))].sort((a, b) => a - b);
   const positionIndex = new Map(usedZ.map((z, i) => [z, i + 1]));
-  const uids = segUids(series.seriesInstanceUid, model);
+  const uids = segUids(sourceSeriesKey(series), model);
   const when = dicomDateTime(analysis.completedAt, opts.timeZone);
   const first = series.slices[0];
   if (!first) throw new Error('the series has no slices');

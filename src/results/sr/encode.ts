@@ -44,8 +44,8 @@
 
 import type { NaturalizedDataset } from 'dcmjs';
 import { deterministicUid, formatDs } from '../../synthetic/dicom-writer.js';
-import type { ModelRef, ResultContext } from '../context.js';
-import { type DerivedObjectOptions, derivedHeader, MANUFACTURER, softwareVersions } from '../derived-header.js';
+import { type ModelRef, type ResultContext, sourceSeriesKey } from '../context.js';
+import { type DerivedObjectOptions, derivedHeader, MANUFACTURER, referencedRequest, softwareVersions } from '../derived-header.js';
 import { impression } from '../oru/encode.js';
 import { writePart10WithoutPixels } from '../part10.js';
 import { CODES, type Code, codeItem } from '../seg/codes.js';
@@ -80,10 +80,10 @@ const modelKey = (models: ModelRef[]) => models.map((m) => `${m.name}@${m.versio
 
 /** SeriesInstanceUID and SOPInstanceUID of the report of a source series made by a set of model versions. */
 export function srUids(
-  sourceSeriesUid: string,
+  sourceKey: string,
   models: ModelRef[],
 ): { seriesInstanceUid: string; sopInstanceUid: string; deviceObserverUid: string; trackingUid: (group: string) => string } {
-  const key = `sr|source-series=${sourceSeriesUid}|models=${modelKey(models)}`;
+  const key = `sr|source-series=${sourceKey}|models=${modelKey(models)}`;
   return {
     seriesInstanceUid: deterministicUid(`${key}|series`),
     sopInstanceUid: deterministicUid(`${key}|instance`),
@@ -194,9 +194,9 @@ export function keySliceRegions(ctx: ResultContext): KeySliceRegion[] {
 
 /** The job's TID 1500 measurement report (always one: see the file comment for no lesion and not assessable). */
 export function encodeSr(ctx: ResultContext, seg: SegReference | undefined, opts: SrOptions = {}): EncodedSr {
-  const { analysis, study, series, order } = ctx;
+  const { analysis, study, series } = ctx;
   const models = analysis.models;
-  const uids = srUids(series.seriesInstanceUid, models);
+  const uids = srUids(sourceSeriesKey(series), models);
   const when = dicomDateTime(analysis.completedAt, opts.timeZone);
   const assessable = analysis.verdict !== 'not-assessable' && analysis.findings !== null;
   if (seg && !assessable) throw new Error('a SEG reference for a study that was not assessable');
@@ -311,18 +311,7 @@ export function encodeSr(ctx: ResultContext, seg: SegReference | undefined, opts
     ValueType: 'CONTAINER',
     ConceptNameCodeSequence: [codeItem(C.imagingMeasurementReport)],
     ContinuityOfContent: 'SEPARATE',
-    ReferencedRequestSequence: [
-      {
-        StudyInstanceUID: study.studyInstanceUid,
-        ReferencedStudySequence: [],
-        AccessionNumber: study.accessionNumber ?? order.accessionNumber ?? '',
-        PlacerOrderNumberImagingServiceRequest: order.placerOrderNumber,
-        FillerOrderNumberImagingServiceRequest: order.fillerOrderNumber ?? '',
-        RequestedProcedureID: '',
-        RequestedProcedureDescription: order.procedure.text,
-        RequestedProcedureCodeSequence: [],
-      },
-    ],
+    ReferencedRequestSequence: referencedRequest(ctx),
     PerformedProcedureCodeSequence: [codeItem(C.ctChest)],
     CurrentRequestedProcedureEvidenceSequence: [{ StudyInstanceUID: study.studyInstanceUid, ReferencedSeriesSequence: evidence }],
     CompletionFlag: completionFlag,
