@@ -49,6 +49,32 @@ export function spawnWorker(env: Record<string, string>, opts: { tail?: number }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/**
+ * A worker's environment against the test peers, with the study wait and the retries made fast: Redis on
+ * `prefix`, the PACS, and (when given) the FHIR server and the ORU receiver's port; `extra` on top.
+ */
+export function fastWorkerEnv(
+  peers: { redisUrl: string; prefix: string; pacsUrl: string; fhirUrl?: string; oruPort?: number },
+  extra: Record<string, string> = {},
+): Record<string, string> {
+  return {
+    CTGATE_REDIS_URL: peers.redisUrl,
+    CTGATE_REDIS_PREFIX: peers.prefix,
+    CTGATE_PACS_URL: peers.pacsUrl,
+    ...(peers.fhirUrl ? { CTGATE_FHIR_BASE_URL: peers.fhirUrl } : {}),
+    ...(peers.oruPort ? { CTGATE_ORU_HOST: '127.0.0.1', CTGATE_ORU_PORT: String(peers.oruPort), CTGATE_ORU_RETRIES: '0' } : {}),
+    CTGATE_STUDY_POLL_MS: '200',
+    CTGATE_STUDY_STABLE_MS: '300',
+    CTGATE_STUDY_CHECK_MS: '5000',
+    CTGATE_STUDY_SLEEP_MS: '500',
+    CTGATE_STAGE_BACKOFF_MS: '300',
+    CTGATE_STAGE_BACKOFF_MAX_MS: '1000',
+    CTGATE_MODEL_THREADS: '2',
+    CTGATE_LOG_LEVEL: 'error',
+    ...extra,
+  };
+}
+
 /** Polls `f` every `everyMs` until it gives a truthy value; throws after `ms`, or as soon as `worker` exits. */
 export async function waitFor<T>(
   what: string,

@@ -22,7 +22,7 @@ import { generateChestCt } from '../../src/synthetic/phantom.js';
 import { TestFhirServer } from '../helpers/fhir.js';
 import { TestOrthanc } from '../helpers/orthanc.js';
 import { deleteKeys, REDIS_URL, requireRedis } from '../helpers/redis.js';
-import { uploadStudy, WorkerQueue } from '../helpers/worker-process.js';
+import { fastWorkerEnv, uploadStudy, WorkerQueue } from '../helpers/worker-process.js';
 
 describe('analysis reuse across orders of the same study (Redis, Orthanc, FHIR, python-hl7 receiver)', () => {
   const orthanc = new TestOrthanc();
@@ -33,24 +33,7 @@ describe('analysis reuse across orders of the same study (Redis, Orthanc, FHIR, 
   let tmp = '';
 
   const env = (extra: Record<string, string> = {}) =>
-    loadConfig({
-      CTGATE_REDIS_URL: REDIS_URL,
-      CTGATE_REDIS_PREFIX: prefix,
-      CTGATE_PACS_URL: orthanc.dicomweb,
-      CTGATE_FHIR_BASE_URL: fhir.url,
-      CTGATE_ORU_HOST: '127.0.0.1',
-      CTGATE_ORU_PORT: String(rx.port),
-      CTGATE_ORU_RETRIES: '0',
-      CTGATE_STUDY_POLL_MS: '200',
-      CTGATE_STUDY_STABLE_MS: '300',
-      CTGATE_STUDY_CHECK_MS: '5000',
-      CTGATE_STUDY_SLEEP_MS: '500',
-      CTGATE_STAGE_BACKOFF_MS: '300',
-      CTGATE_STAGE_BACKOFF_MAX_MS: '1000',
-      CTGATE_MODEL_THREADS: '2',
-      CTGATE_LOG_LEVEL: 'error',
-      ...extra,
-    });
+    loadConfig(fastWorkerEnv({ redisUrl: REDIS_URL, prefix, pacsUrl: orthanc.dicomweb, fhirUrl: fhir.url, oruPort: rx.port }, extra));
 
   /** Runs the orders (placer numbers) for one accession with a worker of this config; their final checkpoints. */
   async function runOrders(accession: string, placers: string[], extra: Record<string, string> = {}): Promise<JobState[]> {

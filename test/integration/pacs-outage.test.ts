@@ -168,7 +168,7 @@ describe('PACS outage during wait-for-study (real worker, gateway, Orthanc behin
       const cp = (await api(`/api/jobs/${jobId}/progress`)).checkpoint as JobState | null;
       if (cp && cp.stage !== 'wait-for-study') {
         assert.equal(cp.outputs['wait-for-study']?.studyInstanceUid, series.studyInstanceUid);
-        assert.ok(!cp.lastError || cp.lastError.stage !== 'wait-for-study', JSON.stringify(cp.lastError));
+        assert.ok(cp.lastError?.stage !== 'wait-for-study', JSON.stringify(cp.lastError));
         break;
       }
       assert.ok(Date.now() < back, `the wait did not finish after the PACS came back: ${JSON.stringify(cp)}`);

@@ -14,7 +14,7 @@ import { type JobState, JobStateStore, LockLostError, newJobState } from '../../
 import { TestFhirServer } from '../helpers/fhir.js';
 import { TestOrthanc } from '../helpers/orthanc.js';
 import { deleteKeys, REDIS_URL, requireRedis } from '../helpers/redis.js';
-import { killWorkers, spawnWorker, uploadStudy, type WorkerProcess, WorkerQueue, waitFor } from '../helpers/worker-process.js';
+import { fastWorkerEnv, killWorkers, spawnWorker, uploadStudy, type WorkerProcess, WorkerQueue, waitFor } from '../helpers/worker-process.js';
 
 describe('workers that die in a stage (real worker processes, FHIR server paused)', () => {
   const orthanc = new TestOrthanc();
@@ -23,25 +23,17 @@ describe('workers that die in a stage (real worker processes, FHIR server paused
   let jq: WorkerQueue;
   let rx: Receiver;
 
-  const env = (attempts: number): Record<string, string> => ({
-    CTGATE_REDIS_URL: REDIS_URL,
-    CTGATE_REDIS_PREFIX: prefix,
-    CTGATE_REDIS_REQUIRE_AOF: 'false',
-    CTGATE_PACS_URL: orthanc.dicomweb,
-    CTGATE_FHIR_BASE_URL: fhir.url,
-    CTGATE_FHIR_TIMEOUT_MS: '120000',
-    CTGATE_ORU_HOST: '127.0.0.1',
-    CTGATE_ORU_PORT: String(rx.port),
-    CTGATE_ORU_RETRIES: '0',
-    CTGATE_STUDY_POLL_MS: '200',
-    CTGATE_STUDY_STABLE_MS: '300',
-    CTGATE_STUDY_SLEEP_MS: '500',
-    CTGATE_STAGE_ATTEMPTS: String(attempts),
-    CTGATE_STAGE_BACKOFF_MS: '300',
-    CTGATE_WORKER_STALLED_INTERVAL_MS: '500',
-    CTGATE_MODEL_THREADS: '2',
-    CTGATE_LOG_LEVEL: 'warn',
-  });
+  const env = (attempts: number): Record<string, string> =>
+    fastWorkerEnv(
+      { redisUrl: REDIS_URL, prefix, pacsUrl: orthanc.dicomweb, fhirUrl: fhir.url, oruPort: rx.port },
+      {
+        CTGATE_REDIS_REQUIRE_AOF: 'false',
+        CTGATE_FHIR_TIMEOUT_MS: '120000',
+        CTGATE_STAGE_ATTEMPTS: String(attempts),
+        CTGATE_WORKER_STALLED_INTERVAL_MS: '500',
+        CTGATE_LOG_LEVEL: 'warn',
+      },
+    );
 
   /** Kills the job's worker `times` times, each once the job has started write-fhir again (its nth attempt). */
   async function killInWriteFhir(jobId: string, attempts: number, times: number): Promise<WorkerProcess> {

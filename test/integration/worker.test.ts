@@ -20,7 +20,7 @@ import { TestFhirServer } from '../helpers/fhir.js';
 import { freePort, TestOrthanc } from '../helpers/orthanc.js';
 import { deleteKeys, REDIS_URL, requireRedis } from '../helpers/redis.js';
 import { sampleOrder } from '../helpers/result-context.js';
-import { killWorkers, spawnWorker, uploadStudy, WorkerQueue, waitFor } from '../helpers/worker-process.js';
+import { fastWorkerEnv, killWorkers, spawnWorker, uploadStudy, WorkerQueue, waitFor } from '../helpers/worker-process.js';
 
 describe('screening worker (Redis, Orthanc, models, python-hl7 receiver)', () => {
   const orthanc = new TestOrthanc();
@@ -30,26 +30,11 @@ describe('screening worker (Redis, Orthanc, models, python-hl7 receiver)', () =>
   let rx: Receiver;
   let oruPort = 0;
 
-  const env = (extra: Record<string, string> = {}): Record<string, string> => ({
-    CTGATE_REDIS_URL: REDIS_URL,
-    CTGATE_REDIS_PREFIX: prefix,
-    CTGATE_PACS_URL: orthanc.dicomweb,
-    CTGATE_FHIR_BASE_URL: fhir.url,
-    CTGATE_ORU_HOST: '127.0.0.1',
-    CTGATE_ORU_PORT: String(oruPort),
-    CTGATE_ORU_RETRIES: '0',
-    CTGATE_ORU_CONNECT_TIMEOUT_MS: '500',
-    CTGATE_STUDY_POLL_MS: '200',
-    CTGATE_STUDY_STABLE_MS: '300',
-    CTGATE_STUDY_CHECK_MS: '5000',
-    CTGATE_STUDY_SLEEP_MS: '500',
-    CTGATE_STAGE_BACKOFF_MS: '300',
-    CTGATE_STAGE_BACKOFF_MAX_MS: '1000',
-    CTGATE_STAGE_ATTEMPTS: '20',
-    CTGATE_MODEL_THREADS: '2',
-    CTGATE_LOG_LEVEL: 'error',
-    ...extra,
-  });
+  const env = (extra: Record<string, string> = {}): Record<string, string> =>
+    fastWorkerEnv(
+      { redisUrl: REDIS_URL, prefix, pacsUrl: orthanc.dicomweb, fhirUrl: fhir.url, oruPort },
+      { CTGATE_ORU_CONNECT_TIMEOUT_MS: '500', CTGATE_STAGE_ATTEMPTS: '20', ...extra },
+    );
 
   before(async () => {
     await requireRedis();
