@@ -144,7 +144,14 @@ async function reportReadableAt(jobId: string, timeoutMs = 600_000): Promise<{ a
 try {
   process.stdout.write(`bench/e2e: ${size.join('×')} synthetic chest CT; generating and storing it… `);
   const phantom = generateChestCt({ seed: 9, kind: 'covid', size, spacing: [0.7, 0.7, 1.0] });
-  const series = writeCtSeries(phantom.volume, { seed: 9, accessionNumber: ACC, patientId: 'BENCH-MRN' });
+  // The order's patient (its PID), so that the patient identity check accepts the study.
+  const series = writeCtSeries(phantom.volume, {
+    seed: 9,
+    accessionNumber: ACC,
+    patientId: 'BENCH-MRN',
+    patientName: 'BENCH^PATIENT',
+    patientBirthDate: '19650314',
+  });
   const pacs = orthanc.client();
   for (let i = 0; i < series.files.length; i += 50) await pacs.store(series.files.slice(i, i + 50).map((f) => f.bytes));
   console.log(`${series.files.length} instances stored. Load ${loadavg()[0]?.toFixed(2)}.`);

@@ -137,7 +137,15 @@ for (let k = 0; k < STUDIES; k++) {
   const kind = k % 3 === 2 ? 'healthy' : 'covid';
   const p = generateChestCt({ seed: 7100 + k, kind, size: [192, 192, 64], spacing: [1.8, 1.8, 4] });
   const accession = `ACC-F${k}`;
-  const s = writeCtSeries(p.volume, { seed: 7100 + k, accessionNumber: accession, patientId: 'FAULT-MRN', seriesDescription: `synthetic ${kind}` });
+  // The orders' patient (PID below), so that the patient identity check accepts the study.
+  const s = writeCtSeries(p.volume, {
+    seed: 7100 + k,
+    accessionNumber: accession,
+    patientId: 'FAULT-MRN',
+    patientName: 'FAULT^PATIENT',
+    patientBirthDate: '19650314',
+    seriesDescription: `synthetic ${kind}`,
+  });
   await orthanc.client().store(s.files.map((f) => f.bytes));
   studies.push({ accession, studyUid: s.studyInstanceUid, kind });
 }

@@ -10,6 +10,11 @@
  *
  * Without --once everything keeps running until Ctrl-C. With --once it stops what it started and prints a JSON
  * summary as its last line; the exit code is 0 only when every study finished.
+ *
+ * However it ends (the end of --once, Ctrl-C, SIGTERM, an error) it removes the patient data it made: its work
+ * folder (the orders it sent, the ORUs the EMR received), the PACS's storage, and every Redis key under its own
+ * prefix (`ctgate-demo-<random>`, new each run; CTGATE_REDIS_PREFIX is not used, so a site's keys are never
+ * touched). The FHIR peer keeps its chart in memory. Only a SIGKILL leaves them behind.
  */
 import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -17,11 +22,11 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
+import { Redis } from 'ioredis';
 import { loadConfig } from '../config/index.js';
 import { readNifti } from '../imaging/nifti.js';
 import type { HuVolume } from '../imaging/volume.js';
 import { jobIdFor } from '../jobs/queue.js';
-import { deleteByPrefix } from '../jobs/redis.js';
 import type { ScreeningResult } from '../jobs/screening.js';
 import { createLogger } from '../observability/log.js';
 import { writeCtSeries } from '../synthetic/dicom-writer.js';
@@ -29,7 +34,7 @@ import { generateChestCt, type PhantomKind } from '../synthetic/phantom.js';
 import { startGateway } from './gateway.js';
 import { LocalFhirServer } from './local-peers/fhir.js';
 import { LocalOrthanc } from './local-peers/orthanc.js';
-import { startReceiver } from './local-peers/oru-receiver.js';
+import { type Receiver, running, startReceiver } from './local-peers/oru-receiver.js';
 
 const execFileP = promisify(execFile);
 const SENDER = { application: 'DEMO-EMR', facility: 'GENHOSP' };
@@ -56,6 +61,18 @@ export interface DemoSummary {
     reason?: string;
   }[];
   elapsedMs: number;
+  /** What the demo removed when it stopped, so that none of its patient data outlives it (names only, no PHI). */
+  cleanup: {
+    /** The Redis key prefix it used (new each run); every key under it was deleted (SCAN + UNLINK). */
+    redisPrefix: string;
+    redisKeysDeleted: number;
+    /** The folders it wrote to: its work folder (orders sent, ORUs received) and the PACS's storage. */
+    dirs: string[];
+    /** true when every folder is gone and the Redis keys were deleted. */
+    removed: boolean;
+    /** What could not be removed, and how to remove it by hand. */
+    problems: string[];
+  };
 }
 
 function synthetic(kind: PhantomKind, seed: number): HuVolume {
@@ -91,8 +108,11 @@ interface SpawnedWorker {
   stop(): Promise<void>;
 }
 
-/** `ctgate worker` as a child process; resolves when it logs worker.ready (its log lines are JSON on stderr). */
-function spawnWorker(env: NodeJS.ProcessEnv): Promise<SpawnedWorker> {
+/**
+ * `ctgate worker` as a child process; resolves when it logs worker.ready (its log lines are JSON on stderr).
+ * `onSpawn` gets its stop() at once, so a demo stopped while the worker is still loading stops it too.
+ */
+function spawnWorker(env: NodeJS.ProcessEnv, onSpawn: (stop: () => Promise<void>) => void): Promise<SpawnedWorker> {
   const child = spawn(process.execPath, ['bin/ctgate.mjs', 'worker'], { env: { ...env, CTGATE_LOG_LEVEL: 'info' }, stdio: ['ignore', 'ignore', 'pipe'] });
   let buf = '';
   let tail = '';
@@ -104,6 +124,7 @@ function spawnWorker(env: NodeJS.ProcessEnv): Promise<SpawnedWorker> {
     await new Promise((r) => child.once('exit', r));
     clearTimeout(t);
   };
+  onSpawn(stop);
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       void stop();
@@ -141,34 +162,217 @@ function spawnWorker(env: NodeJS.ProcessEnv): Promise<SpawnedWorker> {
 
 const pct = (p: unknown) => (typeof p === 'object' && p !== null ? (p as { percent?: number; stage?: string }) : {});
 
+/** Glob-escapes `s` for SCAN MATCH. */
+const globEscape = (s: string) => s.replace(/[*?[\]\\]/g, '\\$&');
+
+/** A Redis key prefix of the demo's own, new for each run, so that its end can delete every key under it. */
+export const demoRedisPrefix = () => `ctgate-demo-${randomBytes(8).toString('hex')}`;
+
+/**
+ * Deletes every key whose name starts with `prefix` (SCAN + UNLINK; the BullMQ queue's keys sit under
+ * `<prefix>:bull`), pass after pass until one finds none; returns how many it deleted.
+ */
+export async function unlinkByPrefix(url: string, prefix: string): Promise<number> {
+  if (!/^ctgate-demo-[0-9a-f]{16}$/.test(prefix)) throw new Error(`refusing to delete the keys of a prefix the demo did not make: ${prefix}`);
+  const r = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1, connectTimeout: 5000, commandTimeout: 10_000, retryStrategy: () => null });
+  r.on('error', () => {}); // connect() and the commands reject with it
+  let deleted = 0;
+  try {
+    await r.connect();
+    for (let pass = 0; pass < 5; pass++) {
+      let found = 0;
+      let cursor = '0';
+      do {
+        const [next, keys] = await r.scan(cursor, 'MATCH', `${globEscape(prefix)}*`, 'COUNT', 1000);
+        cursor = next;
+        found += keys.length;
+        if (keys.length) deleted += await r.unlink(...keys);
+      } while (cursor !== '0');
+      if (found === 0) break;
+    }
+    return deleted;
+  } finally {
+    r.disconnect();
+  }
+}
+
+/**
+ * Undoes what the demo started and wrote, newest first: at the end, at Ctrl-C or SIGTERM, and after an error.
+ * A step added after the undo began (something that was still starting) is undone at once. The `last` steps
+ * (the Redis keys, the folders) run after every round, so nothing started late writes after them unnoticed.
+ */
+class Teardown {
+  private readonly steps: { what: string; run: () => Promise<void> }[] = [];
+  private readonly last: { what: string; run: () => Promise<void> }[] = [];
+  private draining?: Promise<void>;
+  private again = false;
+  started = false;
+  readonly problems = new Map<string, string>();
+
+  add(what: string, run: () => Promise<void>): void {
+    this.steps.push({ what, run });
+    if (this.started) void this.drain();
+  }
+
+  addLast(what: string, run: () => Promise<void>): void {
+    this.last.push({ what, run });
+  }
+
+  /** Runs the steps not yet run, then the last ones; resolves when nothing is left to run. */
+  stop(): Promise<void> {
+    this.started = true;
+    return this.drain();
+  }
+
+  private drain(): Promise<void> {
+    if (this.draining) {
+      this.again = true;
+      return this.draining;
+    }
+    this.draining = (async () => {
+      do {
+        this.again = false;
+        for (let s = this.steps.pop(); s; s = this.steps.pop()) await this.run(s);
+        for (const s of this.last) await this.run(s);
+      } while (this.again || this.steps.length > 0);
+      this.draining = undefined;
+    })();
+    return this.draining;
+  }
+
+  private async run(s: { what: string; run: () => Promise<void> }): Promise<void> {
+    try {
+      await s.run();
+      this.problems.delete(s.what);
+    } catch (e) {
+      this.problems.set(s.what, (e as Error).message);
+    }
+  }
+}
+
+class Interrupted extends Error {}
+
 export async function runDemo(args: string[]): Promise<number> {
   const once = args.includes('--once');
   const t0 = Date.now();
   const out = (s = '') => process.stdout.write(`${s}\n`);
-  const stops: (() => Promise<void>)[] = [];
-  const stopAll = async () => {
-    for (const stop of stops.reverse()) await stop().catch(() => {});
-  };
+  const teardown = new Teardown();
+
+  // Everything with patient data the demo makes: its work folder (the orders it sends, the ORUs the EMR receives),
+  // the PACS's storage, and the Redis keys under a prefix of its own (orders, jobs, results). The FHIR peer keeps
+  // its chart in memory only. All of it goes when the demo stops, however it stops.
+  const redisPrefix = demoRedisPrefix();
   const work = mkdtempSync(join(tmpdir(), 'ctgate-demo-'));
-  stops.push(async () => rmSync(work, { recursive: true, force: true }));
+  const emrDir = join(work, 'emr-oru');
+  const dirs = [work, emrDir];
+  let redisUrl: string | undefined;
+  let redisKeysDeleted = 0;
+  teardown.addLast('Redis keys', async () => {
+    if (redisUrl === undefined) return;
+    try {
+      redisKeysDeleted += await unlinkByPrefix(redisUrl, redisPrefix);
+    } catch (e) {
+      throw new Error(`${(e as Error).message}; delete them with: redis-cli --scan --pattern '${redisPrefix}*' | xargs -r redis-cli unlink`);
+    }
+  });
+  teardown.addLast('folders', async () => {
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+    const left = dirs.filter((d) => existsSync(d));
+    if (left.length) throw new Error(`still there: ${left.join(', ')}`);
+  });
+  // Last resort when something calls process.exit: the folders at least (Redis needs a round trip).
+  const onExit = () => {
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  };
+  process.once('exit', onExit);
+
+  // Ctrl-C (SIGINT) or SIGTERM: while the demo waits for it, it ends the demo as usual; before, it stops the demo
+  // where it is. Either way the teardown runs before the process exits.
+  let signalled: NodeJS.Signals | undefined;
+  let waitingForCtrlC: (() => void) | undefined;
+  let settled: () => void = () => {};
+  const mainSettled = new Promise<void>((r) => {
+    settled = r;
+  });
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (waitingForCtrlC) {
+      waitingForCtrlC();
+      waitingForCtrlC = undefined;
+      return;
+    }
+    if (signalled || teardown.started) {
+      process.stderr.write(`ctgate demo: ${sig}: still stopping and removing the demo's data, one moment\n`);
+      return;
+    }
+    signalled = sig;
+    process.stderr.write(`\nctgate demo: ${sig}: stopping what the demo started and removing its data\n`);
+    void (async () => {
+      await teardown.stop();
+      // The main flow notices (what it waits on is gone) and ends; whatever it started meanwhile is undone then.
+      await Promise.race([mainSettled, new Promise((r) => setTimeout(r, 10_000).unref())]);
+      await teardown.stop();
+      reportCleanup(process.stderr);
+      process.exit(sig === 'SIGINT' ? 130 : 143);
+    })();
+  };
+  const onFatal = (e: unknown) => {
+    process.stderr.write(`ctgate demo: ${(e as Error)?.stack ?? String(e)}\n`);
+    void teardown.stop().finally(() => {
+      reportCleanup(process.stderr);
+      process.exit(1);
+    });
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  process.on('uncaughtException', onFatal);
+  process.on('unhandledRejection', onFatal);
+  const checkpoint = () => {
+    if (signalled || teardown.started) throw new Interrupted('stopped');
+  };
+
+  const cleanupSummary = (): DemoSummary['cleanup'] => ({
+    redisPrefix,
+    redisKeysDeleted,
+    dirs: [...dirs],
+    removed: teardown.problems.size === 0,
+    problems: [...teardown.problems].map(([what, why]) => `${what}: ${why}`),
+  });
+  const reportCleanup = (to: NodeJS.WritableStream) => {
+    const c = cleanupSummary();
+    if (c.removed) to.write(`   Removed the demo's data: ${c.dirs.join(', ')} and ${c.redisKeysDeleted} Redis key(s) under ${c.redisPrefix}.\n`);
+    else to.write(`ctgate demo: could not remove all of the demo's data (it holds patient data):\n${c.problems.map((p) => `   ${p}\n`).join('')}`);
+  };
+
   try {
     out('ctgate demo — AI chest-CT screening from HL7 order to SEG, FHIR report and ORU (NOT FOR CLINICAL USE)\n');
     out('1. Starting the peers: Orthanc (PACS with DICOMweb), Medplum FHIR engine, python-hl7 MLLP server (the EMR)');
     const orthanc = new LocalOrthanc();
     const fhir = new LocalFhirServer();
-    await Promise.all([orthanc.start(), fhir.start()]);
-    stops.push(
-      () => orthanc.stop(),
-      () => fhir.stop(),
-    );
-    const emr = await startReceiver();
-    stops.push(() => emr.stop());
+    // Added before they start, so a demo stopped while they start stops them too.
+    teardown.add('PACS (Orthanc and its storage)', async () => {
+      await orthanc.stop();
+      if (orthanc.storageDir && existsSync(orthanc.storageDir)) throw new Error(`${orthanc.storageDir} is still there`);
+    });
+    teardown.add('FHIR peer', () => fhir.stop());
+    const peers = Promise.all([orthanc.start(), fhir.start()]);
+    // Its storage folder exists once start() began (made before the first await).
+    if (orthanc.storageDir) dirs.push(orthanc.storageDir);
+    await peers;
+    checkpoint();
+    let emr: Receiver | undefined;
+    teardown.add('EMR (ORU receiver)', async () => {
+      if (emr) await emr.stop();
+      else for (const p of running) p.kill('SIGTERM');
+    });
+    emr = await startReceiver({ dir: emrDir });
+    checkpoint();
     out(`   PACS ${orthanc.dicomweb}   FHIR ${fhir.url}   EMR MLLP 127.0.0.1:${emr.port}`);
 
     const token = process.env.CTGATE_API_TOKEN ?? `demo-${randomBytes(12).toString('hex')}`;
     const env: NodeJS.ProcessEnv = {
       ...process.env,
-      CTGATE_REDIS_PREFIX: process.env.CTGATE_REDIS_PREFIX ?? 'ctgate-demo',
+      // Never a site's prefix: the demo deletes every key under this one when it stops.
+      CTGATE_REDIS_PREFIX: redisPrefix,
       CTGATE_MLLP_PORT: process.env.CTGATE_MLLP_PORT ?? '0',
       CTGATE_HTTP_PORT: process.env.CTGATE_HTTP_PORT ?? '0',
       CTGATE_API_TOKEN: token,
@@ -180,20 +384,21 @@ export async function runDemo(args: string[]): Promise<number> {
       CTGATE_STUDY_STABLE_MS: '1500',
       CTGATE_STUDY_SLEEP_MS: '2000',
       CTGATE_LOG_LEVEL: process.env.CTGATE_LOG_LEVEL ?? 'error',
-      // The demo uses whatever Redis answers (and deletes its own keys first); a deployment keeps the check on.
+      // The demo uses whatever Redis answers (under its own prefix); a deployment keeps the check on.
       CTGATE_REDIS_REQUIRE_AOF: process.env.CTGATE_REDIS_REQUIRE_AOF ?? 'false',
     };
     const gwConfig = loadConfig(env);
+    redisUrl = gwConfig.redisUrl;
     const log = createLogger(gwConfig.logLevel, gwConfig.logPhi);
-    await deleteByPrefix(gwConfig.redisUrl, gwConfig.redisPrefix);
     out('\n2. Starting ctgate: the gateway (MLLP intake, web page, DICOMweb proxy) and a worker (models, SEG, FHIR, ORU)');
     const gw = await startGateway(gwConfig, log);
-    stops.push(() => gw.stop());
+    teardown.add('gateway', () => gw.stop());
+    checkpoint();
     const base = `http://127.0.0.1:${gw.httpPort}`;
     // The worker in its own process, as at a site: model runs hold its event loop for seconds, which would
     // otherwise delay the gateway's ACKs.
-    const worker = await spawnWorker({ ...env, CTGATE_PUBLIC_URL: base });
-    stops.push(() => worker.stop());
+    const worker = await spawnWorker({ ...env, CTGATE_PUBLIC_URL: base }, (stop) => teardown.add('worker', stop));
+    checkpoint();
     const models = worker.ready;
     out(`   MLLP 127.0.0.1:${gw.mllp.port}   HTTP ${base}   worker pid ${worker.pid}: models ${models.models.join(', ')} on ${models.provider}`);
 
@@ -229,6 +434,7 @@ export async function runDemo(args: string[]): Promise<number> {
     } else out('   (../shared/data/totalseg-ct-small not found: two studies only)');
     const pacs = orthanc.client();
     for (const s of studies) {
+      checkpoint();
       const series = writeCtSeries(s.volume, {
         seed: s.seed,
         accessionNumber: s.accession,
@@ -244,9 +450,11 @@ export async function runDemo(args: string[]): Promise<number> {
     }
 
     out('\n4. Sending the orders (ORM^O01) with mllp_send (python-hl7)');
+    checkpoint();
     const ormFile = join(work, 'orders.hl7');
-    writeFileSync(ormFile, `${studies.map((s, i) => demoOrm(s, `DEMO${String(i + 1).padStart(4, '0')}`)).join('\r\r')}\r`);
+    writeFileSync(ormFile, `${studies.map((s, i) => demoOrm(s, `DEMO${String(i + 1).padStart(4, '0')}`)).join('\r\r')}\r`, { mode: 0o600 });
     const { stdout } = await execFileP('/usr/bin/mllp_send', ['--loose', '-p', String(gw.mllp.port), '-f', ormFile, '127.0.0.1'], { timeout: 30_000 });
+    rmSync(ormFile, { force: true });
     for (const ack of stdout.split(/(?=MSH\|)/).filter((a) => a.startsWith('MSH'))) {
       const msa = ack.split(/\r|\n/).find((l) => l.startsWith('MSA')) ?? '';
       out(`   ACK ${msa.split('|').slice(1, 3).join(' for ')}`);
@@ -259,6 +467,7 @@ export async function runDemo(args: string[]): Promise<number> {
     const states = new Map<string, string>();
     const tty = process.stdout.isTTY === true;
     for (;;) {
+      checkpoint();
       let running = 0;
       const line: string[] = [];
       for (const [i, id] of ids.entries()) {
@@ -279,7 +488,7 @@ export async function runDemo(args: string[]): Promise<number> {
     }
     if (tty) out();
 
-    const summary: DemoSummary = { studies: [], elapsedMs: 0 };
+    const summary: Omit<DemoSummary, 'cleanup'> = { studies: [], elapsedMs: 0 };
     out('\n6. Results');
     for (const [i, id] of ids.entries()) {
       const s = studies[i] as DemoStudy;
@@ -318,17 +527,28 @@ export async function runDemo(args: string[]): Promise<number> {
     summary.elapsedMs = Date.now() - t0;
     const allDone = summary.studies.every((s) => s.state === 'completed');
     if (!once) {
-      out('\nEverything keeps running; press Ctrl-C to stop.');
+      out("\nEverything keeps running; press Ctrl-C to stop (that also removes the demo's data: PACS, EMR folder, Redis keys).");
       await new Promise<void>((r) => {
-        process.once('SIGINT', () => r());
-        process.once('SIGTERM', () => r());
+        waitingForCtrlC = r;
       });
+      out('\nStopping.');
     }
-    await stopAll();
-    if (once) out(JSON.stringify(summary));
-    return allDone ? 0 : 1;
+    await teardown.stop();
+    const cleanup = cleanupSummary();
+    reportCleanup(process.stdout);
+    if (once) out(JSON.stringify({ ...summary, cleanup } satisfies DemoSummary));
+    return allDone && cleanup.removed ? 0 : 1;
   } catch (e) {
-    await stopAll();
+    await teardown.stop();
+    if (signalled) return signalled === 'SIGINT' ? 130 : 143;
+    reportCleanup(process.stderr);
     throw e;
+  } finally {
+    settled();
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    process.off('uncaughtException', onFatal);
+    process.off('unhandledRejection', onFatal);
+    process.off('exit', onExit);
   }
 }

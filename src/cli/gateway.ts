@@ -112,13 +112,21 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
   const states = new JobStateStore(redis, config.redisPrefix, config.messageRetentionDays);
   const pacs = config.pacs ? new DicomWebClient({ url: config.pacs.url, auth: config.pacs.auth, timeoutMs: config.pacs.timeoutMs, retries: 2 }) : undefined;
   const app = createApp({ config, states, pacs, apiToken, redis, queue, store, intake, log, reloadMappings });
+  // Behind a reverse proxy (CTGATE_TRUST_PROXY): the client address is the last X-Forwarded-For hop, the one the
+  // proxy itself appended; never trusted otherwise (anyone could pick the address the sign-in limits count).
+  app.proxy = config.trustProxy;
+  app.maxIpsCount = 1;
   const http: Server = await new Promise((resolve, reject) => {
     const s = app.listen(config.httpPort, config.httpHost, () => resolve(s));
     s.once('error', reject);
   });
-  // Node cuts a request that takes longer than 5 min to arrive; a large STOW-RS through the DICOMweb proxy (up to
-  // CTGATE_PROXY_MAX_STOW_BYTES) over a hospital link can take longer. Headers must still come within 60 s.
-  http.requestTimeout = 60 * 60_000;
+  // A request must arrive whole within CTGATE_HTTP_REQUEST_TIMEOUT_MS (default 30 min: a large STOW-RS through the
+  // DICOMweb proxy over a hospital link can take long), its headers within CTGATE_HTTP_HEADERS_TIMEOUT_MS; at most
+  // CTGATE_HTTP_MAX_CONNECTIONS connections are open at once. A request refused before its body was read (401, 403,
+  // 413, 429) has its connection closed once answered (auth-limits.ts refuseAndClose), whatever these say.
+  http.requestTimeout = config.httpServer.requestTimeoutMs;
+  http.headersTimeout = config.httpServer.headersTimeoutMs;
+  http.maxConnections = config.httpServer.maxConnections;
   const httpPort = (http.address() as { port: number }).port;
   log.info('http.listening', { host: config.httpHost, port: httpPort });
   return {

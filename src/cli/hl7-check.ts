@@ -2,6 +2,7 @@ import { decodeMessageBytes } from '../hl7/text.js';
 import { evaluateMessage } from '../orders/evaluate.js';
 import type { Mappings } from '../orders/mappings.js';
 import type { Order } from '../orders/order.js';
+import { describeRule, type OrderIdentityField, orderIdentityFields } from '../orders/patient-identity.js';
 
 export interface CheckReport {
   accepted: boolean;
@@ -12,6 +13,17 @@ export interface CheckReport {
   orders?: { order: Order; chestCt: boolean; reason: string }[];
   /** The HL7 error the ACK would carry (table 0357), when rejected. */
   error?: { code: string; segment?: string; field?: number };
+  /**
+   * What the worker's patient identity check will compare for the (chest-CT) order: the sender's rule and, per DICOM
+   * attribute, the order's side as it is compared. Values are shown: the engineer holds the message.
+   */
+  patientIdentity?: {
+    sender: string;
+    rule: string;
+    mode: 'enforce' | 'warn' | 'off';
+    notComparable: 'mismatch' | 'ignore';
+    fields: OrderIdentityField[];
+  };
 }
 
 const ACTION_TEXT = { create: 'creates a job', cancel: 'cancels the job', update: 'updates the job', none: 'is recorded only' } as const;
@@ -43,5 +55,16 @@ export function checkMessage(bytes: Buffer, mappings: Mappings): CheckReport {
     reason: main ? describe(main) : 'no order group',
   };
   if (ev.orders.length > 1) report.orders = ev.orders.map((o) => ({ order: o.order, chestCt: o.chestCt.chestCt, reason: describe(o) }));
+  if (main?.chestCt.chestCt) {
+    const sender = main.order.sender.facility;
+    const rule = mappings.patientIdentity(sender);
+    report.patientIdentity = {
+      sender,
+      rule: describeRule(rule),
+      mode: rule.mode,
+      notComparable: rule.notComparable,
+      fields: orderIdentityFields(main.order.patient, rule),
+    };
+  }
   return report;
 }

@@ -1,17 +1,27 @@
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { DicomWebClient, type PacsAuth } from '../dicomweb/client.js';
 import { num, TAG } from '../dicomweb/dicom-json.js';
 import { PacsError } from '../dicomweb/errors.js';
 import { seriesCandidates } from '../dicomweb/series-candidates.js';
 import { findStudy } from '../dicomweb/study-finder.js';
+import { readStudyPatient, type StudyPatient } from '../dicomweb/study-patient.js';
+import { decodeMessageBytes } from '../hl7/text.js';
 import { DEFAULT_SERIES_RULES, loadSeriesRules, normalTiltDeg, type SeriesCandidate, SeriesRulesError, selectSeries } from '../imaging/series-selection.js';
+import { evaluateMessage } from '../orders/evaluate.js';
+import { loadMappings, MappingsError } from '../orders/mappings.js';
+import type { Order } from '../orders/order.js';
+import { decideIdentity, describeRule, IDENTITY_FIELDS, type IdentityField, type PatientIdentityRule } from '../orders/patient-identity.js';
 
 export const SERIES_EXPLAIN_USAGE = `usage:
   ctgate series explain --pacs URL [--user U --password P | --token T] (--study UID | --accession ACC)
                         [--rules mappings/series.yaml] [--json] [--timeout-ms 15000]
-      which series of the study the selection rules accept or refuse, and why, and which one would be chosen
-      (exit 0: a series is chosen; 3: none fits, or the study is not found; 1: usage or connection error)`;
+                        [--order ORDER.hl7 [--mappings mappings/orders.yaml]] [--show-patient]
+      which series of the study the selection rules accept or refuse, and why, and which one would be chosen;
+      the study's patient attributes as the identity check reads them (present or not; values with --show-patient),
+      and with --order, whether that order's patient matches under its sender's rule
+      (exit 0: a series is chosen; 3: none fits, or the study is not found; 4: the order's patient does not match;
+      1: usage or connection error)`;
 
 const DEFAULT_RULES_FILE = 'mappings/series.yaml';
 
@@ -45,6 +55,9 @@ export async function seriesExplainCommand(args: string[], io: CommandIo = proce
         rules: { type: 'string' },
         json: { type: 'boolean', default: false },
         'timeout-ms': { type: 'string' },
+        order: { type: 'string' },
+        mappings: { type: 'string' },
+        'show-patient': { type: 'boolean', default: false },
       },
       allowPositionals: false,
     }));
@@ -79,6 +92,28 @@ export async function seriesExplainCommand(args: string[], io: CommandIo = proce
     throw e;
   }
 
+  // The order to check the study's patient against (optional), read with the order mappings as the gateway would.
+  let order: { order: Order; rule: PatientIdentityRule } | undefined;
+  if (values.mappings && !values.order) return usage('--mappings goes with --order');
+  if (values.order) {
+    const mappingsFile = (values.mappings as string | undefined) ?? process.env.CTGATE_MAPPINGS_FILE ?? 'mappings/orders.yaml';
+    try {
+      const mappings = loadMappings(mappingsFile);
+      const ev = evaluateMessage(decodeMessageBytes(readFileSync(values.order as string)), mappings, { quoteValues: true });
+      if (ev.kind === 'reject') return usage(`--order: the message would be rejected: ${ev.error.reason}`);
+      const o = (ev.orders.find((x) => x.chestCt.chestCt) ?? ev.orders[0])?.order;
+      if (!o) return usage('--order: the message carries no order');
+      order = { order: o, rule: mappings.patientIdentity(o.sender.facility) };
+    } catch (e) {
+      if (e instanceof MappingsError) {
+        io.err(`ctgate series explain: ${e.message}\n`);
+        return 1;
+      }
+      return usage(`--order: ${(e as Error).message}`);
+    }
+  }
+  const showPatient = values['show-patient'] === true;
+
   const auth: PacsAuth = values.token
     ? { kind: 'bearer', token: values.token as string }
     : values.user
@@ -97,6 +132,7 @@ export async function seriesExplainCommand(args: string[], io: CommandIo = proce
     const candidates = await seriesCandidates(client, found.studyInstanceUid);
     const sel = selectSeries(candidates, rules);
     const byUid = new Map<string, SeriesCandidate>(candidates.map((c) => [c.seriesInstanceUid, c]));
+    const identity = await patientReport(client, found.studyInstanceUid, sel.chosen?.seriesInstanceUid, order, showPatient);
     if (json) {
       const report = {
         study: { studyInstanceUid: found.studyInstanceUid, matchedBy: found.matchedBy, instances: num(found.study, TAG.NumberOfStudyRelatedInstances) },
@@ -104,6 +140,7 @@ export async function seriesExplainCommand(args: string[], io: CommandIo = proce
         chosen: sel.chosen?.seriesInstanceUid ?? null,
         reason: sel.reason ?? null,
         series: sel.decisions.map((d) => ({ ...d, candidate: byUid.get(d.seriesInstanceUid) })),
+        patient: identity.json,
       };
       io.out(`${JSON.stringify(report, null, 2)}\n`);
     } else {
@@ -139,8 +176,10 @@ export async function seriesExplainCommand(args: string[], io: CommandIo = proce
       } else {
         lines.push(sel.reason ?? 'No series fits.');
       }
+      lines.push('', ...identity.lines);
       io.out(`${lines.join('\n')}\n`);
     }
+    if (identity.refused) return 4;
     return sel.chosen ? 0 : 3;
   } catch (e) {
     if (e instanceof PacsError) {
@@ -149,4 +188,77 @@ export async function seriesExplainCommand(args: string[], io: CommandIo = proce
     }
     throw e;
   }
+}
+
+const PATIENT_KEY: Record<IdentityField, keyof Omit<StudyPatient, 'level'>> = {
+  PatientID: 'patientId',
+  IssuerOfPatientID: 'issuerOfPatientId',
+  PatientName: 'patientName',
+  PatientBirthDate: 'patientBirthDate',
+};
+
+/**
+ * The study's patient attributes as the worker's identity check reads them (the study's at wait-for-study, the
+ * chosen series' at retrieve): which are present, their values only with --show-patient; with an order, the
+ * outcome under its sender's rule (field names only, as the job would record it).
+ */
+async function patientReport(
+  client: DicomWebClient,
+  studyUid: string,
+  seriesUid: string | undefined,
+  order: { order: Order; rule: PatientIdentityRule } | undefined,
+  showValues: boolean,
+): Promise<{ lines: string[]; json: unknown; refused: boolean }> {
+  const study = await readStudyPatient(client, studyUid);
+  const series = seriesUid ? await readStudyPatient(client, studyUid, seriesUid) : null;
+  const fields = (p: StudyPatient | null) =>
+    IDENTITY_FIELDS.map((f) => {
+      const v = p?.[PATIENT_KEY[f]];
+      return { field: f, present: v !== undefined, ...(showValues && v !== undefined ? { value: v } : {}) };
+    });
+  const seriesDiffers = series?.level === 'series' ? IDENTITY_FIELDS.filter((f) => series[PATIENT_KEY[f]] !== study?.[PATIENT_KEY[f]]) : [];
+  const lines = ['Patient (as the identity check reads it):'];
+  for (const f of fields(study)) lines.push(`  ${f.field.padEnd(18)} ${f.present ? ('value' in f ? f.value : 'present') : 'absent'}`);
+  if (!showValues) lines.push('  (values hidden; --show-patient prints them)');
+  if (seriesDiffers.length > 0) lines.push(`  the chosen series carries other values of: ${seriesDiffers.join(', ')}`);
+  let check: unknown = null;
+  let refused = false;
+  if (order) {
+    const sender = order.order.sender.facility;
+    const checks = [study, ...(series?.level === 'series' ? [series] : [])].map((p) => decideIdentity(order.order.patient, p ?? {}, order.rule, sender));
+    const worst = checks.find((d) => d.action === 'fail') ?? checks.find((d) => d.action === 'warn') ?? checks[0];
+    refused = worst?.action === 'fail';
+    const c = worst?.comparison;
+    check = {
+      sender,
+      rule: describeRule(order.rule),
+      action: worst?.action,
+      outcome: c?.outcome ?? 'not-compared',
+      compared: c?.compared ?? [],
+      differ: c?.differ ?? [],
+      notComparable: c?.notComparable ?? [],
+      skipped: c?.skipped ?? [],
+      ...(worst?.message ? { message: worst.message } : {}),
+    };
+    lines.push(`Order's patient (sender ${sender}, rule ${describeRule(order.rule)}):`);
+    if (!c) lines.push('  not compared (mode off)');
+    else {
+      lines.push(`  compared: ${c.compared.join(', ') || 'nothing'}`);
+      if (c.differ.length) lines.push(`  differ: ${c.differ.join(', ')}`);
+      for (const p of c.notComparable) lines.push(`  not comparable: ${p.field} (${p.reason})`);
+      for (const p of c.skipped) lines.push(`  skipped: ${p.field} (${p.reason})`);
+      lines.push(
+        worst?.action === 'fail'
+          ? '  => the job would FAIL (patient identity mismatch); nothing would be sent'
+          : worst?.action === 'warn'
+            ? '  => mismatch recorded on the job (mode warn); the job would go on'
+            : '  => match: the study would be used for this order',
+      );
+    }
+  }
+  return {
+    lines,
+    json: { fields: fields(study), ...(seriesDiffers.length ? { seriesDiffers } : {}), valuesShown: showValues, check },
+    refused,
+  };
 }

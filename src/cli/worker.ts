@@ -17,6 +17,7 @@ import { startScreeningWorker } from '../jobs/worker.js';
 import { fhirWriter, oruWriter, segWriter } from '../jobs/writers.js';
 import type { Logger } from '../observability/log.js';
 import { MetricsRecorder, registerRecorder } from '../observability/metrics.js';
+import { followMappings } from '../orders/mappings.js';
 import { OrderStore } from '../orders/store.js';
 
 export interface RunningWorker {
@@ -47,6 +48,9 @@ export async function startWorker(config: Config, log: Logger, opts: { gpu?: boo
   if (!pacsConfig) throw new ConfigError('CTGATE_PACS_URL', 'the DICOMweb base URL of the PACS (a worker reads studies from it)', undefined);
   const w = config.worker;
   const seriesRules = loadSeriesRules(w.seriesRulesFile);
+  // The order mappings' patient identity rules (per sender); an edited file applies to the next job, a broken edit is
+  // logged and the previous rules stay.
+  const mappings = followMappings(config.mappingsFile, (e) => log.error('mappings.reload-failed', { file: config.mappingsFile, problems: e.problems }));
   const providers = opts.gpu ? (['cuda', 'cpu'] as const) : w.modelProviders;
   const registry = new ModelRegistry(w.modelsManifest, { executionProviders: [...providers], intraOpNumThreads: w.modelThreads || undefined });
   const set = await registry.start();
@@ -93,6 +97,7 @@ export async function startWorker(config: Config, log: Logger, opts: { gpu?: boo
     },
     log,
     metrics,
+    patientIdentity: (facility) => mappings.current().patientIdentity(facility),
     ...(w.analysisReuse ? { reuse: new AnalysisReuseStore(redis, config.redisPrefix, config.messageRetentionDays) } : {}),
   });
   const worker = startScreeningWorker({

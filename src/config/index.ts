@@ -2,6 +2,8 @@ import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 
 /** Raised when configuration is invalid; the message names the offending key. */
+import { type NamedToken, type Permission, PermissionSyntaxError, parseNamedTokens, parsePermissions } from './permissions.js';
+
 export class ConfigError extends Error {
   constructor(
     readonly key: string,
@@ -122,7 +124,42 @@ export interface OidcConfig {
   clockSkewS: number;
 }
 
+export interface HttpServerConfig {
+  /** The whole request, body included, must arrive within this (Node's requestTimeout). */
+  requestTimeoutMs: number;
+  /** The request's headers must arrive within this (Node's headersTimeout). */
+  headersTimeoutMs: number;
+  /** Open connections at most (Node's server.maxConnections); further ones are closed at once. */
+  maxConnections: number;
+}
+
+export interface SessionConfig {
+  /** Absolute lifetime of a session, seconds. */
+  ttlSeconds: number;
+  /** A session unused this long ends (seconds, at most ttlSeconds). */
+  idleSeconds: number;
+}
+
+export interface AuthFailuresConfig {
+  /** Failed logins, bearer tokens and session cookies allowed per client address within the window. */
+  limit: number;
+  windowSeconds: number;
+}
+
+/** Who may do what over HTTP (src/config/permissions.ts names the permissions). */
+export interface AccessConfig {
+  /** What CTGATE_API_TOKEN may do. */
+  apiTokenPermissions: Permission[];
+  /** Further named tokens (CTGATE_API_TOKENS, environment only), each with its own permissions. */
+  tokens: NamedToken[];
+  /** OIDC roles that add a permission to an accepted access token (which can always read results). */
+  oidcRoles: Partial<Record<Permission, string>>;
+  /** STOW-RS through the /dicom-web proxy at all (still only with pacs:write). Off by default. */
+  proxyStow: boolean;
+}
+
 export interface Config {
+  access: AccessConfig;
   pacs?: PacsConfig;
   worker: WorkerConfig;
   /** Base URL people and viewers reach ctgate at (result page, DICOMweb proxy); default http://HTTP_HOST:HTTP_PORT. */
@@ -138,6 +175,14 @@ export interface Config {
   mllp: MllpConfig;
   httpHost: string;
   httpPort: number;
+  /** The HTTP server's limits: a request must arrive within these, and connections beyond the cap are refused. */
+  httpServer: HttpServerConfig;
+  /** Trust X-Forwarded-For / X-Forwarded-Proto (Koa app.proxy): only behind a reverse proxy that sets them. */
+  trustProxy: boolean;
+  /** The pages' sessions (server-side, in Redis). */
+  sessions: SessionConfig;
+  /** Failed authentications allowed per client address (429 beyond). */
+  authFailures: AuthFailuresConfig;
   apiToken?: string;
   /** OIDC bearer tokens accepted beside apiToken; absent when CTGATE_OIDC_ISSUER is not set. */
   oidc?: OidcConfig;
@@ -265,6 +310,25 @@ const secret = (raw: unknown, key: string): string => {
   return String(raw);
 };
 
+const permissionList = (raw: unknown, key: string): Permission[] => {
+  try {
+    return parsePermissions(Array.isArray(raw) ? raw.map(String).join(',') : String(raw));
+  } catch (e) {
+    if (e instanceof PermissionSyntaxError) throw new ConfigError(key, `permissions from results:read, jobs:admin, pacs:write: ${e.message}`, raw);
+    throw e;
+  }
+};
+
+/** Never echoes the value: it holds tokens. */
+const namedTokens = (raw: unknown, key: string): NamedToken[] => {
+  try {
+    return parseNamedTokens(String(raw));
+  } catch (e) {
+    if (e instanceof PermissionSyntaxError) throw new ConfigError(key, e.message, '<hidden>');
+    throw e;
+  }
+};
+
 const oneOf =
   <T extends string>(values: readonly T[]) =>
   (raw: unknown, key: string): T => {
@@ -303,6 +367,24 @@ const fields = {
   oidcJwksUrl: { env: 'CTGATE_OIDC_JWKS_URL', file: 'oidcJwksUrl', parse: secureUrl },
   oidcRequiredRole: { env: 'CTGATE_OIDC_REQUIRED_ROLE', file: 'oidcRequiredRole', parse: str },
   oidcClockSkewS: { env: 'CTGATE_OIDC_CLOCK_SKEW_S', file: 'oidcClockSkewS', parse: int(0, 600), default: 60 },
+  apiTokenPermissions: {
+    env: 'CTGATE_API_TOKEN_PERMISSIONS',
+    file: 'apiTokenPermissions',
+    parse: permissionList,
+    default: ['results:read', 'jobs:admin'] as Permission[],
+  },
+  apiTokens: { env: 'CTGATE_API_TOKENS', file: 'apiTokens', parse: namedTokens, envOnly: true, default: [] as NamedToken[] },
+  oidcAdminRole: { env: 'CTGATE_OIDC_ADMIN_ROLE', file: 'oidcAdminRole', parse: str },
+  oidcPacsWriteRole: { env: 'CTGATE_OIDC_PACS_WRITE_ROLE', file: 'oidcPacsWriteRole', parse: str },
+  proxyStow: { env: 'CTGATE_PROXY_STOW', file: 'proxyStow', parse: bool, default: false },
+  httpRequestTimeoutMs: { env: 'CTGATE_HTTP_REQUEST_TIMEOUT_MS', file: 'httpRequestTimeoutMs', parse: int(10_000, 24 * 3600_000), default: 1_800_000 },
+  httpHeadersTimeoutMs: { env: 'CTGATE_HTTP_HEADERS_TIMEOUT_MS', file: 'httpHeadersTimeoutMs', parse: int(1000, 600_000), default: 20_000 },
+  httpMaxConnections: { env: 'CTGATE_HTTP_MAX_CONNECTIONS', file: 'httpMaxConnections', parse: int(1, 1_000_000), default: 1024 },
+  trustProxy: { env: 'CTGATE_TRUST_PROXY', file: 'trustProxy', parse: bool, default: false },
+  sessionTtlS: { env: 'CTGATE_SESSION_TTL_S', file: 'sessionTtlS', parse: int(60, 7 * 86_400), default: 8 * 3600 },
+  sessionIdleS: { env: 'CTGATE_SESSION_IDLE_S', file: 'sessionIdleS', parse: int(60, 7 * 86_400), default: 3600 },
+  authFailLimit: { env: 'CTGATE_AUTH_FAIL_LIMIT', file: 'authFailLimit', parse: int(1, 1_000_000), default: 20 },
+  authFailWindowS: { env: 'CTGATE_AUTH_FAIL_WINDOW_S', file: 'authFailWindowS', parse: int(1, 86_400), default: 300 },
   metricsOpen: { env: 'CTGATE_METRICS_OPEN', file: 'metricsOpen', parse: bool, default: false },
   mappingsFile: { env: 'CTGATE_MAPPINGS_FILE', file: 'mappingsFile', parse: str, default: 'mappings/orders.yaml' },
   appName: { env: 'CTGATE_APP_NAME', file: 'appName', parse: str, default: 'CTGATE' },
@@ -423,6 +505,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError('CTGATE_MLLP_TLS_CA_FILE', 'a CA file when CTGATE_MLLP_TLS_REQUIRE_CLIENT_CERT is on', undefined);
   }
   return {
+    access: accessConfig(x),
     pacs: pacsConfig(x),
     worker: {
       seriesRulesFile: x.seriesRulesFile,
@@ -461,6 +544,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     },
     httpHost: x.httpHost,
     httpPort: x.httpPort,
+    httpServer: httpServerConfig(x),
+    trustProxy: x.trustProxy,
+    sessions: sessionConfig(x),
+    authFailures: { limit: x.authFailLimit, windowSeconds: x.authFailWindowS },
     apiToken: x.apiToken,
     oidc: oidcConfig(x),
     metricsOpen: x.metricsOpen,
@@ -532,6 +619,27 @@ function pacsConfig(x: Values): PacsConfig | undefined {
   return { url: x.pacsUrl, auth, timeoutMs: x.pacsTimeoutMs, proxyMaxStowBytes: x.proxyMaxStowBytes };
 }
 
+function accessConfig(x: Values): AccessConfig {
+  const names = new Set(x.apiTokens.map((t) => t.token));
+  if (x.apiToken !== undefined && names.has(x.apiToken)) throw new ConfigError('CTGATE_API_TOKENS', 'tokens that differ from CTGATE_API_TOKEN', '<hidden>');
+  if (names.size !== x.apiTokens.length) throw new ConfigError('CTGATE_API_TOKENS', 'a different token for every name', '<hidden>');
+  const oidcRoles: Partial<Record<Permission, string>> = {};
+  if (x.oidcAdminRole) oidcRoles['jobs:admin'] = x.oidcAdminRole;
+  if (x.oidcPacsWriteRole) oidcRoles['pacs:write'] = x.oidcPacsWriteRole;
+  return { apiTokenPermissions: x.apiTokenPermissions, tokens: x.apiTokens, oidcRoles, proxyStow: x.proxyStow };
+}
+
+function httpServerConfig(x: Values): HttpServerConfig {
+  if (x.httpHeadersTimeoutMs > x.httpRequestTimeoutMs)
+    throw new ConfigError('CTGATE_HTTP_HEADERS_TIMEOUT_MS', `at most CTGATE_HTTP_REQUEST_TIMEOUT_MS (${x.httpRequestTimeoutMs})`, x.httpHeadersTimeoutMs);
+  return { requestTimeoutMs: x.httpRequestTimeoutMs, headersTimeoutMs: x.httpHeadersTimeoutMs, maxConnections: x.httpMaxConnections };
+}
+
+function sessionConfig(x: Values): SessionConfig {
+  if (x.sessionIdleS > x.sessionTtlS) throw new ConfigError('CTGATE_SESSION_IDLE_S', `at most CTGATE_SESSION_TTL_S (${x.sessionTtlS})`, x.sessionIdleS);
+  return { ttlSeconds: x.sessionTtlS, idleSeconds: x.sessionIdleS };
+}
+
 function oidcConfig(x: Values): OidcConfig | undefined {
   if (!x.oidcIssuer) {
     const given = (
@@ -539,6 +647,8 @@ function oidcConfig(x: Values): OidcConfig | undefined {
         ['CTGATE_OIDC_AUDIENCE', x.oidcAudience],
         ['CTGATE_OIDC_JWKS_URL', x.oidcJwksUrl],
         ['CTGATE_OIDC_REQUIRED_ROLE', x.oidcRequiredRole],
+        ['CTGATE_OIDC_ADMIN_ROLE', x.oidcAdminRole],
+        ['CTGATE_OIDC_PACS_WRITE_ROLE', x.oidcPacsWriteRole],
       ] as const
     ).find(([, v]) => v !== undefined);
     if (given) throw new ConfigError('CTGATE_OIDC_ISSUER', `the identity provider's issuer URL when ${given[0]} is set`, undefined);

@@ -9,8 +9,12 @@ import type { Logger } from '../observability/log.js';
 import type { Intake } from '../orders/intake.js';
 import { MappingsError } from '../orders/mappings.js';
 import type { MessageKind, OrderStore } from '../orders/store.js';
-import { type AuthOptions, authOf, requireBearer } from './auth.js';
+import { AuditLog, auditWrites } from './audit.js';
+import type { AuthOptions } from './auth.js';
+import { authStores } from './auth-limits.js';
 import { dicomWebProxy } from './dicomweb-proxy.js';
+import { authGate } from './gate.js';
+import { securityHeaders } from './headers.js';
 import { OidcVerifier } from './oidc.js';
 import { opsRoutes } from './ops.js';
 import { viewerRoutes } from './viewer.js';
@@ -42,16 +46,30 @@ function intParam(v: unknown, def: number, max: number): number {
   return Number.isInteger(n) && n >= 0 ? Math.min(n, max) : def;
 }
 
-/** The routers' auth: the API token, plus the OIDC verifier (one key cache for every route) when configured. */
-export function authOptions(config: Config, apiToken: string, log?: Logger): AuthOptions {
-  return { apiToken, log, oidc: config.oidc ? new OidcVerifier(config.oidc, { log }) : undefined };
+/** The gate's auth: the API tokens with their permissions, plus the OIDC verifier (one key cache) when configured. */
+export function authOptions(config: Config, apiToken: string, log?: Logger, redis?: Redis): AuthOptions {
+  const a = config.access;
+  return {
+    // Server-side sessions and the failed-sign-in limits, in Redis (auth-limits.ts, sessions.ts).
+    ...(redis ? authStores(config, redis, log) : {}),
+    apiToken,
+    apiTokenPermissions: a?.apiTokenPermissions,
+    tokens: a?.tokens,
+    oidcRoles: a?.oidcRoles,
+    log,
+    oidc: config.oidc ? new OidcVerifier(config.oidc, { log }) : undefined,
+  };
+}
+
+/** Every router, in the order they are mounted behind the gate; routes match case-sensitively (gate.ts). */
+export function appRouters(deps: HttpDeps & { auth: AuthOptions }, audit: AuditLog): Router[] {
+  return [...coreRoutes(deps, audit), opsRoutes(deps), dicomWebProxy(deps), viewerRoutes(deps), webPages(deps)];
 }
 
 export function createApp(input: HttpDeps): Koa {
-  const deps: HttpDeps = { ...input, auth: input.auth ?? authOptions(input.config, input.apiToken, input.log) };
+  const deps = { ...input, auth: input.auth ?? authOptions(input.config, input.apiToken, input.log, input.redis) };
+  const audit = new AuditLog(deps.redis, deps.config.redisPrefix, deps.log);
   const app = new Koa();
-  const open = new Router();
-  const api = new Router({ prefix: '/api' });
 
   app.use(async (ctx, next) => {
     const started = performance.now();
@@ -72,6 +90,18 @@ export function createApp(input: HttpDeps): Koa {
     deps.log.debug('http.request', { method: ctx.method, path: ctx.path, status: ctx.status, ms: Math.round(performance.now() - started) });
   });
 
+  app.use(securityHeaders(deps.config.publicUrl));
+  // The audit log sees refused writes too (who: anonymous), so it sits before the gate.
+  app.use(auditWrites(audit));
+  app.use(authGate({ auth: deps.auth, metricsOpen: deps.config.metricsOpen }));
+  for (const router of appRouters(deps, audit)) app.use(router.routes()).use(router.allowedMethods());
+  return app;
+}
+
+/** /health (open) and the admin API under /api: jobs, messages, replay, mappings reload, the audit log. */
+function coreRoutes(deps: HttpDeps, audit: AuditLog): Router[] {
+  const open = new Router({ sensitive: true });
+  const api = new Router({ prefix: '/api', sensitive: true });
   open.get('/health', async (ctx) => {
     let redis = 'down';
     try {
@@ -82,8 +112,6 @@ export function createApp(input: HttpDeps): Koa {
     ctx.status = redis === 'up' ? 200 : 503;
     ctx.body = { status: redis === 'up' ? 'ok' : 'degraded', redis };
   });
-
-  api.use(requireBearer(authOf(deps)));
 
   api.get('/jobs', async (ctx) => {
     const state = String(ctx.query.state ?? 'waiting') as JobState;
@@ -165,15 +193,10 @@ export function createApp(input: HttpDeps): Koa {
     ctx.body = { reloaded: true };
   });
 
-  app.use(open.routes()).use(open.allowedMethods());
-  const ops = opsRoutes(deps);
-  app.use(ops.routes()).use(ops.allowedMethods());
-  app.use(api.routes()).use(api.allowedMethods());
-  const proxy = dicomWebProxy(deps);
-  app.use(proxy.routes()).use(proxy.allowedMethods());
-  const viewer = viewerRoutes(deps);
-  app.use(viewer.routes()).use(viewer.allowedMethods());
-  const web = webPages(deps);
-  app.use(web.routes()).use(web.allowedMethods());
-  return app;
+  /** The audit log, newest first (jobs:admin, by the gate). */
+  api.get('/audit', async (ctx) => {
+    ctx.body = { items: await audit.list(intParam(ctx.query.limit, 100, 1000) || 100) };
+  });
+
+  return [open, api];
 }

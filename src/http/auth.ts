@@ -1,7 +1,10 @@
-import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Context, Middleware } from 'koa';
+import type { NamedToken, Permission } from '../config/permissions.js';
 import type { Logger } from '../observability/log.js';
+import { type AuthFailureLimiter, refuseAndClose, tooManyFailures } from './auth-limits.js';
 import { type BearerTokenVerifier, looksLikeJwt, OidcForbiddenError, type OidcIdentity, OidcTokenError, OidcUnavailableError } from './oidc.js';
+import { credentialFingerprint, type SessionStore } from './sessions.js';
 
 const digest = (s: string) => createHash('sha256').update(s).digest();
 
@@ -22,8 +25,57 @@ function bearerOf(ctx: Context): string | undefined {
  */
 export interface AuthOptions {
   apiToken: string;
+  /** What CTGATE_API_TOKEN may do; default results:read and jobs:admin. */
+  apiTokenPermissions?: readonly Permission[];
+  /** Further named tokens (CTGATE_API_TOKENS). */
+  tokens?: readonly NamedToken[];
   oidc?: BearerTokenVerifier;
+  /** OIDC roles that add permissions to an accepted access token (which may always read results). */
+  oidcRoles?: Partial<Record<Permission, string>>;
+  /** The pages' sessions (Redis); without it no session cookie is accepted and the login cannot make one. */
+  sessions?: SessionStore;
+  /** Failed authentications per client address (429 over the limit); without it, no limit. */
+  failures?: AuthFailureLimiter;
   log?: Logger;
+}
+
+/** The name the audit log gives CTGATE_API_TOKEN. */
+export const API_TOKEN_NAME = 'api-token';
+const DEFAULT_API_TOKEN_PERMISSIONS: readonly Permission[] = ['results:read', 'jobs:admin'];
+
+interface KnownToken {
+  name: string;
+  digest: Buffer;
+  permissions: ReadonlySet<Permission>;
+}
+
+/** Every static token ctgate accepts, as digests: CTGATE_API_TOKEN first, then the named ones. */
+function knownTokens(o: AuthOptions): KnownToken[] {
+  return [
+    { name: API_TOKEN_NAME, digest: digest(o.apiToken), permissions: new Set(o.apiTokenPermissions ?? DEFAULT_API_TOKEN_PERMISSIONS) },
+    ...(o.tokens ?? []).map((t) => ({ name: `token:${t.name}`, digest: digest(t.token), permissions: new Set(t.permissions) })),
+  ];
+}
+
+/** The static token `presented` is, compared by digest in constant time against every one (no early exit). */
+function matchToken(presented: string, known: readonly KnownToken[]): KnownToken | undefined {
+  const d = digest(presented);
+  let found: KnownToken | undefined;
+  for (const k of known) if (timingSafeEqual(d, k.digest) && !found) found = k;
+  return found;
+}
+
+/** What an accepted OIDC access token may do: read results, plus whatever its roles grant. */
+function oidcPermissions(id: OidcIdentity, roles: AuthOptions['oidcRoles']): ReadonlySet<Permission> {
+  const out = new Set<Permission>(['results:read']);
+  for (const [permission, role] of Object.entries(roles ?? {}) as [Permission, string][]) if (id.roles?.includes(role)) out.add(permission);
+  return out;
+}
+
+/** The credential a login with `presented` would stand for (the API token or a named one), or undefined. */
+export function staticTokenUser(presented: string, o: AuthOptions): RequestUser | undefined {
+  const k = matchToken(presented, knownTokens(o));
+  return k ? { via: 'bearer', who: k.name, permissions: k.permissions } : undefined;
 }
 
 /** The auth a router uses: the one createApp built, or the API token alone where a test mounts a router by itself. */
@@ -39,8 +91,9 @@ type BearerCheck =
  * The API token (compared by digest, in constant time) or, with OIDC on, a JWT (a value with two dots) that the
  * verifier accepts. Nothing from the token reaches a log line but the subject, and that at debug.
  */
-async function checkBearer(presented: string, o: AuthOptions, expected: Buffer): Promise<BearerCheck> {
-  if (timingSafeEqual(digest(presented), expected)) return { ok: true, user: { via: 'bearer' } };
+async function checkBearer(presented: string, o: AuthOptions, known: readonly KnownToken[]): Promise<BearerCheck> {
+  const k = matchToken(presented, known);
+  if (k) return { ok: true, user: { via: 'bearer', who: k.name, permissions: k.permissions } };
   if (!o.oidc || !looksLikeJwt(presented)) return { ok: false, status: 401, description: 'unknown token' };
   let id: OidcIdentity;
   try {
@@ -61,11 +114,15 @@ async function checkBearer(presented: string, o: AuthOptions, expected: Buffer):
     throw e;
   }
   o.log?.debug('auth.oidc-accepted', { sub: id.sub });
-  return { ok: true, user: { via: 'oidc', sub: id.sub, name: id.name, expiresAt: id.expiresAt } };
+  return {
+    ok: true,
+    user: { via: 'oidc', who: `oidc:${id.sub}`, permissions: oidcPermissions(id, o.oidcRoles), sub: id.sub, name: id.name, expiresAt: id.expiresAt },
+  };
 }
 
 /** Answers a refused bearer token: 401/403 with WWW-Authenticate (RFC 6750), or 503 when keys are unavailable. */
 function refuse(ctx: Context, r: Extract<BearerCheck, { ok: false }>, message: string): void {
+  refuseAndClose(ctx);
   if (r.status === 503) {
     ctx.set('Retry-After', '30');
     ctx.status = 503;
@@ -78,18 +135,37 @@ function refuse(ctx: Context, r: Extract<BearerCheck, { ok: false }>, message: s
 }
 
 /**
+ * checkBearer behind the limit on failures per client address (auth-limits.ts): an address over the limit gets
+ * 429 and its token is not looked at; a token refused as unknown or invalid (401) counts one failure. Undefined
+ * when the 429 was answered.
+ */
+async function limitedBearer(ctx: Context, presented: string, o: AuthOptions, known: readonly KnownToken[]): Promise<BearerCheck | undefined> {
+  const wait = (await o.failures?.blockedFor(ctx.ip)) ?? 0;
+  if (wait > 0) return void tooManyFailures(ctx, wait);
+  const r = await checkBearer(presented, o, known);
+  if (!r.ok && r.status === 401 && o.failures) {
+    const over = await o.failures.failed(ctx.ip);
+    if (over > 0) return void tooManyFailures(ctx, over);
+  }
+  return r;
+}
+
+/**
  * Bearer-token auth: the API token (compared by digest so the check takes the same time whatever the token) or,
  * with OIDC configured, a valid access token from the hospital's single sign-on. A string is the API token alone.
  */
 export function requireBearer(auth: string | AuthOptions): Middleware {
   const o = optionsOf(auth);
-  const expected = digest(o.apiToken);
+  const known = knownTokens(o);
   const message = o.oidc
     ? "send Authorization: Bearer <CTGATE_API_TOKEN> or your organisation's access token"
     : 'send Authorization: Bearer <CTGATE_API_TOKEN>';
   return async (ctx, next) => {
+    // Already checked by the gate in front of every router (gate.ts): a bearer check, for /api.
+    if (ctx.state.user && ctx.state.user.via !== 'session') return next();
     const bearer = bearerOf(ctx);
-    const r: BearerCheck = bearer === undefined ? { ok: false, status: 401, description: 'no token' } : await checkBearer(bearer, o, expected);
+    const r = bearer === undefined ? ({ ok: false, status: 401, description: 'no token' } as const) : await limitedBearer(ctx, bearer, o, known);
+    if (!r) return; // answered 429
     if (!r.ok) return refuse(ctx, r, message);
     ctx.state.user = r.user;
     await next();
@@ -98,45 +174,30 @@ export function requireBearer(auth: string | AuthOptions): Middleware {
 
 // ---- Browser sessions -------------------------------------------------------------------------------------------
 //
-// A person logs in once (POST /login with the API token) and gets a session cookie: `v1.<expiry>.<nonce>.<mac>`,
-// where mac = HMAC-SHA256 over the rest with a key derived from the API token. Nothing is kept on the server, so
-// any gateway process accepts any session; changing the token ends every session. The cookie is HttpOnly,
-// SameSite=Strict (a request from another site never carries it, which is what keeps the pages CSRF-safe; the
-// only state-changing requests, login and logout, are POSTs that also check Origin), and Secure over https.
+// A person logs in once (POST /login with a token) and gets a session cookie holding a random opaque id; the
+// session itself is kept in Redis (sessions.ts: who, permissions, times, a fingerprint of the credential), so any
+// gateway process accepts it, logging out ends it for good, and changing the token ends every session made with
+// it. The cookie is `__Host-ctgate_session`: Secure, Path=/, no Domain (so no other host, not even a sibling
+// subdomain, can set or shadow it), HttpOnly, SameSite=Strict (a request from another site never carries it, which
+// is what keeps the pages CSRF-safe; the only state-changing requests, login and logout, are POSTs that also check
+// Origin). Browsers keep Secure cookies on https and on http://localhost / 127.0.0.1; only where CTGATE_PUBLIC_URL
+// is plain http on another host (no browser would send a Secure cookie back) is it `ctgate_session` without Secure.
 
-export const SESSION_COOKIE = 'ctgate_session';
-/** How long a session lasts unless webPages is told otherwise (WebOptions.sessionTtlSeconds): one working shift. */
-export const SESSION_TTL_SECONDS = 8 * 3600;
+/** The session cookie's name (https, or a loopback address). */
+export const SESSION_COOKIE = '__Host-ctgate_session';
+/** Its name where the public URL is plain http on a host other than loopback: no Secure, so no __Host- prefix. */
+export const SESSION_COOKIE_INSECURE = 'ctgate_session';
 
-/** The key that signs session cookies, derived from the API token (not the token itself). */
-export function sessionKey(token: string): Buffer {
-  return createHmac('sha256', token).update('ctgate web session v1').digest();
-}
+export const sessionCookieName = (secure: boolean): string => (secure ? SESSION_COOKIE : SESSION_COOKIE_INSECURE);
 
-const mac = (key: Buffer, payload: string) => createHmac('sha256', key).update(payload).digest('base64url');
-
-/** A signed session value that expires `ttlSeconds` after `now`. */
-export function signSession(key: Buffer, ttlSeconds = SESSION_TTL_SECONDS, now = Date.now()): string {
-  const exp = Math.floor(now / 1000) + ttlSeconds;
-  const payload = `v1.${exp.toString(36)}.${randomBytes(12).toString('base64url')}`;
-  return `${payload}.${mac(key, payload)}`;
-}
-
-export type SessionCheck = { ok: true; expiresAt: number } | { ok: false; reason: 'missing' | 'malformed' | 'bad-signature' | 'expired' };
-
-/** Checks a session value's form, signature (in constant time) and expiry. */
-export function verifySession(value: string | undefined, key: Buffer, now = Date.now()): SessionCheck {
-  if (!value) return { ok: false, reason: 'missing' };
-  const parts = value.split('.');
-  if (parts.length !== 4 || parts[0] !== 'v1' || !/^[0-9a-z]{1,12}$/.test(parts[1] ?? '') || !/^[\w-]{16}$/.test(parts[2] ?? '')) {
-    return { ok: false, reason: 'malformed' };
+/** Whether the session cookie can be Secure (and so __Host-): https, or http on a loopback host. */
+export function secureCookies(publicUrl: string): boolean {
+  try {
+    const u = new URL(publicUrl);
+    return u.protocol === 'https:' || (u.protocol === 'http:' && /^(localhost|127\.\d+\.\d+\.\d+|\[::1\])$/i.test(u.hostname));
+  } catch {
+    return false;
   }
-  const expected = Buffer.from(mac(key, parts.slice(0, 3).join('.')));
-  const got = Buffer.from(parts[3] ?? '');
-  if (got.length !== expected.length || !timingSafeEqual(got, expected)) return { ok: false, reason: 'bad-signature' };
-  const exp = Number.parseInt(parts[1] as string, 36) * 1000;
-  if (!(exp > now)) return { ok: false, reason: 'expired' };
-  return { ok: true, expiresAt: exp };
 }
 
 export interface CookieOptions {
@@ -144,10 +205,10 @@ export interface CookieOptions {
   maxAgeSeconds: number;
 }
 
-/** The Set-Cookie value for a session (an empty value with Max-Age=0 clears it). */
+/** The Set-Cookie value for a session (an empty value with Max-Age=0 clears it); Secure ones are __Host-. */
 export function sessionCookie(value: string, o: CookieOptions): string {
   return [
-    `${SESSION_COOKIE}=${value}`,
+    `${sessionCookieName(o.secure)}=${value}`,
     'Path=/',
     `Max-Age=${Math.max(0, Math.floor(o.maxAgeSeconds))}`,
     'HttpOnly',
@@ -170,6 +231,10 @@ export function readCookie(header: string | undefined, name: string): string | u
 export interface RequestUser {
   /** bearer: the API token; session: the pages' cookie; oidc: an access token from the single sign-on. */
   via: 'bearer' | 'session' | 'oidc';
+  /** Who, for the audit log: `api-token`, `token:<name>`, `oidc:<sub>` (never a person's name). */
+  who: string;
+  /** What this caller may do. */
+  permissions: ReadonlySet<Permission>;
   /** When the session or access token ends (ms since the epoch); absent for the API token. */
   expiresAt?: number;
   /** The access token's subject (an opaque id from the identity provider); oidc only. */
@@ -193,32 +258,94 @@ export function safeNextPath(p: unknown): string | undefined {
   return /^\/(?![/\\])[A-Za-z0-9._~\-/]*$/.test(p) && !p.includes('//') ? p : undefined;
 }
 
+/** For each static token a login can use: who it is, the fingerprint sessions made with it carry, its permissions. */
+function sessionCredentials(o: AuthOptions): Map<string, { fingerprint: string; permissions: ReadonlySet<Permission> }> {
+  const out = new Map<string, { fingerprint: string; permissions: ReadonlySet<Permission> }>();
+  for (const token of [o.apiToken, ...(o.tokens ?? []).map((t) => t.token)]) {
+    const u = staticTokenUser(token, o);
+    if (u) out.set(u.who, { fingerprint: credentialFingerprint(token), permissions: u.permissions });
+  }
+  return out;
+}
+
+type SessionUser = { ok: true; user: RequestUser } | { ok: false; revoked?: string };
+
 /**
- * For the pages and anything a browser or a viewer loads: accepts `Authorization: Bearer <token>` or a valid
- * session cookie and sets ctx.state.user. Without either, a browser asking for a page (GET/HEAD, Accept naming text/html)
+ * The session with this id, if it is live and the credential it was made with is still configured unchanged
+ * (else it is deleted). Its permissions: those it got at login, less any the credential has lost since.
+ */
+async function sessionUser(
+  store: SessionStore,
+  id: string,
+  credentials: ReadonlyMap<string, { fingerprint: string; permissions: ReadonlySet<Permission> }>,
+): Promise<SessionUser> {
+  const r = await store.touch(id);
+  if (!r) return { ok: false };
+  const now = credentials.get(r.who);
+  const a = Buffer.from(r.fingerprint);
+  const b = Buffer.from(now?.fingerprint ?? '');
+  if (!now || a.length !== b.length || !timingSafeEqual(a, b)) {
+    await store.delete(id);
+    return { ok: false, revoked: r.who };
+  }
+  const permissions = new Set(r.permissions.filter((p) => now.permissions.has(p)));
+  return { ok: true, user: { via: 'session', who: r.who, permissions, expiresAt: r.expiresAt } };
+}
+
+/**
+ * For the pages and anything a browser or a viewer loads: accepts `Authorization: Bearer <token>` or the cookie of
+ * a live session in the store (AuthOptions.sessions; looked up in Redis on each request) and sets ctx.state.user.
+ * Wrong tokens and unknown session cookies count against the client address (AuthOptions.failures: 429 past the
+ * limit, nothing checked while blocked); a Redis that does not answer is a 503. Without either, a browser asking for a page (GET/HEAD, Accept naming text/html)
  * is redirected to the login; anything else gets 401 with WWW-Authenticate. A wrong bearer token is a 401 even
  * with a session cookie beside it.
  */
 export function requireUser(auth: string | AuthOptions, opts: UserAuthOptions = {}): Middleware {
   const o = optionsOf(auth);
-  const key = sessionKey(o.apiToken);
-  const expected = digest(o.apiToken);
+  const known = knownTokens(o);
+  const credentials = sessionCredentials(o);
   const loginPath = opts.loginPath ?? '/login';
   const message = o.oidc
     ? "log in at /login or send Authorization: Bearer <CTGATE_API_TOKEN> or your organisation's access token"
     : 'log in at /login or send Authorization: Bearer <CTGATE_API_TOKEN>';
   return async (ctx, next) => {
+    if (ctx.state.user) return next(); // checked by the gate in front of every router (gate.ts)
     const bearer = bearerOf(ctx);
     let user: RequestUser | undefined;
     if (bearer !== undefined) {
-      const r = await checkBearer(bearer, o, expected);
+      const r = await limitedBearer(ctx, bearer, o, known);
+      if (!r) return; // answered 429
       if (!r.ok) return refuse(ctx, r, message);
       user = r.user;
-    } else {
-      const s = verifySession(readCookie(ctx.get('cookie'), SESSION_COOKIE), key);
-      if (s.ok) user = { via: 'session', expiresAt: s.expiresAt };
+    } else if (o.sessions) {
+      const name = sessionCookieName(o.sessions.settings.secureCookie);
+      const id = readCookie(ctx.get('cookie'), name);
+      if (id !== undefined && id !== '') {
+        const wait = (await o.failures?.blockedFor(ctx.ip)) ?? 0;
+        if (wait > 0) return tooManyFailures(ctx, wait);
+        let found: SessionUser;
+        try {
+          found = await sessionUser(o.sessions, id, credentials);
+        } catch (e) {
+          o.log?.warn('auth.sessions-unavailable', { error: (e as Error).message });
+          refuseAndClose(ctx);
+          ctx.set('Retry-After', '5');
+          ctx.status = 503;
+          ctx.body = { error: 'authentication unavailable', message: 'sessions cannot be checked right now (Redis is not answering); try again shortly' };
+          return;
+        }
+        if (found.ok) user = found.user;
+        else {
+          if (found.revoked) o.log?.info('auth.session-revoked', { who: found.revoked });
+          // The browser forgets the stale cookie, so it is counted once rather than on every request.
+          ctx.append('Set-Cookie', sessionCookie('', { secure: o.sessions.settings.secureCookie, maxAgeSeconds: 0 }));
+          const over = (await o.failures?.failed(ctx.ip)) ?? 0;
+          if (over > 0) return tooManyFailures(ctx, over);
+        }
+      }
     }
     if (!user) {
+      refuseAndClose(ctx);
       const page = (ctx.method === 'GET' || ctx.method === 'HEAD') && /\btext\/html\b/i.test(ctx.get('accept'));
       if (page) {
         const next = safeNextPath(ctx.path + ctx.search) ?? safeNextPath(ctx.path);

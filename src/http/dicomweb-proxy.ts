@@ -58,8 +58,6 @@ const RESPONSE_HEADERS = [
   'accept-ranges',
   'etag',
   'last-modified',
-  'cache-control',
-  'expires',
   'vary',
   'content-disposition',
   'content-language',
@@ -105,7 +103,7 @@ function basicOrBearer(auth: PacsConfig['auth']): string | undefined {
 }
 
 export function dicomWebProxy(deps: HttpDeps, opts: ProxyOptions = {}): Router {
-  const router = new Router();
+  const router = new Router({ sensitive: true });
   const pacs = deps.config.pacs;
   const maxStow = opts.maxStowBytes ?? pacs?.proxyMaxStowBytes ?? DEFAULT_MAX_STOW;
   const upstream = pacs ? new URL(pacs.url.replace(/\/+$/, '')) : undefined;
@@ -113,6 +111,7 @@ export function dicomWebProxy(deps: HttpDeps, opts: ProxyOptions = {}): Router {
   const upstreamBase = upstream ? `${upstream.origin}${upstreamPath}` : '';
   const authorization = pacs ? basicOrBearer(pacs.auth) : undefined;
   const configuredPublic = deps.config.publicUrl.replace(/\/+$/, '');
+  const stowOn = deps.config.access?.proxyStow ?? false;
 
   /** ctgate's public origin; when publicUrl names an ephemeral port (0, tests), the origin the client used. */
   const publicOrigin = (ctx: Context): string => {
@@ -213,6 +212,10 @@ export function dicomWebProxy(deps: HttpDeps, opts: ProxyOptions = {}): Router {
     if (!target.ok) return fail(ctx, 400, 'bad DICOMweb path', target.reason);
     if (!pacs || !upstream) return fail(ctx, 503, 'no PACS configured', 'ctgate has no PACS to proxy to (set CTGATE_PACS_URL)');
     if (method === 'POST') {
+      if (!stowOn) {
+        ctx.set('Connection', 'close');
+        return fail(ctx, 403, 'STOW-RS switched off', 'writing to the PACS through ctgate is off (CTGATE_PROXY_STOW)');
+      }
       if (!target.stow) {
         ctx.set('Allow', 'GET, HEAD');
         return fail(ctx, 405, 'method not allowed', 'STOW-RS (POST) goes to /dicom-web/studies or /dicom-web/studies/{StudyInstanceUID}');

@@ -48,6 +48,8 @@ export interface OidcIdentity {
   name?: string;
   /** When the token expires (ms since the epoch). */
   expiresAt: number;
+  /** Roles and groups the token carries (rolesOf): they grant permissions beyond reading results. */
+  roles?: string[];
 }
 
 /** What the auth middlewares need from a verifier (a test may pass its own). */
@@ -321,6 +323,6 @@ export class OidcVerifier implements BearerTokenVerifier {
     if (typeof c.sub !== 'string' || c.sub === '') throw new OidcTokenError('token has no subject');
     if (this.cfg.requiredRole !== undefined && !rolesOf(c).includes(this.cfg.requiredRole)) throw new OidcForbiddenError('required role missing');
     const name = [c.preferred_username, c.name].find((v): v is string => typeof v === 'string' && v !== '');
-    return { sub: c.sub, name, expiresAt: (c.exp as number) * 1000 };
+    return { sub: c.sub, name, expiresAt: (c.exp as number) * 1000, roles: rolesOf(c) };
   }
 }

@@ -15,7 +15,7 @@ import { authOf, requireBearer } from './auth.js';
 const QUEUE_STATES = ['waiting', 'active', 'delayed', 'prioritized', 'waiting-children', 'completed', 'failed'] as const;
 
 export function opsRoutes(deps: HttpDeps): Router {
-  const router = new Router();
+  const router = new Router({ sensitive: true });
   const auth = requireBearer(authOf(deps));
   const models = new ModelFilesCheck(deps.config.worker.modelsManifest);
 

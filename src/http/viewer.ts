@@ -136,7 +136,7 @@ export interface ViewerOptions {
 }
 
 export function viewerRoutes(deps: HttpDeps, opts: ViewerOptions = {}): Router {
-  const router = new Router();
+  const router = new Router({ sensitive: true });
   const dist = opts.dist ?? ohifDist();
   /** The .js/.css files rewritten (ten in 3.13, ≈ 25 MB), and those that need nothing. */
   const rewritten = new Map<string, Buffer>();

@@ -13,9 +13,31 @@ export type StageName = (typeof STAGES)[number];
 /** Whose failure a job's lastError is: the PACS, the FHIR server, the EMR's ORU receiver, the models, or ctgate itself. */
 export type ErrorPeer = 'pacs' | 'fhir' | 'emr-oru' | 'model' | 'internal';
 
+/**
+ * The patient identity check of a study (or of the chosen series) against the order (orders/patient-identity.ts):
+ * DICOM attribute names only, never values, so it may sit in the checkpoint the API shows without PHI.
+ */
+export interface PatientIdentityRecord {
+  /** not-compared: the sender's rule has mode off. */
+  outcome: 'match' | 'mismatch' | 'not-comparable' | 'not-compared';
+  /** proceed: accepted; warn: not accepted, but the rule's mode is warn, so the job went on. (A failure fails the job.) */
+  action: 'proceed' | 'warn';
+  /** The rule, as describeRule words it (where it sits in the mappings and what it compares). */
+  rule: string;
+  /** Whose attributes were read: the study's or the chosen series'. */
+  level?: 'study' | 'series';
+  compared: string[];
+  differ: string[];
+  notComparable: string[];
+  /** Present when action is warn: what a failure would have said. */
+  message?: string;
+}
+
 export interface StageOutputs {
-  'wait-for-study'?: { studyInstanceUid: string; instances: number; matchedBy: string };
+  'wait-for-study'?: { studyInstanceUid: string; instances: number; matchedBy: string; patientIdentity?: PatientIdentityRecord };
   retrieve?: {
+    /** The patient identity check against the chosen series, before its analysis was run or shared. */
+    patientIdentity?: PatientIdentityRecord;
     seriesInstanceUid: string;
     slices: number;
     reason: string;
@@ -87,7 +109,16 @@ export interface JobState {
   oruUnacked?: number;
   /** While another job analyses the same series (jobs/analysis-reuse.ts): which, since when, how often looked. */
   waitingFor?: { jobId: string; since: string; looks: number };
-  lastError?: { stage: StageName; peer?: ErrorPeer; message: string; retryable: boolean; at: string; since?: string };
+  lastError?: {
+    stage: StageName;
+    peer?: ErrorPeer;
+    message: string;
+    retryable: boolean;
+    at: string;
+    since?: string;
+    /** What kind of failure, where a client may want to tell it apart: 'patient-identity' (the study is not the order's patient). */
+    kind?: 'patient-identity';
+  };
 }
 
 const DAY = 86_400;

@@ -29,12 +29,14 @@ import { sourceStudyFromJson } from '../dicomweb/metadata.js';
 import { retrieveVolume } from '../dicomweb/retrieve.js';
 import { seriesCandidates } from '../dicomweb/series-candidates.js';
 import { type PollEvent, waitForStableStudy } from '../dicomweb/study-finder.js';
+import { readStudyPatient } from '../dicomweb/study-patient.js';
 import { type SeriesCandidate, type SeriesRules, selectSeries } from '../imaging/series-selection.js';
 import { keyImagePng } from '../inference/key-images.js';
 import type { ModelRegistry } from '../inference/model-registry.js';
 import { runPipeline } from '../inference/pipeline.js';
 import type { Logger } from '../observability/log.js';
 import { errorPeer, METRICS, type MetricsSink, noMetrics } from '../observability/metrics.js';
+import { DEFAULT_PATIENT_IDENTITY_RULE, decideIdentity, describeRule, type PatientIdentityRule } from '../orders/patient-identity.js';
 import type { OrderStatus } from '../orders/store.js';
 import { analysisOf, type ModelRef, type ResultContext, type ResultLinks, type ReusedFrom } from '../results/context.js';
 import { oruControlId } from '../results/oru/encode.js';
@@ -47,6 +49,7 @@ import {
   type JobStateStore,
   LockLostError,
   newJobState,
+  type PatientIdentityRecord,
   STAGES,
   type StageName,
   type StageOutputs,
@@ -125,6 +128,23 @@ export interface ScreeningDeps {
   metrics?: MetricsSink;
   /** Shares the analysis of an unchanged series across orders (jobs/analysis-reuse.ts); absent: every order runs the models. */
   reuse?: AnalysisReuseStore;
+  /**
+   * The patient identity rule for a sender (MSH-4), from the order mappings (Mappings.patientIdentity); absent: the
+   * default rule (PatientID, issuer where both sides have one, name and birth date; enforced).
+   */
+  patientIdentity?: (facility: string) => PatientIdentityRule;
+}
+
+/**
+ * The study (or the chosen series) is not the order's patient under the sender's rule (orders/patient-identity.ts).
+ * Not retried within the job: the job fails at once (the dead letter), naming the fields, never their values, and
+ * can be retried from the API once the PACS or the mappings are fixed.
+ */
+export class PatientIdentityError extends StageFailure {
+  constructor(message: string) {
+    super(message, false);
+    this.name = 'PatientIdentityError';
+  }
 }
 
 /** What the job returns (BullMQ's returnvalue), also shown by the API and the page. */
@@ -349,9 +369,21 @@ export class ScreeningRunner {
           }
           case 'retrieve': {
             const chosen = await this.chooseSeries(state);
-            const reuse = await withTimeout(this.shareOrClaim(job, token, state, chosen, put, progress), this.deps.settings.stageTimeoutMs, stage);
+            // Checked again here, on the series itself: a job retried from this stage did not run wait-for-study, and
+            // an analysis is shared only with an order whose patient matches too.
+            const warned = state.outputs['wait-for-study']?.patientIdentity?.action === 'warn';
+            const identity = await withTimeout(
+              this.checkPatient(job, chosen.studyUid, chosen.series.seriesInstanceUid, !warned),
+              this.deps.settings.stageTimeoutMs,
+              stage,
+            );
+            const reuse =
+              identity.action === 'proceed'
+                ? await withTimeout(this.shareOrClaim(job, token, state, chosen, put, progress), this.deps.settings.stageTimeoutMs, stage)
+                : null;
             if (reuse && 'shared' in reuse) {
               analysis = reuse.shared;
+              if (state.outputs.retrieve) state.outputs.retrieve.patientIdentity = identity;
               skipTo = 'write-fhir';
               break;
             }
@@ -363,7 +395,7 @@ export class ScreeningRunner {
             );
             volume = r.volume;
             seriesMeta = r.meta;
-            state.outputs.retrieve = { ...r.output, ...(reuse ? { reuse: reuse.claim } : {}) };
+            state.outputs.retrieve = { ...r.output, ...(reuse ? { reuse: reuse.claim } : {}), patientIdentity: identity };
             break;
           }
           case 'analyze': {
@@ -396,7 +428,14 @@ export class ScreeningRunner {
           throw e instanceof RedisUnavailableError ? e : new RedisUnavailableError(e);
         }
         const f = classifyError(e);
-        state.lastError = { stage, peer: lastErrorPeer(stage, e), message: f.message, retryable: f.retryable, at: new Date().toISOString() };
+        state.lastError = {
+          stage,
+          peer: lastErrorPeer(stage, e),
+          message: f.message,
+          retryable: f.retryable,
+          at: new Date().toISOString(),
+          ...(e instanceof PatientIdentityError ? { kind: 'patient-identity' as const } : {}),
+        };
         await put(state);
         const attempts = state.attempts[stage] ?? 1;
         if (f.retryable && attempts < this.deps.settings.stageAttempts) {
@@ -478,7 +517,11 @@ export class ScreeningRunner {
       },
       { pollMs: w.pollMs, stableMs: w.stableMs, deadlineMs: Math.min(w.checkMs, remaining), onPoll },
     ).finally(() => writes);
-    if (r.status === 'ready') return { studyInstanceUid: r.studyInstanceUid, instances: r.instances, matchedBy: r.matchedBy };
+    if (r.status === 'ready') {
+      // The accession number (or UID) links the order to the study; whether it is the order's patient is checked here.
+      const patientIdentity = await this.checkPatient(job, r.studyInstanceUid);
+      return { studyInstanceUid: r.studyInstanceUid, instances: r.instances, matchedBy: r.matchedBy, patientIdentity };
+    }
     if (r.status === 'timeout') {
       if (Date.now() + w.sleepMs >= deadline) throw new StageFailure(`the study did not arrive or settle before the deadline: ${r.reason}`, false);
       this.deps.log.info('job.study-not-ready', { jobId: job.id, polls: r.polls, sleepMs: w.sleepMs });
@@ -486,6 +529,42 @@ export class ScreeningRunner {
       throw new DelayedError();
     }
     throw new StageFailure(r.reason, false);
+  }
+
+  /**
+   * Compares the order's patient with the study's (or the series') under the sender's rule: returns the record for
+   * the checkpoint when the job may go on (a match, mode off, or mode warn), throws PatientIdentityError otherwise.
+   * Mismatches are counted (by sender) and logged with field names only.
+   */
+  private async checkPatient(job: JobHandle, studyUid: string, seriesUid?: string, count = true): Promise<PatientIdentityRecord> {
+    const order = job.data.order;
+    const sender = order.sender.facility || order.sender.application || 'unknown';
+    const rule = this.deps.patientIdentity?.(order.sender.facility) ?? DEFAULT_PATIENT_IDENTITY_RULE;
+    const words = describeRule(rule);
+    if (rule.mode === 'off') return { outcome: 'not-compared', action: 'proceed', rule: words, compared: [], differ: [], notComparable: [] };
+    const patient = await readStudyPatient(this.deps.pacs, studyUid, seriesUid);
+    if (!patient) throw new StageFailure(`the PACS no longer lists the ${seriesUid ? 'series' : 'study'} (patient identity check)`, true);
+    const d = decideIdentity(order.patient, patient, rule, sender);
+    const c = d.comparison;
+    const record: PatientIdentityRecord = {
+      outcome: c?.outcome ?? 'not-compared',
+      action: d.action === 'warn' ? 'warn' : 'proceed',
+      rule: words,
+      level: patient.level,
+      compared: c?.compared ?? [],
+      differ: c?.differ ?? [],
+      notComparable: c?.notComparable.map((p) => p.field) ?? [],
+      ...(d.message && d.action === 'warn' ? { message: d.message } : {}),
+    };
+    if (d.action === 'proceed') return record;
+    const fields = { jobId: job.id, sender, rule: rule.source, level: patient.level, differ: record.differ, notComparable: record.notComparable };
+    if (count) this.deps.metrics?.inc(METRICS.patientIdentityMismatches, { sender, action: d.action === 'warn' ? 'warned' : 'failed' });
+    if (d.action === 'warn') {
+      this.deps.log.warn('job.patient-identity-warning', fields);
+      return record;
+    }
+    this.deps.log.error('job.patient-identity-mismatch', fields);
+    throw new PatientIdentityError(d.message ?? 'patient identity mismatch');
   }
 
   /** The study's series that the selection rules pick, with why. */

@@ -105,6 +105,12 @@ export const METRICS = {
     labels: [],
     zero: [[]],
   },
+  patientIdentityMismatches: {
+    name: 'ctgate_patient_identity_mismatches_total',
+    help: "Studies whose patient (PatientID, IssuerOfPatientID, PatientName, PatientBirthDate) did not match the order's under the sender's rule, by sender (MSH-4) and action: failed (the job failed, nothing was sent) or warned (mode warn: recorded, the job went on).",
+    type: 'counter',
+    labels: ['sender', 'action'],
+  },
   stageErrors: {
     name: 'ctgate_stage_errors_total',
     help: 'Failed stage attempts, by stage, peer (pacs, fhir, emr for the ORU receiver, model, internal) and whether the attempt is retried.',

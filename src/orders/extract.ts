@@ -133,7 +133,12 @@ export function extractOrders(msg: ParsedMessage, mappings: Mappings, opts: { qu
   if (!pid) fail('requiredFieldMissing', 'PID segment missing', 'PID');
   const identifiers = (pid as Segment)
     .repetitions(3)
-    .map((c) => ({ value: (c[0] ?? '').trim(), authority: (c[3] ?? '').split('&')[0]?.trim() ?? '', type: (c[4] ?? '').trim() }))
+    .map((c) => {
+      // CX.4 is an HD: namespace ID & universal ID & universal ID type. DICOM's IssuerOfPatientID may carry either.
+      const [namespace = '', universal = ''] = (c[3] ?? '').split('&');
+      const authorityId = universal.trim();
+      return { value: (c[0] ?? '').trim(), authority: namespace.trim(), ...(authorityId ? { authorityId } : {}), type: (c[4] ?? '').trim() };
+    })
     .filter((i) => i.value !== '');
   if (identifiers.length === 0) fail('requiredFieldMissing', 'PID-3 patient identifier list is empty', 'PID', 3);
   const groups = orderGroups(msg);

@@ -34,7 +34,11 @@ export interface Order {
   /** ORC-9 as ISO 8601 when it parses. */
   orderDateTime?: string;
   patient: {
-    identifiers: { value: string; authority: string; type: string }[];
+    /**
+     * PID-3 repetitions: CX.1 value, CX.4 assigning authority (its namespace ID, HD.1; `authorityId` is its universal
+     * ID, HD.2, when sent), CX.5 identifier type code.
+     */
+    identifiers: { value: string; authority: string; authorityId?: string; type: string }[];
     name: { family: string; given: string[] };
     /** YYYY-MM-DD */
     birthDate?: string;

@@ -34,6 +34,8 @@ export interface CtSeriesOptions {
   frameOfReferenceUid?: string;
   accessionNumber?: string;
   patientId?: string;
+  /** IssuerOfPatientID (0010,0021), the namespace that issued PatientID; absent unless given. */
+  issuerOfPatientId?: string;
   /** DICOM PN, e.g. 'SYNTHETIC^CHEST'. */
   patientName?: string;
   /** YYYYMMDD; default 19700101. */
@@ -191,6 +193,7 @@ export function writeCtSeries(volume: HuVolume, opts: CtSeriesOptions = {}): CtS
     ManufacturerModelName: 'phantom',
     PatientName: opts.patientName ?? 'SYNTHETIC^CHEST',
     PatientID: patientId,
+    ...(opts.issuerOfPatientId ? { IssuerOfPatientID: opts.issuerOfPatientId } : {}),
     PatientBirthDate: opts.patientBirthDate ?? '19700101',
     PatientSex: opts.patientSex ?? 'O',
     BodyPartExamined: 'CHEST',

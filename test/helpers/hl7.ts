@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -68,8 +68,11 @@ const execFileP = promisify(execFile);
 /** Sends the messages in one file with python-hl7's mllp_send (the real sender) and returns each ACK. */
 export async function mllpSend(port: number, messages: string[]): Promise<string[]> {
   const file = join(tmpdir(), `ctgate-mllp-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2)}.hl7`);
-  writeFileSync(file, messages.join('\n'));
-  const { stdout } = await execFileP('/usr/bin/mllp_send', ['--loose', '-p', String(port), '-f', file, '127.0.0.1'], { timeout: 20_000 });
+  writeFileSync(file, messages.join('\n'), { mode: 0o600 });
+  // The file holds the orders (patient data in form): removed once sent, or not.
+  const { stdout } = await execFileP('/usr/bin/mllp_send', ['--loose', '-p', String(port), '-f', file, '127.0.0.1'], { timeout: 20_000 }).finally(() =>
+    rmSync(file, { force: true }),
+  );
   return stdout
     .split(/(?=MSH\|)/)
     .map((s) => s.trim())

@@ -146,6 +146,9 @@ describe('DICOMweb proxy /dicom-web (real Orthanc, real gateway)', () => {
       CTGATE_PACS_URL: pacs.dicomweb,
       CTGATE_PUBLIC_URL: PUBLIC,
       CTGATE_PROXY_MAX_STOW_BYTES: String(MAX_STOW),
+      // STOW through the proxy is off by default and needs pacs:write (test/integration/http-auth-walk.test.ts).
+      CTGATE_PROXY_STOW: 'true',
+      CTGATE_API_TOKEN_PERMISSIONS: 'results:read,jobs:admin,pacs:write',
     });
     port = gw.httpPort;
   });

@@ -56,6 +56,7 @@ describe('ORU exactly once across a worker SIGKILLed after the ACK (real worker,
   it('the EMR gets the ORU once; the resumed job records deliveryUnknown instead of resending', async () => {
     await uploadStudy(orthanc, { seed: 701, kind: 'covid', accession: 'ACC-X1', patientId: 'MRN000701' });
     const order = sampleOrder({ accessionNumber: 'ACC-X1', placerOrderNumber: 'PLC-X1' });
+    order.patient.identifiers = [{ value: 'MRN000701', authority: 'GENHOSP', type: 'MR' }]; // the study's patient
     const jobId = jobIdFor(order.sender, 'PLC-X1');
 
     const a = spawnWorker({ CTGATE_TEST_CRASH_AFTER: 'oru-ack' });

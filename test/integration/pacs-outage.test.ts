@@ -115,6 +115,7 @@ describe('PACS outage during wait-for-study (real worker, gateway, Orthanc behin
       spacing: [5, 5, 10],
     });
     const order = sampleOrder({ accessionNumber: 'ACC-OUT1', placerOrderNumber: 'PLC-OUT1' });
+    order.patient.identifiers = [{ value: 'MRN000901', authority: 'GENHOSP', type: 'MR' }]; // the study's patient
     const jobId = jobIdFor(order.sender, 'PLC-OUT1');
     await gw.queue.add('screen', { order, receivedAt: new Date().toISOString(), messageControlId: 'MSG-OUT1' }, { jobId });
 

@@ -99,7 +99,14 @@ describe('web page in Chromium (gateway, worker, Orthanc, Redis)', () => {
 
     // A positive study in the PACS, and its order in the queue: the worker runs it to the end.
     const p = generateChestCt({ seed: 501, kind: 'covid', size: [128, 128, 52], spacing: [2.6, 2.6, 5] });
-    const series = writeCtSeries(p.volume, { seed: 501, accessionNumber: phi.accession, patientId: phi.mrn, patientName: 'OHARA^ADA' });
+    // The study's patient is the order's (patient identity check), in DICOM's upper-case PN form.
+    const series = writeCtSeries(p.volume, {
+      seed: 501,
+      accessionNumber: phi.accession,
+      patientId: phi.mrn,
+      patientName: `${phi.family.toUpperCase()}^${phi.given.toUpperCase()}`,
+      patientBirthDate: phi.birth.replaceAll('-', ''),
+    });
     await orthanc.client().store(series.files.map((f) => f.bytes));
     worker = await startWorker(loadConfig(env()), silentLogger);
     const order = sampleOrder({
@@ -172,8 +179,9 @@ describe('web page in Chromium (gateway, worker, Orthanc, Redis)', () => {
     await page.fill('#token', TEST_TOKEN);
     await Promise.all([page.waitForURL(`${base}/jobs/${jobId}`), page.click('button[type=submit]')]);
     const cookies = await page.context().cookies();
-    const session = cookies.find((c) => c.name === 'ctgate_session');
+    const session = cookies.find((c) => c.name === '__Host-ctgate_session');
     assert.ok(session, 'a session cookie');
+    assert.equal(session.secure, true, 'Secure (__Host-): Chromium keeps it on http://127.0.0.1');
     assert.equal(session.httpOnly, true);
     assert.equal(session.sameSite, 'Strict');
   });

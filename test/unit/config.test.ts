@@ -40,6 +40,35 @@ describe('config', () => {
     throwsKey({ CTGATE_MLLP_TLS_CERT_FILE: '/x.pem' }, /CTGATE_MLLP_TLS_KEY_FILE/);
   });
 
+  it('takes the sessions, the sign-in limits and the HTTP server limits, each checked by name', () => {
+    const c = loadConfig({});
+    assert.deepEqual(c.sessions, { ttlSeconds: 28800, idleSeconds: 3600 });
+    assert.deepEqual(c.authFailures, { limit: 20, windowSeconds: 300 });
+    assert.deepEqual(c.httpServer, { requestTimeoutMs: 1_800_000, headersTimeoutMs: 20_000, maxConnections: 1024 });
+    assert.equal(c.trustProxy, false);
+    const set = loadConfig({
+      CTGATE_SESSION_TTL_S: '7200',
+      CTGATE_SESSION_IDLE_S: '900',
+      CTGATE_AUTH_FAIL_LIMIT: '5',
+      CTGATE_AUTH_FAIL_WINDOW_S: '60',
+      CTGATE_HTTP_REQUEST_TIMEOUT_MS: '600000',
+      CTGATE_HTTP_HEADERS_TIMEOUT_MS: '10000',
+      CTGATE_HTTP_MAX_CONNECTIONS: '50',
+      CTGATE_TRUST_PROXY: 'true',
+    });
+    assert.deepEqual(set.sessions, { ttlSeconds: 7200, idleSeconds: 900 });
+    assert.deepEqual(set.authFailures, { limit: 5, windowSeconds: 60 });
+    assert.deepEqual(set.httpServer, { requestTimeoutMs: 600_000, headersTimeoutMs: 10_000, maxConnections: 50 });
+    assert.equal(set.trustProxy, true);
+    throwsKey({ CTGATE_SESSION_TTL_S: '10' }, /^CTGATE_SESSION_TTL_S: expected an integer 60\.\./);
+    throwsKey({ CTGATE_SESSION_TTL_S: '3600', CTGATE_SESSION_IDLE_S: '7200' }, /^CTGATE_SESSION_IDLE_S: expected at most CTGATE_SESSION_TTL_S/);
+    throwsKey({ CTGATE_AUTH_FAIL_LIMIT: '0' }, /^CTGATE_AUTH_FAIL_LIMIT: expected an integer 1\.\./);
+    throwsKey({ CTGATE_AUTH_FAIL_WINDOW_S: 'x' }, /^CTGATE_AUTH_FAIL_WINDOW_S: expected an integer/);
+    throwsKey({ CTGATE_HTTP_MAX_CONNECTIONS: '-1' }, /^CTGATE_HTTP_MAX_CONNECTIONS: expected an integer/);
+    throwsKey({ CTGATE_HTTP_REQUEST_TIMEOUT_MS: '10000', CTGATE_HTTP_HEADERS_TIMEOUT_MS: '20000' }, /^CTGATE_HTTP_HEADERS_TIMEOUT_MS: expected at most/);
+    throwsKey({ CTGATE_TRUST_PROXY: 'maybe' }, /^CTGATE_TRUST_PROXY: expected true or false/);
+  });
+
   it('does not echo a rejected token', () => {
     try {
       loadConfig({ CTGATE_API_TOKEN: 'secret' });

@@ -4,9 +4,11 @@ import { after, before, describe, it } from 'node:test';
 import Koa from 'koa';
 import request from 'supertest';
 import { ConfigError, loadConfig, type OidcConfig } from '../../src/config/index.js';
-import { requireBearer, requireUser, SESSION_COOKIE, sessionKey, signSession } from '../../src/http/auth.js';
+import { requireBearer, requireUser, SESSION_COOKIE } from '../../src/http/auth.js';
 import { OidcForbiddenError, OidcTokenError, OidcUnavailableError, OidcVerifier, rolesOf } from '../../src/http/oidc.js';
+import { credentialFingerprint } from '../../src/http/sessions.js';
 import { AUDIENCE, makeKey, signHs256, signJwt, startIdp, type TestIdp } from '../helpers/oidc.js';
+import { MemorySessionStore } from '../helpers/sessions.js';
 
 const rsa = makeKey('rsa-1', 'RS256');
 const ec = makeKey('ec-1', 'ES256');
@@ -204,9 +206,10 @@ describe('oidc: requireBearer / requireUser', () => {
   });
   after(() => idp.close());
 
+  const sessions = new MemorySessionStore();
   const app = (verifier: OidcVerifier) => {
     const a = new Koa();
-    const auth = { apiToken: TOKEN, oidc: verifier };
+    const auth = { apiToken: TOKEN, oidc: verifier, sessions };
     a.use(async (ctx, next) => (ctx.path.startsWith('/api') ? requireBearer(auth)(ctx, next) : requireUser(auth)(ctx, next)));
     a.use((ctx) => {
       ctx.body = { user: ctx.state.user };
@@ -228,9 +231,14 @@ describe('oidc: requireBearer / requireUser', () => {
     assert.match(bad.headers['www-authenticate'] ?? '', /^Bearer realm="ctgate", error="invalid_token", error_description="/);
     await request(h)
       .get('/jobs')
-      .set('Cookie', `${SESSION_COOKIE}=${signSession(sessionKey(TOKEN))}`)
+      .set(
+        'Cookie',
+        `${SESSION_COOKIE}=${(await sessions.create({ who: 'api-token', permissions: ['results:read'], fingerprint: credentialFingerprint(TOKEN) })).id}`,
+      )
       .expect(200);
-    assert.deepEqual((await request(h).get('/api/jobs').set('Authorization', `Bearer ${TOKEN}`).expect(200)).body, { user: { via: 'bearer' } });
+    assert.deepEqual((await request(h).get('/api/jobs').set('Authorization', `Bearer ${TOKEN}`).expect(200)).body, {
+      user: { via: 'bearer', who: 'api-token', permissions: {} },
+    });
   });
 
   it('answers 503 with Retry-After, not 401, when the keys cannot be fetched', async () => {

@@ -10,7 +10,7 @@ import Koa from 'koa';
 import request from 'supertest';
 import type { Config } from '../../src/config/index.js';
 import type { HttpDeps } from '../../src/http/app.js';
-import { SESSION_COOKIE } from '../../src/http/auth.js';
+import { SESSION_COOKIE_INSECURE, secureCookies } from '../../src/http/auth.js';
 import { webPages } from '../../src/http/web/pages.js';
 import { maskSlice, toViewerCheckpoint } from '../../src/http/web/slices.js';
 import { decodePng } from '../../src/imaging/png.js';
@@ -18,6 +18,7 @@ import { decodeCheckpoint, encodeCheckpoint } from '../../src/jobs/analysis-code
 import type { JobState } from '../../src/jobs/job-state.js';
 import type { Logger } from '../../src/observability/log.js';
 import { syntheticResult } from '../helpers/result-context.js';
+import { MemorySessionStore } from '../helpers/sessions.js';
 
 const TOKEN = 'web-pages-token-0123456789';
 const JOB = 'ord-0123456789abcdef0123456789abcdef';
@@ -83,6 +84,8 @@ describe('web pages (fake queue, checkpoints and PACS)', () => {
   const deps = {
     config: { publicUrl: 'http://ctgate.test', fhir: { baseUrl: 'https://fhir.test/r4' } } as Config,
     apiToken: TOKEN,
+    // Plain http on a host other than loopback: the cookie cannot be Secure, so it is ctgate_session (no __Host-).
+    auth: { apiToken: TOKEN, sessions: new MemorySessionStore({ ttlSeconds: 28800, idleSeconds: 3600, secureCookie: secureCookies('http://ctgate.test') }) },
     log,
     states: {
       get: async (id: string) => (id === JOB ? state : id === FAILED ? failedState : null),
@@ -141,7 +144,7 @@ describe('web pages (fake queue, checkpoints and PACS)', () => {
       .expect(303);
     assert.equal(res.headers.location, `/jobs/${JOB}`);
     const set = String(res.headers['set-cookie']);
-    assert.match(set, new RegExp(`^${SESSION_COOKIE}=v1\\.[^;]+; Path=/; Max-Age=28800; HttpOnly; SameSite=Strict$`));
+    assert.match(set, new RegExp(`^${SESSION_COOKIE_INSECURE}=[\\w-]{43}; Path=/; Max-Age=28800; HttpOnly; SameSite=Strict$`));
     cookie = set.split(';')[0] as string;
     assert.ok(!logged.some((l) => l.includes(TOKEN)), 'the token is not logged');
   });
@@ -210,8 +213,13 @@ describe('web pages (fake queue, checkpoints and PACS)', () => {
 
   it('logs no patient data, and logs out', async () => {
     assert.ok(!logged.some((l) => l.includes('Doe') || l.includes('MRN')), logged.join('\n'));
+    await html('/jobs').expect(200);
     const res = await request(server).post('/logout').set('Cookie', cookie).expect(303);
     assert.equal(res.headers.location, '/login');
-    assert.match(String(res.headers['set-cookie']), new RegExp(`^${SESSION_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict`));
+    assert.match(String(res.headers['set-cookie']), new RegExp(`^${SESSION_COOKIE_INSECURE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict`));
+    // The session ended on the server: the same cookie, sent again, opens nothing.
+    const replay = await html('/jobs').expect(302);
+    assert.equal(replay.headers.location, '/login?next=%2Fjobs');
+    await request(server).get(`/jobs/${JOB}/slices/0.png`).set('Cookie', cookie).expect(401);
   });
 });

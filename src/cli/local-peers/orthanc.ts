@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,7 +20,8 @@ export async function freePort(): Promise<number> {
 
 /**
  * A real Orthanc PACS with the DICOMweb plugin, on a free port and a temporary storage folder: the PACS of the
- * tests and of `ctgate demo` (a hospital points ctgate at its own PACS instead).
+ * tests and of `ctgate demo` (a hospital points ctgate at its own PACS instead). Everything it writes (the
+ * studies, its index, its temporary files) stays in that folder, which stop() removes.
  */
 export class LocalOrthanc {
   private proc?: ChildProcess;
@@ -32,6 +33,11 @@ export class LocalOrthanc {
 
   get url(): string {
     return `http://127.0.0.1:${this.port}`;
+  }
+
+  /** The folder that holds its storage, index, temporary files and configuration ('' before start()). */
+  get storageDir(): string {
+    return this.dir;
   }
 
   get dicomweb(): string {
@@ -55,6 +61,7 @@ export class LocalOrthanc {
       Name: 'ctgate-test-pacs',
       StorageDirectory: join(this.dir, 'db'),
       IndexDirectory: join(this.dir, 'db'),
+      TemporaryDirectory: join(this.dir, 'tmp'),
       Plugins: [join(PLUGINS, 'libOrthancDicomWeb.so')],
       HttpPort: this.port,
       RemoteAccessAllowed: false,
@@ -66,6 +73,7 @@ export class LocalOrthanc {
       StorageCompression: false,
       DicomWeb: { Enable: true, Root: '/dicom-web/', StudiesMetadata: 'Full', SeriesMetadata: 'Full' },
     };
+    mkdirSync(join(this.dir, 'tmp'));
     writeFileSync(join(this.dir, 'orthanc.json'), JSON.stringify(config));
     this.proc = spawn(ORTHANC, [join(this.dir, 'orthanc.json')], { stdio: ['ignore', 'ignore', 'pipe'] });
     this.proc.stderr?.on('data', (d) => {
@@ -90,7 +98,8 @@ export class LocalOrthanc {
 
   async stop(): Promise<void> {
     const p = this.proc;
-    if (p && p.exitCode === null) {
+    // signalCode: a Ctrl-C reaches Orthanc too (same process group) and it may already be gone.
+    if (p && p.exitCode === null && p.signalCode === null) {
       p.kill('SIGTERM');
       const t = setTimeout(() => p.kill('SIGKILL'), 8000);
       await once(p, 'exit');

@@ -12,7 +12,9 @@ import type { Context, Middleware } from 'koa';
 import type { JobState } from '../../jobs/job-state.js';
 import type { ScreeningJob } from '../../jobs/queue.js';
 import type { HttpDeps } from '../app.js';
-import { authOf, requireUser, SESSION_TTL_SECONDS, safeNextPath, sessionCookie, sessionKey, signSession, tokenMatches } from '../auth.js';
+import { authOf, readCookie, requireUser, safeNextPath, sessionCookie, sessionCookieName, staticTokenUser } from '../auth.js';
+import { refuseAndClose, tooManyFailures } from '../auth-limits.js';
+import { credentialFingerprint } from '../sessions.js';
 import type { Html } from './html.js';
 import { SliceCache, SliceOutOfRange } from './slices.js';
 import { errorPage, type JobRow, jobListPage, loginPage, type StudyView, studyPage } from './views.js';
@@ -23,8 +25,6 @@ const JOB_ID = /^[A-Za-z0-9_.:-]{1,128}$/;
 const FORM_LIMIT = 8 * 1024;
 
 export interface WebOptions {
-  /** Session length; default 8 h. */
-  sessionTtlSeconds?: number;
   /** Pause after a wrong token at the login (slows guessing); default 300 ms. */
   loginFailureDelayMs?: number;
   /** Job list refresh period; default 10 s. */
@@ -69,9 +69,16 @@ async function readForm(ctx: Context, limit = FORM_LIMIT): Promise<URLSearchPara
   if (!ctx.is('application/x-www-form-urlencoded')) return null;
   const chunks: Buffer[] = [];
   let size = 0;
+  if (Number(ctx.get('content-length') || 0) > limit) {
+    refuseAndClose(ctx);
+    ctx.throw(413, 'form too large');
+  }
   for await (const chunk of ctx.req) {
     size += (chunk as Buffer).length;
-    if (size > limit) ctx.throw(413, 'form too large');
+    if (size > limit) {
+      refuseAndClose(ctx);
+      ctx.throw(413, 'form too large');
+    }
     chunks.push(chunk as Buffer);
   }
   return new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
@@ -97,10 +104,6 @@ function sameOrigin(ctx: Context, publicUrl: string): boolean {
   } catch {}
   // Not ctx.origin: Koa 3 answers that from the Origin header itself.
   return origin === `${ctx.protocol}://${ctx.host}` || origin === pub;
-}
-
-function isSecure(ctx: Context, publicUrl: string): boolean {
-  return ctx.secure || publicUrl.startsWith('https:');
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -129,10 +132,10 @@ function rowOf(job: ScreeningJob, state: string, cp: JobState | null): JobRow {
 }
 
 export function webPages(deps: HttpDeps, opts: WebOptions = {}): Router {
-  const router = new Router();
-  const ttl = opts.sessionTtlSeconds ?? SESSION_TTL_SECONDS;
-  const key = sessionKey(deps.apiToken);
-  const user: Middleware = requireUser(authOf(deps));
+  const router = new Router({ sensitive: true });
+  const auth = authOf(deps);
+  const sessions = auth.sessions;
+  const user: Middleware = requireUser(auth);
   const slices = new SliceCache((id) => deps.states.getAnalysis(id), deps.pacs);
   const refresh = opts.refreshSeconds ?? 10;
   // With OIDC on, the login page says that a bearer token from the organisation's sign-on also opens the pages
@@ -154,25 +157,64 @@ export function webPages(deps: HttpDeps, opts: WebOptions = {}): Router {
       send(ctx, 403, (nonce) => errorPage({ nonce, status: 403, message: 'The login form must be sent from this site.' }));
       return;
     }
+    // An address over the limit of failed sign-ins: 429, the token not looked at (nor the form read).
+    const wait = (await auth.failures?.blockedFor(ctx.ip)) ?? 0;
+    if (wait > 0) return tooManyLogins(ctx, wait);
     const form = await readForm(ctx);
     const next = safeNextPath(form?.get('next') ?? undefined);
     const token = form?.get('token') ?? '';
-    if (!token || !tokenMatches(token, deps.apiToken)) {
-      await sleep(opts.loginFailureDelayMs ?? 300);
+    const who = token ? staticTokenUser(token, auth) : undefined;
+    if (!who) {
       deps.log.info('web.login-refused', {});
+      const over = (await auth.failures?.failed(ctx.ip)) ?? 0;
+      if (over > 0) return tooManyLogins(ctx, over);
+      await sleep(opts.loginFailureDelayMs ?? 300);
       send(ctx, 401, (nonce) => loginPage({ nonce, next, sso, error: 'That token is not accepted.' }));
       return;
     }
-    ctx.set('Set-Cookie', sessionCookie(signSession(key, ttl), { secure: isSecure(ctx, deps.config.publicUrl), maxAgeSeconds: ttl }));
+    if (!sessions) {
+      send(ctx, 503, (nonce) => errorPage({ nonce, status: 503, message: 'This gateway keeps no sessions; send the token as a bearer token.' }));
+      return;
+    }
+    let made: Awaited<ReturnType<typeof sessions.create>>;
+    try {
+      made = await sessions.create({ who: who.who, permissions: [...who.permissions], fingerprint: credentialFingerprint(token) });
+    } catch (e) {
+      deps.log.warn('web.login-unavailable', { error: (e as Error).message });
+      ctx.set('Retry-After', '5');
+      send(ctx, 503, (nonce) => errorPage({ nonce, status: 503, message: 'Sessions cannot be stored right now (Redis is not answering). Try again shortly.' }));
+      return;
+    }
+    const { secureCookie, ttlSeconds } = sessions.settings;
+    ctx.set('Set-Cookie', sessionCookie(made.id, { secure: secureCookie, maxAgeSeconds: ttlSeconds }));
     ctx.set('Cache-Control', 'no-store');
-    deps.log.info('web.login', {});
+    deps.log.info('web.login', { who: who.who });
     ctx.status = 303;
     ctx.redirect(next ?? '/jobs');
   });
 
-  const logout = (ctx: Context) => {
-    ctx.set('Set-Cookie', sessionCookie('', { secure: isSecure(ctx, deps.config.publicUrl), maxAgeSeconds: 0 }));
+  const tooManyLogins = (ctx: Context, seconds: number) => {
+    tooManyFailures(ctx, seconds);
+    send(ctx, 429, (nonce) => loginPage({ nonce, sso, error: `Too many failed sign-ins from this address. Try again in ${Math.ceil(seconds / 60)} min.` }));
+  };
+
+  // Ends the session in Redis (every gateway process refuses the cookie from then on) and clears the cookie.
+  const logout = async (ctx: Context) => {
+    const secure = sessions?.settings.secureCookie ?? true;
+    ctx.set('Set-Cookie', sessionCookie('', { secure, maxAgeSeconds: 0 }));
     ctx.set('Cache-Control', 'no-store');
+    const id = readCookie(ctx.get('cookie'), sessionCookieName(secure));
+    if (id && sessions) {
+      try {
+        await sessions.delete(id);
+      } catch (e) {
+        deps.log.warn('web.logout-unavailable', { error: (e as Error).message });
+        const ends = Math.ceil(sessions.settings.idleSeconds / 60);
+        const message = `You are logged out in this browser, but the server could not end the session (Redis is not answering); it ends by itself within ${ends} min.`;
+        send(ctx, 503, (nonce) => errorPage({ nonce, status: 503, message }));
+        return;
+      }
+    }
     ctx.status = 303;
     ctx.redirect('/login');
   };
