@@ -36,6 +36,14 @@ INTENDED_USE = ('Research and integration testing of ctgate. Trained on 35 docto
                 'the data, the metrics and the known limits.')
 
 
+# The service's category rule (src/inference/findings.ts): below this lesion volume a study has no significant opacity.
+MIN_OPACITY_ML = 0.5
+MIN_OPACITY_RULE = ('a study whose measured lesion volume is below this has no significant opacity (category no-significant-opacity), '
+                    'whatever the classifier says; at or above it the classifier splits covid-19-like (probability >= threshold) from '
+                    "other-opacity. 0.5 mL is the volume of a 1 cm sphere: the paper's smallest reliably seen ground-glass patch; a "
+                    'larger value would hide nodules and small masses (a 3 cm mass is 14 mL). Set a priori, not fitted on any test case.')
+
+
 def sha256(path):
     h = hashlib.sha256()
     with open(path, 'rb') as f:
@@ -220,6 +228,8 @@ def build_manifest(models_dir, work, seg, cls, seg_path, cls_path):
                 'threshold': val['threshold'] if 'threshold' in val else summ['threshold'],
                 'thresholdRule': 'highest threshold with sensitivity >= 0.95 on the validation data (held-out pseudo-label volumes '
                                  'and their lesion slices, phantom validation studies), scored as deployed',
+                'minOpacityMl': MIN_OPACITY_ML,
+                'minOpacityRule': MIN_OPACITY_RULE,
                 'architecture': {'type': 'ResNet per slice (basic blocks, (1,3,3) kernels, widths [16,32,64,96]), global max over slices '
                                          'and positions', 'params': count_params(cls)},
                 'training': {**training_common, **{k: summ['cls'][k] for k in ('iters', 'batch', 'positives', 'negativesReal', 'negativesPhantom', 'seconds')}},

@@ -1,16 +1,17 @@
 /**
- * `ctgate analyze PATH… --out DIR`: runs the screening pipeline on a CT series from disk (DICOM Part 10 files,
- * uncompressed) and writes DIR/findings.json plus key images (PNG, lung window, lesions in red).
+ * `ctgate analyze PATH… --out DIR`: runs the screening pipeline on a CT series from disk (DICOM Part 10 files, in
+ * any transfer syntax of src/imaging/pixel-codecs.ts: native, deflated, big endian, RLE, JPEG, JPEG-LS, JPEG 2000) and writes DIR/findings.json plus key images (PNG, lung window, lesions in red).
  *
  * Exit codes: 0 the analysis ran (whatever the verdict, "not-assessable" included); 2 the input is unusable
- * (no DICOM image series, compressed pixel data, slices that do not form one volume); 78 the model manifest is
+ * (no DICOM image series, an unknown transfer syntax, source UIDs that cannot be carried, slices that do not form one volume); 78 the model manifest is
  * missing or invalid (EX_CONFIG); 1 usage or unexpected errors.
  */
 import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import dcmjs from 'dcmjs';
+import dcmjs, { type DenaturalizedDataset } from 'dcmjs';
 import { type Config, ConfigError, loadConfig } from '../config/index.js';
+import { DecodeError, decodeFrame, describeSyntax, lossyWarning, type PixelFormat, supportedSyntaxes, TRANSFER_SYNTAXES } from '../imaging/pixel-codecs.js';
 import { allocateVolume, fillSlice, planVolume, type SliceMeta, VolumeError } from '../imaging/slices.js';
 import type { HuVolume } from '../imaging/volume.js';
 import { keyImagePng } from '../inference/key-images.js';
@@ -19,6 +20,7 @@ import { type PipelineResult, type Progress, runPipeline, type Stage } from '../
 import { createOnnxModels, type ExecutionProvider, parseExecutionProviders } from '../inference/session.js';
 import type { Order } from '../orders/order.js';
 import { analysisOf, type KeyImage, type SourceStudy } from '../results/context.js';
+import { sourceUidsProblem, standInSopInstanceUid } from '../results/source-uids.js';
 import { analyzeJobId, keyImageFileName, OrderFileError, orderFromFile, orderFromStudy, writeResultFiles } from './analyze-results.js';
 
 export const ANALYZE_USAGE = `usage:
@@ -51,30 +53,16 @@ class InputError extends Error {
   }
 }
 
-const UNCOMPRESSED = new Map([
-  ['1.2.840.10008.1.2', 'Implicit VR Little Endian'],
-  ['1.2.840.10008.1.2.1', 'Explicit VR Little Endian'],
-  ['1.2.840.10008.1.2.1.99', 'Deflated Explicit VR Little Endian'],
-]);
-const KNOWN_SYNTAXES = new Map([
-  ['1.2.840.10008.1.2.2', 'Explicit VR Big Endian (retired)'],
-  ['1.2.840.10008.1.2.5', 'RLE Lossless'],
-  ['1.2.840.10008.1.2.4.50', 'JPEG Baseline'],
-  ['1.2.840.10008.1.2.4.51', 'JPEG Extended'],
-  ['1.2.840.10008.1.2.4.57', 'JPEG Lossless'],
-  ['1.2.840.10008.1.2.4.70', 'JPEG Lossless SV1'],
-  ['1.2.840.10008.1.2.4.80', 'JPEG-LS Lossless'],
-  ['1.2.840.10008.1.2.4.81', 'JPEG-LS Near-Lossless'],
-  ['1.2.840.10008.1.2.4.90', 'JPEG 2000 Lossless'],
-  ['1.2.840.10008.1.2.4.91', 'JPEG 2000'],
-  ['1.2.840.10008.1.2.4.201', 'HTJ2K Lossless'],
-  ['1.2.840.10008.1.2.4.203', 'HTJ2K'],
-]);
-
 interface Instance {
   file: string;
   meta: SliceMeta;
   transferSyntax: string;
+  /** The pixel description the codec needs (compressed syntaxes). */
+  format: PixelFormat;
+  /** LossyImageCompression 01 in the header. */
+  lossyFlag: boolean;
+  /** The file had no SOPInstanceUID: meta.sopInstanceUid is a stand-in. */
+  standInSop: boolean;
   seriesDescription?: string;
   seriesNumber?: number;
   sopClassUid: string;
@@ -119,8 +107,21 @@ const personName = (v: unknown): string | undefined => {
   return text((x as { Alphabetic?: unknown } | undefined)?.Alphabetic);
 };
 
-function studyOf(ds: Record<string, unknown>): SourceStudy {
-  const out: SourceStudy = { studyInstanceUid: text(ds.StudyInstanceUID) ?? '' };
+/**
+ * A UI element as the file has it, byte for byte but for its padding: dcmjs's naturalized value drops every
+ * character that is not a digit or a dot (a UUID-string StudyInstanceUID would become a different UID).
+ */
+function rawUid(dict: DenaturalizedDataset, tag: string): string | undefined {
+  const el = dict[tag] as (DenaturalizedDataset[string] & { _rawValue?: unknown }) | undefined;
+  const raw = Array.isArray(el?._rawValue) ? el._rawValue[0] : el?._rawValue;
+  const v = typeof raw === 'string' ? raw : el?.Value?.[0];
+  if (typeof v !== 'string') return undefined;
+  const unpadded = v.replace(/[\0 ]+$/, '');
+  return unpadded === '' ? undefined : unpadded;
+}
+
+function studyOf(ds: Record<string, unknown>, dict: DenaturalizedDataset): SourceStudy {
+  const out: SourceStudy = { studyInstanceUid: rawUid(dict, '0020000D') ?? '' };
   const set = <K extends keyof SourceStudy>(k: K, v: SourceStudy[K] | undefined) => {
     if (v !== undefined) out[k] = v;
   };
@@ -155,7 +156,7 @@ function readInstance(file: string, bytes: Uint8Array): { instance: Instance } |
   const spacing = nums(ds.PixelSpacing);
   const rows = num(ds.Rows);
   const columns = num(ds.Columns);
-  const series = text(ds.SeriesInstanceUID);
+  const series = rawUid(dict.dict, '0020000E');
   if (position.length < 3 || orientation.length < 6 || spacing.length < 2 || !rows || !columns || !series || ds.PixelData === undefined) {
     return { skip: `not an image slice (${text(ds.Modality) ?? 'no modality'}, ${text(ds.SOPClassUID) ?? 'no SOP class'}: no image plane or pixel data)` };
   }
@@ -163,20 +164,37 @@ function readInstance(file: string, bytes: Uint8Array): { instance: Instance } |
   const modality = text(ds.Modality);
   if (modality !== undefined && modality !== 'CT') return { skip: `modality ${modality}, not CT` };
   const pd = ds.PixelData;
+  // dcmjs gives one ArrayBuffer per frame; for an encapsulated single frame, its fragments joined.
   const first = Array.isArray(pd) ? pd[0] : pd;
   const pixels =
     first instanceof ArrayBuffer ? new Uint8Array(first) : ArrayBuffer.isView(first) ? new Uint8Array(first.buffer, first.byteOffset, first.byteLength) : null;
+  const sop = rawUid(dict.dict, '00080018');
+  const bitsAllocated = num(ds.BitsAllocated) ?? 16;
+  const pixelRepresentation = num(ds.PixelRepresentation) ?? 0;
+  const samplesPerPixel = num(ds.SamplesPerPixel) ?? 1;
+  const codec = TRANSFER_SYNTAXES.get(transferSyntax)?.codec;
   return {
     instance: {
       file,
       transferSyntax,
+      format: {
+        rows,
+        columns,
+        bitsAllocated,
+        bitsStored: num(ds.BitsStored),
+        pixelRepresentation,
+        samplesPerPixel,
+        photometricInterpretation: text(ds.PhotometricInterpretation),
+      },
+      lossyFlag: text(ds.LossyImageCompression) === '01',
+      standInSop: sop === undefined,
       seriesDescription: text(ds.SeriesDescription),
       seriesNumber: num(ds.SeriesNumber),
       sopClassUid: text(ds.SOPClassUID) ?? '1.2.840.10008.5.1.4.1.1.2',
-      study: studyOf(ds),
+      study: studyOf(ds, dict.dict),
       pixels,
       meta: {
-        sopInstanceUid: text(ds.SOPInstanceUID) ?? file,
+        sopInstanceUid: sop ?? standInSopInstanceUid(series, bytes),
         seriesInstanceUid: series,
         instanceNumber: num(ds.InstanceNumber),
         position: position.slice(0, 3) as SliceMeta['position'],
@@ -184,13 +202,14 @@ function readInstance(file: string, bytes: Uint8Array): { instance: Instance } |
         pixelSpacing: spacing.slice(0, 2) as SliceMeta['pixelSpacing'],
         rows,
         columns,
-        bitsAllocated: num(ds.BitsAllocated) ?? 16,
-        pixelRepresentation: num(ds.PixelRepresentation) ?? 0,
-        samplesPerPixel: num(ds.SamplesPerPixel) ?? 1,
+        // An 8-bit compressed frame (JPEG baseline) is widened to 16 bits when decoded.
+        bitsAllocated: codec && bitsAllocated === 8 ? 16 : bitsAllocated,
+        pixelRepresentation,
+        samplesPerPixel,
         rescaleSlope: num(ds.RescaleSlope) ?? 1,
         rescaleIntercept: num(ds.RescaleIntercept) ?? 0,
         sliceThickness: num(ds.SliceThickness),
-        frameOfReferenceUid: text(ds.FrameOfReferenceUID),
+        frameOfReferenceUid: rawUid(dict.dict, '00200052'),
         gantryTilt: num(ds.GantryDetectorTilt),
       },
     },
@@ -244,12 +263,34 @@ export async function loadSeriesFromFiles(paths: string[], note: (line: string) 
   for (const n of notes) note(n);
   const syntaxes = new Set(instances.map((i) => i.transferSyntax));
   for (const ts of syntaxes) {
-    if (UNCOMPRESSED.has(ts)) continue;
-    const name = KNOWN_SYNTAXES.get(ts) ?? 'unknown transfer syntax';
+    if (TRANSFER_SYNTAXES.has(ts)) continue;
     throw new InputError(
-      `series ${uid} uses transfer syntax ${ts} (${name}); ctgate analyze reads uncompressed DICOM only (${[...UNCOMPRESSED.values()].join(', ')}). ` +
-        'Decompress it first (e.g. gdcmconv --raw, or dcmdjpeg / dcmdjp2k from DCMTK), or retrieve it from the PACS with transfer-syntax=1.2.840.10008.1.2.1.',
+      `series ${uid} uses transfer syntax ${describeSyntax(ts)}, which ctgate does not read (it reads ${supportedSyntaxes()}). ` +
+        'Convert it (e.g. gdcmconv --raw), or retrieve it from the PACS with transfer-syntax=1.2.840.10008.1.2.1.',
     );
+  }
+  const lossy = [...syntaxes].find((ts) => TRANSFER_SYNTAXES.get(ts)?.lossy);
+  const lossyFlagged = instances.find((i) => i.lossyFlag);
+  const lossyNote = lossy
+    ? lossyWarning(lossy, uid)
+    : lossyFlagged && lossyWarning(lossyFlagged.transferSyntax, uid).replace('is lossy compressed', 'was lossy compressed (LossyImageCompression 01)');
+  if (lossyNote) {
+    notes.push(lossyNote);
+    note(`warning: ${lossyNote}`);
+  }
+  const first0 = instances[0] as Instance;
+  const uidProblem = sourceUidsProblem({
+    studyInstanceUid: first0.study.studyInstanceUid,
+    seriesInstanceUid: uid,
+    frameOfReferenceUid: first0.meta.frameOfReferenceUid,
+    sopInstanceUids: instances.filter((i) => !i.standInSop).map((i) => i.meta.sopInstanceUid),
+  });
+  if (uidProblem) throw new InputError(`series ${uid}: ${uidProblem}`);
+  const standIns = instances.filter((i) => i.standInSop).length;
+  if (standIns > 0) {
+    const standInNote = `${standIns} of ${instances.length} slice file(s) have no SOPInstanceUID: the results reference them by stand-in UIDs (2.25…, from the series UID and the file's bytes), which no PACS holds`;
+    notes.push(standInNote);
+    note(`warning: ${standInNote}`);
   }
   let plan: ReturnType<typeof planVolume>;
   try {
@@ -261,16 +302,19 @@ export async function loadSeriesFromFiles(paths: string[], note: (line: string) 
   for (const w of plan.warnings) note(w);
   const volume = allocateVolume(plan.geometry);
   const ordered = plan.order.map((i) => instances[i] as Instance);
-  ordered.forEach((inst, k) => {
+  for (const [k, inst] of ordered.entries()) {
     if (!inst.pixels) throw new InputError(`${inst.file}: no pixel data`);
+    const info = TRANSFER_SYNTAXES.get(inst.transferSyntax);
     try {
-      fillSlice(volume, k, inst.pixels, inst.meta);
+      const stored = info?.codec ? await decodeFrame(inst.transferSyntax, inst.pixels, inst.format) : inst.pixels;
+      fillSlice(volume, k, stored, inst.meta, info?.bigEndian === true);
     } catch (e) {
       if (e instanceof VolumeError) throw new InputError(e.message);
+      if (e instanceof DecodeError) throw new InputError(`${inst.file}: ${e.message}`);
       throw e;
     }
     inst.pixels = null;
-  });
+  }
   const first = ordered[0] as Instance;
   return {
     volume,
@@ -327,6 +371,10 @@ function progressPrinter(io: AnalyzeIo): { onProgress: (p: Progress) => void; en
 
 export interface FindingsJson {
   verdict: PipelineResult['verdict'];
+  /** covid-19-like / other-opacity / no-significant-opacity / not-assessable (src/inference/findings.ts). */
+  category: PipelineResult['category'];
+  /** The lesion volume (mL) under which the category is no-significant-opacity. */
+  minOpacityMl: number;
   reason?: string;
   probability: number | null;
   threshold: number;
@@ -523,6 +571,8 @@ export async function analyzeCommand(args: string[], io: AnalyzeIo = processIo):
 
   const json: FindingsJson = {
     verdict: result.verdict,
+    category: result.category,
+    minOpacityMl: result.minOpacityMl,
     ...(result.reason ? { reason: result.reason } : {}),
     probability: result.probability,
     threshold: result.threshold,
@@ -550,7 +600,7 @@ export async function analyzeCommand(args: string[], io: AnalyzeIo = processIo):
   const summary =
     result.verdict === 'not-assessable'
       ? `not assessable: ${result.reason}`
-      : `${result.verdict} (p = ${(result.probability as number).toFixed(3)}, threshold ${result.threshold}); lesion ${f?.lesionVolumeMl.toFixed(1)} mL in ${f?.lesionCount} region(s), ${f?.lungInvolvementPercent.total.toFixed(1)} % of the lungs`;
+      : `${result.verdict}, ${result.category} (p = ${(result.probability as number).toFixed(3)}, threshold ${result.threshold}); lesion ${f?.lesionVolumeMl.toFixed(1)} mL in ${f?.lesionCount} region(s), ${f?.lungInvolvementPercent.total.toFixed(1)} % of the lungs`;
   io.out(
     `${summary}\nwrote ${join(outDir, 'findings.json')}${keySlices.length > 0 ? `, ${keySlices.length} key image(s)` : ''} and ${written.files.join(', ')} in ${timingsMs.total} ms\n`,
   );

@@ -1,5 +1,6 @@
 import { api } from 'dicomweb-client';
 import XHR2 from 'xhr2';
+import { describeSyntax, TRANSFER_SYNTAXES } from '../imaging/pixel-codecs.js';
 import type { DicomJson } from './dicom-json.js';
 import { describeNetworkError, httpError, PacsError, withRetry } from './errors.js';
 import { httpGetBuffer, httpGetStream, type StreamedResponse } from './http-get.js';
@@ -14,6 +15,12 @@ export interface PacsOptions {
   timeoutMs: number;
   retries: number;
   retryBaseMs?: number;
+  /**
+   * How frames are asked for: 'explicit-le' (the default) asks the PACS to transcode to explicit VR little endian
+   * and also accepts the stored syntax (decoded here when compressed); 'as-stored' asks for the stored syntax only
+   * (less work for the PACS, fewer bytes on the wire; decoded here).
+   */
+  frameSyntax?: 'explicit-le' | 'as-stored';
 }
 
 export const EXPLICIT_VR_LE = '1.2.840.10008.1.2.1';
@@ -185,7 +192,7 @@ export class DicomWebClient {
 
   /**
    * WADO-RS frame 1 of an instance, asking for explicit VR little endian and accepting any native syntax.
-   * An encapsulated (compressed) answer is a PacsError naming its transfer syntax.
+   * An encapsulated (compressed) answer is a PacsError naming its transfer syntax (retrieveVolume decodes those).
    */
   async retrieveFrame(studyUid: string, seriesUid: string, sopUid: string, frame = 1): Promise<Frame> {
     let got: Frame | undefined;
@@ -212,9 +219,17 @@ export class DicomWebClient {
    * they can go straight to their place (see SliceWriter). `open` is called once per attempt with the frame's
    * (native) transfer syntax: a retry starts over with a new sink. The promise resolves once the response was
    * read to its end and the sink's `end` was called; it rejects with a PacsError (what `open` or the sink throw
-   * is passed on as it is, and not retried).
+   * is passed on as it is, and not retried). With `compressed`, an answer in a compressed syntax ctgate decodes
+   * (src/imaging/pixel-codecs.ts) goes to `open` too, as the frame's encoded bytes; otherwise it is a PacsError.
    */
-  retrieveFrameInto(studyUid: string, seriesUid: string, sopUid: string, open: (transferSyntax: string) => FrameSink, frame = 1): Promise<void> {
+  retrieveFrameInto(
+    studyUid: string,
+    seriesUid: string,
+    sopUid: string,
+    open: (transferSyntax: string) => FrameSink,
+    frame = 1,
+    opts: { compressed?: boolean } = {},
+  ): Promise<void> {
     const url = `${this.opts.url.replace(/\/+$/, '')}/studies/${studyUid}/series/${seriesUid}/instances/${sopUid}/frames/${frame}`;
     const what = `WADO-RS frame of instance ${sopUid}`;
     // What `open` or the sink threw: passed on as it is, past the retries.
@@ -230,7 +245,10 @@ export class DicomWebClient {
           url,
           {
             ...this.headers,
-            Accept: `multipart/related; type="application/octet-stream"; transfer-syntax=${EXPLICIT_VR_LE}, multipart/related; type="application/octet-stream"; transfer-syntax=*`,
+            Accept:
+              this.opts.frameSyntax === 'as-stored' && opts.compressed
+                ? 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
+                : `multipart/related; type="application/octet-stream"; transfer-syntax=${EXPLICIT_VR_LE}, multipart/related; type="application/octet-stream"; transfer-syntax=*`,
           },
           this.opts.timeoutMs,
         );
@@ -263,8 +281,11 @@ export class DicomWebClient {
         const parser = new MultipartParser(ct.params.boundary, (headers) => {
           if (parts++ > 0) return undefined;
           const ts = parseContentType(headers['content-type'] ?? '').params['transfer-syntax'] ?? outer ?? EXPLICIT_VR_LE;
-          if (!NATIVE.has(ts)) {
-            throw new PacsError('unsupported-transfer-syntax', `${what}: the PACS sent transfer syntax ${ts} (compressed), which ctgate cannot decode`);
+          if (!NATIVE.has(ts) && !(opts.compressed && TRANSFER_SYNTAXES.get(ts)?.codec)) {
+            throw new PacsError(
+              'unsupported-transfer-syntax',
+              `${what}: the PACS sent transfer syntax ${describeSyntax(ts)}${opts.compressed ? ', which ctgate cannot decode' : ' (compressed), not decoded here'}`,
+            );
           }
           let sink: FrameSink;
           guard(() => {

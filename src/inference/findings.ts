@@ -113,6 +113,42 @@ export function measureLesions(geometry: Geometry, lungLabels: Uint8Array, lesio
   };
 }
 
+/**
+ * What the models saw, in the words the results use (DESIGN.md: a negative includes other pneumonias, tumours, old
+ * lesions and healthy lungs — so a negative is split by whether there is opacity at all):
+ * - 'covid-19-like': lesion at least minOpacityMl and the classifier at or above its threshold;
+ * - 'other-opacity': lesion at least minOpacityMl, but the classifier does not call it COVID-19-like (another
+ *   pneumonia, a mass or nodule, scarring, atelectasis… — never to be coded as COVID-19);
+ * - 'no-significant-opacity': lesion volume below minOpacityMl (whatever the classifier says: it reads the lesion
+ *   mask, and without lesion there is nothing for it to have called COVID-19-like);
+ * - 'not-assessable': the models could not judge the study.
+ */
+export type Category = 'covid-19-like' | 'other-opacity' | 'no-significant-opacity' | 'not-assessable';
+
+/** Lesion volume (mL) below which a study has no significant opacity, when the manifest states none: 1 cm sphere. */
+export const DEFAULT_MIN_OPACITY_ML = 0.5;
+
+export interface CategoryInput {
+  /** Classifier probability; null when not assessable. */
+  probability: number | null;
+  threshold: number;
+  /** Measured lesion volume (mL); null when not assessable. */
+  lesionVolumeMl: number | null;
+  minOpacityMl: number;
+}
+
+/** The category of a result (see Category); a study without probability or measurements is not assessable. */
+export function categorize({ probability, threshold, lesionVolumeMl, minOpacityMl }: CategoryInput): Category {
+  if (probability === null || lesionVolumeMl === null || !Number.isFinite(probability) || !Number.isFinite(lesionVolumeMl)) return 'not-assessable';
+  if (lesionVolumeMl < minOpacityMl) return 'no-significant-opacity';
+  return probability >= threshold ? 'covid-19-like' : 'other-opacity';
+}
+
+/** The positive / negative verdict of a category (positive only for 'covid-19-like'). */
+export function verdictOf(category: Category): 'positive' | 'negative' | 'not-assessable' {
+  return category === 'covid-19-like' ? 'positive' : category === 'not-assessable' ? 'not-assessable' : 'negative';
+}
+
 export interface KeySlice {
   /** z index in the original series (volume order, 0 = lowest position along the slice normal). */
   index: number;

@@ -95,6 +95,8 @@ const classifierModel = z
       }),
     outputs: z.array(output).min(1),
     threshold: probability,
+    /** Lesion volume (mL) under which a study has no significant opacity (findings.ts, Category). */
+    minOpacityMl: z.number().nonnegative().optional(),
   })
   .passthrough();
 

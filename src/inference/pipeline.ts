@@ -16,7 +16,7 @@ import { applyWindow } from '../imaging/preprocess.js';
 import { resample, resampledGeometry } from '../imaging/resample.js';
 import type { Geometry, HuVolume } from '../imaging/volume.js';
 import { patientToVoxel, voxelToPatient } from '../imaging/volume.js';
-import { type KeySlice, keySlices, type LesionMeasurements, measureLesions } from './findings.js';
+import { type Category, categorize, DEFAULT_MIN_OPACITY_ML, type KeySlice, keySlices, type LesionMeasurements, measureLesions, verdictOf } from './findings.js';
 import { LEFT_LUNG, type LungOptions, RIGHT_LUNG, segmentLungs } from './lungs.js';
 import { boundingBox, label3d, squaredDistanceTo } from './morphology.js';
 import { runTiled, type TileRun, type TileSpec, tileCount } from './tiling.js';
@@ -52,6 +52,8 @@ export interface ClassifierModel {
    */
   channels: string[];
   threshold: number;
+  /** Lesion volume (mL) below which the study has no significant opacity (manifest; default DEFAULT_MIN_OPACITY_ML). */
+  minOpacityMl?: number;
   /** Probability (0..1) that the study is COVID-19-like. */
   run: (input: Float32Array, dims: [number, number, number, number]) => Promise<number>;
 }
@@ -104,7 +106,12 @@ export interface Findings extends LesionMeasurements {
 }
 
 export interface PipelineResult {
+  /** 'positive' only for the category 'covid-19-like'; 'negative' for 'other-opacity' and 'no-significant-opacity'. */
   verdict: Verdict;
+  /** What the models saw (findings.ts, Category): the verdict says COVID-19-like or not; this says it in full. */
+  category: Category;
+  /** The lesion volume (mL) under which the category is 'no-significant-opacity'. */
+  minOpacityMl: number;
   /** Why the study is not assessable. */
   reason?: string;
   probability: number | null;
@@ -188,6 +195,8 @@ export function classifierInput(model: ClassifierModel, huBox: Float32Array, les
 function notAssessable(models: PipelineModels, reason: string, timingsMs: PipelineResult['timingsMs'], warnings: string[]): PipelineResult {
   return {
     verdict: 'not-assessable',
+    category: 'not-assessable',
+    minOpacityMl: models.classifier.minOpacityMl ?? DEFAULT_MIN_OPACITY_ML,
     reason,
     probability: null,
     threshold: models.classifier.threshold,
@@ -461,8 +470,12 @@ export async function runPipeline(volume: HuVolume, models: PipelineModels, opts
   timingsMs.findings = Math.round(findingsMs + performance.now() - t);
   progress('findings', 1, 1);
 
+  const minOpacityMl = cls.minOpacityMl ?? DEFAULT_MIN_OPACITY_ML;
+  const category = categorize({ probability, threshold: cls.threshold, lesionVolumeMl: measured.lesionVolumeMl, minOpacityMl });
   return {
-    verdict: probability >= cls.threshold ? 'positive' : 'negative',
+    verdict: verdictOf(category),
+    category,
+    minOpacityMl,
     probability,
     threshold: cls.threshold,
     findings: { ...measured, keySlices: keys },

@@ -151,6 +151,7 @@ function classifierRunner(entry: ClassifierModelEntry, opened: OpenedSession): C
     shape: [c, d, h, w],
     channels: entry.input.channels,
     threshold: entry.threshold,
+    ...(entry.minOpacityMl !== undefined ? { minOpacityMl: entry.minOpacityMl } : {}),
     run: async (input, dims) => {
       const result = await opened.session.run({ [inputName]: new ort.Tensor('float32', input, [1, ...dims]) }, [outputName]);
       const out = result[outputName];

@@ -46,7 +46,15 @@ export interface StageOutputs {
     /** The earlier job whose analysis and PACS objects this job shares: analyze and write-seg did not run. */
     reusedFrom?: ReusedFrom;
   };
-  analyze?: { verdict: string; probability: number | null; models: string[]; executionProvider: string; reason?: string; reusedFrom?: ReusedFrom };
+  analyze?: {
+    verdict: string;
+    category?: string;
+    probability: number | null;
+    models: string[];
+    executionProvider: string;
+    reason?: string;
+    reusedFrom?: ReusedFrom;
+  };
   'write-seg'?:
     | {
         seriesInstanceUid: string;

@@ -30,6 +30,7 @@ import { retrieveVolume } from '../dicomweb/retrieve.js';
 import { seriesCandidates } from '../dicomweb/series-candidates.js';
 import { type PollEvent, waitForStableStudy } from '../dicomweb/study-finder.js';
 import { readStudyPatient } from '../dicomweb/study-patient.js';
+import { lossyWarning, TRANSFER_SYNTAXES } from '../imaging/pixel-codecs.js';
 import { type SeriesCandidate, type SeriesRules, selectSeries } from '../imaging/series-selection.js';
 import { keyImagePng } from '../inference/key-images.js';
 import type { ModelRegistry } from '../inference/model-registry.js';
@@ -40,6 +41,7 @@ import { DEFAULT_PATIENT_IDENTITY_RULE, decideIdentity, describeRule, type Patie
 import type { OrderStatus } from '../orders/store.js';
 import { analysisOf, type ModelRef, type ResultContext, type ResultLinks, type ReusedFrom } from '../results/context.js';
 import { oruControlId } from '../results/oru/encode.js';
+import { sourceUidsProblem } from '../results/source-uids.js';
 import type { AnalysisCheckpoint } from './analysis-codec.js';
 import { type AnalysisReuseStore, reuseKey, seriesFingerprint } from './analysis-reuse.js';
 import {
@@ -583,6 +585,16 @@ export class ScreeningRunner {
     const { studyUid, series: chosen, reason } = given ?? (await this.chooseSeries(state));
     const r = await retrieveVolume(this.deps.pacs, studyUid, chosen.seriesInstanceUid, { concurrency: this.deps.settings.retrieveConcurrency, onProgress });
     this.deps.log.debug('job.series-chosen', { jobId: job.id, series: chosen.seriesInstanceUid });
+    // Results carry the source's UIDs unchanged (src/results/source-uids.ts); one that cannot be written stops the job.
+    const uidProblem = sourceUidsProblem({
+      studyInstanceUid: studyUid,
+      seriesInstanceUid: chosen.seriesInstanceUid,
+      frameOfReferenceUid: r.slices[0]?.frameOfReferenceUid,
+      sopInstanceUids: r.slices.map((s) => s.sopInstanceUid),
+    });
+    if (uidProblem) throw new StageFailure(`series ${chosen.seriesInstanceUid}: ${uidProblem}`, false);
+    const lossy = r.decodedSyntaxes.find((ts) => TRANSFER_SYNTAXES.get(ts)?.lossy);
+    if (lossy) this.deps.log.warn('job.lossy-source', { jobId: job.id, warning: lossyWarning(lossy, chosen.seriesInstanceUid) });
     return {
       volume: r,
       meta: { seriesNumber: chosen.seriesNumber, seriesDescription: chosen.description },
@@ -733,6 +745,7 @@ export class ScreeningRunner {
       const first = slices[0];
       state.outputs.analyze = {
         verdict: result.verdict,
+        category: result.category,
         probability: result.probability,
         models: result.models,
         executionProvider: result.executionProvider,

@@ -6,6 +6,7 @@
 import { createHash } from 'node:crypto';
 import type { SliceMeta } from '../imaging/slices.js';
 import type { Geometry } from '../imaging/volume.js';
+import { type Category, DEFAULT_MIN_OPACITY_ML } from '../inference/findings.js';
 import type { Manifest } from '../inference/manifest.js';
 import type { PipelineResult } from '../inference/pipeline.js';
 import type { Order } from '../orders/order.js';
@@ -46,7 +47,10 @@ export interface ModelRef {
 }
 
 /** A pipeline result as recorded: the models as name + version, and when it was made. */
-export type Analysis = Pick<PipelineResult, 'verdict' | 'reason' | 'probability' | 'threshold' | 'findings' | 'lesionMask' | 'executionProvider'> & {
+export type Analysis = Pick<
+  PipelineResult,
+  'verdict' | 'category' | 'reason' | 'probability' | 'threshold' | 'findings' | 'lesionMask' | 'executionProvider'
+> & {
   /** The models that made the result, in pipeline order (lung step, lesion model, classifier). */
   models: ModelRef[];
   /** ISO 8601 with time zone. */
@@ -100,6 +104,7 @@ export interface ResultContext {
 export function analysisOf(result: PipelineResult, manifest: Pick<Manifest, 'lung' | 'lesion' | 'classifier'>, completedAt = new Date()): Analysis {
   return {
     verdict: result.verdict,
+    category: result.category,
     ...(result.reason ? { reason: result.reason } : {}),
     probability: result.probability,
     threshold: result.threshold,
@@ -109,6 +114,21 @@ export function analysisOf(result: PipelineResult, manifest: Pick<Manifest, 'lun
     executionProvider: result.executionProvider,
     completedAt: completedAt.toISOString(),
   };
+}
+
+/**
+ * The category every result writer codes: 'not-assessable' whenever the verdict or the missing findings say so (a
+ * category never outranks them), else the analysis's own. Writers code this, never the verdict alone: a negative may
+ * hold opacity of another kind ('other-opacity'), which must not read as normal nor as COVID-19.
+ */
+export function resultCategory(a: Pick<Analysis, 'verdict' | 'category' | 'findings'>): Category {
+  if (a.verdict === 'not-assessable' || a.findings === null || a.category === 'not-assessable') return 'not-assessable';
+  // An analysis checkpointed before categories existed (Redis, analysis-codec.ts) has none: the old verdict rule.
+  const category: Category =
+    (a.category as Category | undefined) ??
+    (a.verdict === 'positive' ? 'covid-19-like' : a.findings.lesionVolumeMl >= DEFAULT_MIN_OPACITY_ML ? 'other-opacity' : 'no-significant-opacity');
+  if ((category === 'covid-19-like') !== (a.verdict === 'positive')) throw new Error(`analysis category ${category} with verdict ${a.verdict}`);
+  return category;
 }
 
 /**

@@ -117,6 +117,7 @@ export function syntheticResult(opts: { seed?: number; kind?: PhantomKind; size?
     },
     analysis: {
       verdict: positive ? 'positive' : 'negative',
+      category: positive ? 'covid-19-like' : measured.lesionVolumeMl >= 0.5 ? 'other-opacity' : 'no-significant-opacity',
       probability: positive ? 0.93 : 0.04,
       threshold: 0.613,
       findings: { ...measured, keySlices: keys },

@@ -196,7 +196,7 @@ describe('ctgate analyze (stand-in ONNX models)', () => {
     assert.equal(await analyzeCommand([text, '--out', join(root, 'x'), '--manifest', manifest], io), EXIT_UNUSABLE_INPUT);
     assert.match(io.stderr(), /no CT image slices among 1 file/);
 
-    // A series whose files say JPEG Baseline: compressed pixel data is refused by name.
+    // A series whose files say MPEG2 (a transfer syntax ctgate does not read) is refused by name.
     const jpeg = join(root, 'jpeg');
     const p = generateChestCt({ seed: 36, kind: 'healthy', size: [32, 32, 12], spacing: [5, 5, 6] });
     const series = writeCtSeries(p.volume, { seed: 36 });
@@ -204,12 +204,12 @@ describe('ctgate analyze (stand-in ONNX models)', () => {
     for (const f of series.files) {
       const b = f.bytes;
       const dict = dcmjs.data.DicomMessage.readFile(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer);
-      dict.meta['00020010'] = { vr: 'UI', Value: ['1.2.840.10008.1.2.4.50'] };
+      dict.meta['00020010'] = { vr: 'UI', Value: ['1.2.840.10008.1.2.4.100'] };
       await writeFile(join(jpeg, `${f.instanceNumber}.dcm`), new Uint8Array(dict.write()));
     }
     io = capture();
     assert.equal(await analyzeCommand([jpeg, '--out', join(root, 'x'), '--manifest', manifest], io), EXIT_UNUSABLE_INPUT);
-    assert.match(io.stderr(), /1\.2\.840\.10008\.1\.2\.4\.50 \(JPEG Baseline\).*uncompressed DICOM only/);
+    assert.match(io.stderr(), /1\.2\.840\.10008\.1\.2\.4\.100 \(unknown transfer syntax\), which ctgate does not read/);
 
     // Slices that do not make one volume (a missing slice).
     const gap = join(root, 'gap');

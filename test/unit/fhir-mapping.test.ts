@@ -212,20 +212,59 @@ describe('FHIR result bundle', () => {
     assert.ok(page.includes('COVID-19 pneumonia pattern likely') && page.includes('data:image/png;base64,'));
   });
 
-  it('codes negatives: NEG; "no abnormality" only without any lesion', () => {
-    for (const [ctx, noLesion] of [
-      [healthy, true],
-      [pneumonia, false],
+  it('codes negatives by category: NEG; "no abnormality" only without significant opacity, else a lung finding', () => {
+    for (const [ctx, category] of [
+      [healthy, 'no-significant-opacity'],
+      [pneumonia, 'other-opacity'],
     ] as const) {
       assert.equal(ctx.analysis.verdict, 'negative');
+      assert.equal(ctx.analysis.category, category);
       const b = buildResultBundle(ctx, maps);
       const dr = one<DiagnosticReport>(b, 'DiagnosticReport');
-      assert.equal(obsByCode(b, 'covid19-pneumonia-pattern')?.interpretation?.[0]?.coding?.[0]?.code, 'NEG');
-      assert.equal(obsByCode(b, 'covid19-pneumonia-pattern')?.valueCodeableConcept?.coding?.[0]?.code, '260415000');
-      assert.match(dr.conclusion ?? '', /COVID-19 pneumonia pattern not detected — probability 0\.04/);
-      assert.equal(dr.conclusionCode?.[0]?.coding?.[0]?.code, noLesion ? '281900007' : undefined);
-      if (noLesion) assert.match(dr.conclusion ?? '', /no lesions found$/);
+      const screening = obsByCode(b, 'covid19-pneumonia-pattern');
+      assert.equal(screening?.interpretation?.[0]?.coding?.[0]?.code, 'NEG');
+      assert.equal(screening?.valueCodeableConcept?.coding?.[0]?.code, '260415000');
+      const opacity = screening?.component?.find((c) => c.code.coding?.[0]?.code === 'lung-opacity');
+      assert.equal(opacity?.valueCodeableConcept?.coding?.[0]?.code, category === 'other-opacity' ? '260373001' : '260415000');
+      assert.equal(dr.conclusionCode?.length, 1);
+      assert.deepEqual(
+        dr.conclusionCode?.[0]?.coding?.map((c) => [c.system, c.code]),
+        [['http://snomed.info/sct', category === 'other-opacity' ? '301230006' : '281900007']],
+      );
+      if (category === 'no-significant-opacity') {
+        assert.match(dr.conclusion ?? '', /no significant lung opacity, COVID-19 pneumonia pattern not detected — probability 0\.04/);
+        assert.match(dr.conclusion ?? '', /no lesions found$/);
+      } else {
+        assert.match(dr.conclusion ?? '', /lung opacity, not COVID-19-like .* — probability 0\.04, lesions \d+\.\d mL/);
+      }
     }
+  });
+
+  it('never codes other opacity as COVID-19, whatever the probability under the threshold', () => {
+    // A lobar pneumonia the classifier scores just under its threshold (cap002 scored 0.85 with the 0.2 models).
+    const ctx: ResultContext = {
+      ...pneumonia,
+      analysis: { ...pneumonia.analysis, probability: pneumonia.analysis.threshold - 0.001, verdict: 'negative', category: 'other-opacity' },
+    };
+    const b = buildResultBundle(ctx, maps);
+    const text = JSON.stringify(b);
+    for (const sars of ['882784691000119100', '840539006']) assert.ok(!text.includes(sars), `SARS-CoV-2 code ${sars} in an other-opacity bundle`);
+    assert.equal(obsByCode(b, 'covid19-pneumonia-pattern')?.valueCodeableConcept?.coding?.[0]?.code, '260415000');
+    assert.equal(one<DiagnosticReport>(b, 'DiagnosticReport').conclusionCode?.[0]?.coding?.[0]?.code, '301230006');
+    const dr = one<DiagnosticReport>(b, 'DiagnosticReport');
+    assert.doesNotMatch(dr.conclusion ?? '', /COVID-19 pneumonia pattern likely/);
+    assert.deepEqual(fhirProblems(b), []);
+    // An inconsistent analysis (other opacity but a positive verdict) is refused, not coded.
+    assert.throws(() => buildResultBundle({ ...ctx, analysis: { ...ctx.analysis, verdict: 'positive' } }, maps), /other-opacity with verdict positive/);
+  });
+
+  it('refuses mappings that would code other opacity or no abnormality as the COVID-19 conclusion', () => {
+    const doc = structuredClone(maps.doc) as unknown as { conclusions: Record<string, { code: string }> };
+    (doc.conclusions.otherOpacity as { code: string }).code = '882784691000119100';
+    assert.throws(
+      () => parseFhirMappings({ fhir: doc }, 'bad.yaml'),
+      (e: unknown) => e instanceof ResultMappingsError && /fhir\.conclusions\.otherOpacity\.code: must differ from conclusions\.positive/.test(e.message),
+    );
   });
 
   it('reports a not-assessable study with the reason and no positive/negative observation', () => {

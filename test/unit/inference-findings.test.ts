@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { resample } from '../../src/imaging/resample.js';
 import type { Geometry } from '../../src/imaging/volume.js';
-import { keySlices, measureLesions } from '../../src/inference/findings.js';
+import { categorize, DEFAULT_MIN_OPACITY_ML, keySlices, measureLesions, verdictOf } from '../../src/inference/findings.js';
 import { LEFT_LUNG, RIGHT_LUNG } from '../../src/inference/lungs.js';
 import { maskToGrid, restrictToLungs } from '../../src/inference/pipeline.js';
 
@@ -145,5 +145,38 @@ describe('findings measurements', () => {
     );
     assert.equal(out[10 + 30 * (10 + 30 * 10)], 1);
     assert.equal(out[9 + 30 * (10 + 30 * 10)], 0);
+  });
+});
+
+describe('result category (what the models saw)', () => {
+  const at = (probability: number | null, lesionVolumeMl: number | null, minOpacityMl = 0.5) =>
+    categorize({ probability, threshold: 0.695, lesionVolumeMl, minOpacityMl });
+
+  it('calls a study COVID-19-like only with lesion of size and the classifier at or above its threshold', () => {
+    assert.equal(at(0.695, 0.5), 'covid-19-like');
+    assert.equal(at(0.99, 121.2), 'covid-19-like');
+    assert.equal(verdictOf('covid-19-like'), 'positive');
+  });
+
+  it('calls lesion the classifier does not call COVID-19-like "other opacity", a negative', () => {
+    // covid-ct-md normal002 as the 0.2 models see it: p 0.022 with 24.6 mL of lesion.
+    assert.equal(at(0.022, 24.6), 'other-opacity');
+    assert.equal(at(0.6949, 54.2), 'other-opacity');
+    assert.equal(verdictOf('other-opacity'), 'negative');
+  });
+
+  it('calls lesion volume under the floor "no significant opacity", whatever the classifier says', () => {
+    assert.equal(at(0.1, 0), 'no-significant-opacity');
+    assert.equal(at(0.99, 0.49), 'no-significant-opacity');
+    assert.equal(at(0.99, 24.6, 30), 'no-significant-opacity');
+    assert.equal(verdictOf('no-significant-opacity'), 'negative');
+    assert.equal(DEFAULT_MIN_OPACITY_ML, 0.5);
+  });
+
+  it('is not assessable without a probability or measurements', () => {
+    assert.equal(at(null, null), 'not-assessable');
+    assert.equal(at(0.9, null), 'not-assessable');
+    assert.equal(at(Number.NaN, 3), 'not-assessable');
+    assert.equal(verdictOf('not-assessable'), 'not-assessable');
   });
 });

@@ -60,6 +60,7 @@ describe('screening pipeline (stand-in models)', () => {
     });
     assert.deepEqual(stages, ['check', 'resample', 'lungs', 'lesions', 'classify', 'findings']);
     assert.equal(r.verdict, 'positive');
+    assert.equal(r.category, 'covid-19-like');
     assert.equal(r.probability, 0.9);
     assert.deepEqual(r.models, ['lung-threshold@test', 'band@test', 'share@test']);
     assert.equal(r.executionProvider, 'cpu');
@@ -112,11 +113,31 @@ describe('screening pipeline (stand-in models)', () => {
     assert.ok(r.findings);
   });
 
+  it('splits a negative by what it saw: other opacity (lesion, classifier below threshold) vs no significant opacity', async () => {
+    // A lobar pneumonia: the band model marks its consolidation; a classifier that never calls COVID-19-like.
+    const p = generateChestCt({ seed: 5, kind: 'lobar-pneumonia', size: [96, 96, 40], spacing: [3.7, 3.7, 8] });
+    const models = fakeModels([-200, 120]);
+    const never = { ...models, classifier: { ...models.classifier, run: async () => 0.1 } };
+    const other = await runPipeline(p.volume, never);
+    assert.ok((other.findings?.lesionVolumeMl as number) >= other.minOpacityMl, `${other.findings?.lesionVolumeMl} mL`);
+    assert.equal(other.verdict, 'negative');
+    assert.equal(other.category, 'other-opacity');
+    // The same study with the manifest's volume floor above its lesion volume: no significant opacity, even when the
+    // classifier would call it COVID-19-like (nothing of size for it to have seen).
+    const always = { ...models, classifier: { ...models.classifier, run: async () => 0.99, minOpacityMl: 1e6 } };
+    const none = await runPipeline(p.volume, always);
+    assert.equal(none.minOpacityMl, 1e6);
+    assert.equal(none.category, 'no-significant-opacity');
+    assert.equal(none.verdict, 'negative');
+    assert.equal(none.probability, 0.99);
+  });
+
   it('is not assessable: too few slices, too little coverage, no lungs, lungs too small', async () => {
     const models = fakeModels();
     const few = generateChestCt({ seed: 1, kind: 'covid', size: [64, 64, 5], spacing: [5.6, 5.6, 20] });
     const r1 = await runPipeline(few.volume, models);
     assert.equal(r1.verdict, 'not-assessable');
+    assert.equal(r1.category, 'not-assessable');
     assert.match(r1.reason as string, /5 slices/);
     assert.equal(r1.probability, null);
     assert.equal(r1.findings, null);

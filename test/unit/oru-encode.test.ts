@@ -124,17 +124,31 @@ describe('ORU^R01 encoding', () => {
     assert.deepEqual(link.repetitions(5)[0], ['http://127.0.0.1:8080/studies/job-7', 'CTGATE', 'TEXT', 'HTML']);
   });
 
-  it('reports a negative without lesions as no abnormality, and one with lesions as abnormal', () => {
+  it('reports no significant opacity as no abnormality, and other opacity as an abnormal lung finding', () => {
     const m = parseMessage(encodeOru(healthy, opts(healthy)));
     assert.equal(healthy.analysis.findings?.lesionCount, 0);
+    assert.equal(healthy.analysis.category, 'no-significant-opacity');
     assert.deepEqual(obx(m, '121073').repetitions(5)[0], ['281900007', 'No abnormality detected', 'SCT']);
     assert.equal(obx(m, '121073').get(8), 'N');
-    assert.match(obx(m, '121077').get(5), /no CT pattern of COVID-19 pneumonia.*No lesion found/);
+    assert.match(obx(m, '121077').get(5), /no significant lung opacity; no CT pattern of COVID-19 pneumonia.*No lesion found/);
     assert.equal(obx(m, 'PROB').get(5), '0.040');
     const n = parseMessage(encodeOru(nodule, opts(nodule)));
     assert.ok((nodule.analysis.findings?.lesionCount ?? 0) > 0);
-    assert.deepEqual(obx(n, '121073').repetitions(5)[0], ['263654008', 'Abnormal', 'SCT']);
-    assert.match(obx(n, '121077').get(5), /another cause/);
+    assert.equal(nodule.analysis.category, 'other-opacity');
+    assert.deepEqual(obx(n, '121073').repetitions(5)[0], ['301230006', 'Lung finding', 'SCT']);
+    assert.equal(obx(n, '121073').get(8), 'A');
+    assert.match(obx(n, '121077').get(5), /lung opacity, not COVID-19-like: another cause/);
+  });
+
+  it('never codes other opacity as COVID-19 pneumonia, even just under the threshold', () => {
+    const ctx: ResultContext = {
+      ...nodule,
+      analysis: { ...nodule.analysis, probability: nodule.analysis.threshold - 0.001, verdict: 'negative', category: 'other-opacity' },
+    };
+    const text = encodeOru(ctx, opts(ctx));
+    for (const sars of ['882784691000119100', '840539006', 'SARS-CoV-2']) assert.ok(!text.includes(sars), `${sars} in an other-opacity ORU`);
+    assert.doesNotMatch(obx(parseMessage(text), '121077').get(5), /consistent with COVID-19/);
+    assert.throws(() => encodeOru({ ...ctx, analysis: { ...ctx.analysis, verdict: 'positive' } }, opts(ctx)), /other-opacity with verdict positive/);
   });
 
   it('reports a not-assessable study with its reason and without probability or measurements', () => {

@@ -324,6 +324,18 @@ describe('DICOM SR (TID 1500 measurement report) encoder', () => {
     );
   });
 
+  it('codes other opacity as a lung finding, never as COVID-19 pneumonia', () => {
+    const { context } = syntheticResult({ seed: 9, kind: 'lobar-pneumonia' });
+    assert.equal(context.analysis.category, 'other-opacity');
+    context.analysis = { ...context.analysis, probability: context.analysis.threshold - 0.001 };
+    const sr = encodeSr(context, encodeSeg(context));
+    const py = validate(sr.bytes);
+    const classification = all(one(py.root, 'DCM:126010'), 'DCM:125007').at(-1) as PyItem;
+    assert.equal(one(classification, 'DCM:121073').value, 'SCT:301230006:Lung finding');
+    const bytes = Buffer.from(sr.bytes).toString('latin1');
+    for (const sars of ['882784691000119100', '840539006', 'SARS-CoV-2']) assert.ok(!bytes.includes(sars), `${sars} in an other-opacity SR`);
+  });
+
   it('not assessable: PARTIAL, no measurements, the reason as text', () => {
     const { context } = syntheticResult({ seed: 7, kind: 'covid' });
     context.analysis = { ...context.analysis, verdict: 'not-assessable', reason: 'no lung found', probability: null, findings: null, lesionMask: null };

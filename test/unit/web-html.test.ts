@@ -37,6 +37,7 @@ const finished: JobState = {
 
 const analysis: NonNullable<StudyView['analysis']> = {
   verdict: 'positive',
+  category: 'covid-19-like',
   probability: 0.931,
   threshold: 0.613,
   findings: {
@@ -215,5 +216,10 @@ describe('web: study page', () => {
   it('names verdicts in words', () => {
     assert.match(verdictWords('negative'), /no COVID-19-like pattern/);
     assert.equal(verdictWords(undefined), 'No result yet');
+    // A negative with opacity of another kind must not read as normal, nor as COVID-19.
+    assert.match(verdictWords('negative', 'other-opacity'), /lung opacity of another kind/);
+    assert.doesNotMatch(verdictWords('negative', 'other-opacity'), /^Positive/);
+    assert.match(verdictWords('negative', 'no-significant-opacity'), /no significant lung opacity/);
+    assert.match(verdictWords('positive', 'covid-19-like'), /COVID-19-like pattern/);
   });
 });

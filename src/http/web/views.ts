@@ -155,8 +155,16 @@ const VERDICT_WORDS: Record<string, string> = {
   'not-assessable': 'Not assessable — the AI could not assess this study',
 };
 
-export function verdictWords(verdict: string | undefined): string {
+/** A negative in full, by what the AI saw (src/inference/findings.ts, Category): opacity of another kind is not normal. */
+const CATEGORY_WORDS: Record<string, string> = {
+  'other-opacity':
+    'Negative for a COVID-19-like pattern — but the AI found lung opacity of another kind (other pneumonia, tumour, nodule or scarring are possible)',
+  'no-significant-opacity': 'Negative — the AI found no COVID-19-like pattern and no significant lung opacity',
+};
+
+export function verdictWords(verdict: string | undefined, category?: string): string {
   if (!verdict) return 'No result yet';
+  if (verdict === 'negative' && category && CATEGORY_WORDS[category]) return CATEGORY_WORDS[category];
   return VERDICT_WORDS[verdict] ?? verdict;
 }
 
@@ -327,7 +335,7 @@ export function studyPage(v: StudyView & { nonce: string }): Html {
           }</div>`
         : '';
   const verdict = a
-    ? html`<div class="verdict verdict-${a.verdict}" id="verdict">${verdictWords(a.verdict)}${a.verdict === 'not-assessable' && a.reason ? html`: <span id="reason">${a.reason}</span>` : ''}.</div>`
+    ? html`<div class="verdict verdict-${a.verdict}" id="verdict">${verdictWords(a.verdict, a.category)}${a.verdict === 'not-assessable' && a.reason ? html`: <span id="reason">${a.reason}</span>` : ''}.</div>`
     : html`<div class="verdict" id="verdict">${st?.stage === 'cancelled' ? 'Cancelled — no result' : v.state === 'failed' ? 'No result — the job failed' : 'No result yet'}</div>`;
   const shared = st?.outputs.analyze?.reusedFrom;
   const oru = st?.outputs['send-oru'];

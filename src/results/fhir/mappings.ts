@@ -37,10 +37,23 @@ const fhirSchema = z
         involvement: localCode,
         involvementLeft: localCode,
         involvementRight: localCode,
+        /** Whether the AI saw lung opacity at all (the screening Observation's component; category findings.ts). */
+        opacity: localCode.default({ code: 'lung-opacity', display: 'AI finding of lung opacity on chest CT' }),
       })
       .strict(),
     values: z.object({ detected: coding, notDetected: coding }).strict(),
-    conclusions: z.object({ positive: coding, noAbnormality: coding }).strict(),
+    conclusions: z
+      .object({ positive: coding, otherOpacity: coding, noAbnormality: coding })
+      .strict()
+      .superRefine((c, ctx) => {
+        // "Other opacity" is exactly what must never read as COVID-19 (or as normal) in the chart.
+        for (const key of ['otherOpacity', 'noAbnormality'] as const) {
+          if (c[key].system === c.positive.system && c[key].code === c.positive.code)
+            ctx.addIssue({ code: 'custom', path: [key, 'code'], message: `must differ from conclusions.positive (${c.positive.code})` });
+        }
+        if (c.otherOpacity.system === c.noAbnormality.system && c.otherOpacity.code === c.noAbnormality.code)
+          ctx.addIssue({ code: 'custom', path: ['otherOpacity', 'code'], message: `must differ from conclusions.noAbnormality (${c.noAbnormality.code})` });
+      }),
     conclusionPrefix: z.string().min(1),
     device: z.object({ manufacturer: z.string().min(1), name: z.string().min(1), type: localCode }).strict(),
   })

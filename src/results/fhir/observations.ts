@@ -1,4 +1,5 @@
 import type { BundleEntry, Observation, ObservationComponent, Quantity } from 'fhir/r4.js';
+import { resultCategory } from '../context.js';
 import { stableId, urnUuid } from './ids.js';
 import { type BuildInput, effectiveTime, modelsKey } from './input.js';
 import type { ObservationCodeName } from './mappings.js';
@@ -53,13 +54,18 @@ export function observationEntries({ ctx, maps, refs }: BuildInput): BundleEntry
       }),
     );
   }
-  if (analysis.verdict === 'positive' || analysis.verdict === 'negative') {
-    const positive = analysis.verdict === 'positive';
+  const category = resultCategory(analysis);
+  if (category !== 'not-assessable') {
+    // The value answers "COVID-19 pneumonia pattern?"; the component "lung opacity?" — so other opacity reads as
+    // "pattern not detected, opacity detected", never as COVID-19 and never as normal.
+    const positive = category === 'covid-19-like';
     const value = positive ? maps.doc.values.detected : maps.doc.values.notDetected;
+    const opacity = category === 'no-significant-opacity' ? maps.doc.values.notDetected : maps.doc.values.detected;
     out.push(
       make('screening', 'screening', {
         valueCodeableConcept: { coding: [value], text: value.display },
         interpretation: [{ coding: [positive ? POSITIVE : NEGATIVE] }],
+        component: [component('opacity', { valueCodeableConcept: { coding: [opacity], text: opacity.display } })],
       }),
     );
   }

@@ -1,4 +1,5 @@
 import type { Attachment, BundleEntry, DiagnosticReport, Reference } from 'fhir/r4.js';
+import { resultCategory } from '../context.js';
 import { stableId } from './ids.js';
 import { type BuildInput, effectiveTime, modelsKey } from './input.js';
 import { conclusionLine, summaryHtml } from './summary.js';
@@ -8,12 +9,22 @@ export const reportId = (jobId: string, models: string): string => stableId('Dia
 
 const base64 = (data: Uint8Array | string) => Buffer.from(data).toString('base64');
 
-/** SNOMED CT conclusion code: positive → COVID-19 pneumonia; negative without any lesion → no abnormality. */
+/**
+ * SNOMED CT conclusion code per category: covid-19-like → conclusions.positive; other-opacity → otherOpacity (a lung
+ * finding, never the COVID-19 code); no-significant-opacity → noAbnormality; not assessable → none.
+ */
 function conclusionCode({ ctx, maps }: BuildInput): DiagnosticReport['conclusionCode'] {
-  const { verdict, findings } = ctx.analysis;
-  if (verdict === 'positive') return [{ coding: [maps.doc.conclusions.positive] }];
-  if (verdict === 'negative' && findings && findings.lesionVolumeMl === 0) return [{ coding: [maps.doc.conclusions.noAbnormality] }];
-  return undefined;
+  const c = maps.doc.conclusions;
+  switch (resultCategory(ctx.analysis)) {
+    case 'covid-19-like':
+      return [{ coding: [c.positive] }];
+    case 'other-opacity':
+      return [{ coding: [c.otherOpacity], text: 'Lung opacity, not COVID-19-like (AI screening)' }];
+    case 'no-significant-opacity':
+      return [{ coding: [c.noAbnormality] }];
+    default:
+      return undefined;
+  }
 }
 
 /** The preliminary imaging report in the chart: links the order, the study, the Observations and the key image. */

@@ -1,4 +1,5 @@
-import { type ResultContext, sharedAnalysisNote } from '../context.js';
+import type { Category } from '../../inference/findings.js';
+import { type ResultContext, resultCategory, sharedAnalysisNote } from '../context.js';
 
 const fixed = (v: number, digits: number) => v.toFixed(digits);
 const pct = (v: number) => (v > 0 && v < 0.05 ? '<0.1' : fixed(v, 1));
@@ -11,14 +12,22 @@ function distribution(ctx: ResultContext): string | undefined {
   return f.lesionVolumeMlBySide.right > 0 ? 'right lung only' : 'left lung only';
 }
 
+/** The first words of the conclusion per category. */
+export const CATEGORY_HEADS: Record<Exclude<Category, 'not-assessable'>, string> = {
+  'covid-19-like': 'COVID-19 pneumonia pattern likely',
+  'other-opacity': 'lung opacity, not COVID-19-like (another cause such as other pneumonia, tumour or scarring is possible)',
+  'no-significant-opacity': 'no significant lung opacity, COVID-19 pneumonia pattern not detected',
+};
+
 /**
  * The one line a clinician reads in the chart, e.g. "AI screening (not for clinical use): COVID-19 pneumonia
  * pattern likely — probability 0.93, lesions 23.5 mL, 0.6 % of lung, bilateral".
  */
 export function conclusionLine(ctx: ResultContext, prefix: string): string {
   const { analysis: a } = ctx;
-  if (a.verdict === 'not-assessable') return `${prefix}: not assessable — ${a.reason?.trim() || 'no reason recorded'}`;
-  const head = a.verdict === 'positive' ? 'COVID-19 pneumonia pattern likely' : 'COVID-19 pneumonia pattern not detected';
+  const category = resultCategory(a);
+  if (category === 'not-assessable') return `${prefix}: not assessable — ${a.reason?.trim() || 'no reason recorded'}`;
+  const head = CATEGORY_HEADS[category];
   const parts: string[] = [];
   if (a.probability !== null) parts.push(`probability ${fixed(a.probability, 2)}`);
   const f = a.findings;
@@ -42,6 +51,7 @@ export function summaryHtml(ctx: ResultContext, conclusion: string): string {
     ['Accession', study.accessionNumber ?? order.accessionNumber ?? ''],
     ['Study date', study.studyDate ?? ''],
     ['Verdict', a.verdict],
+    ['Category', resultCategory(a)],
     ['Probability', a.probability === null ? '—' : `${fixed(a.probability, 3)} (threshold ${fixed(a.threshold, 3)})`],
   ];
   if (f) {

@@ -18,13 +18,18 @@ export const IMPRESSION = {
    * International Edition has no "COVID-19 pneumonia" concept; a site on another edition can map it locally.
    */
   covidPneumonia: { code: '882784691000119100', text: 'Pneumonia caused by SARS-CoV-2', system: SYSTEM.snomed },
-  /** SNOMED CT International 281900007 No abnormality detected (finding): a negative without any lesion. */
+  /**
+   * SNOMED CT International 281900007 No abnormality detected (finding): category no-significant-opacity (lesion
+   * volume below the manifest's minOpacityMl).
+   */
   noAbnormality: { code: '281900007', text: 'No abnormality detected', system: SYSTEM.snomed },
   /**
-   * SNOMED CT International 263654008 Abnormal: a negative that still shows lesions (another pneumonia, tumour,
-   * old lesion) must not read as "no abnormality"; the conclusion text says what was found.
+   * SNOMED CT International 301230006 Lung finding (finding): category other-opacity — lesion present (another
+   * pneumonia, tumour, nodule, scarring) that the classifier does not call COVID-19-like. Never the COVID-19 code,
+   * never "no abnormality"; the OBX is flagged abnormal and the conclusion text says what was found. The same code
+   * as the FHIR conclusion (mappings/results.yaml conclusions.otherOpacity, where it was checked).
    */
-  abnormal: { code: '263654008', text: 'Abnormal', system: SYSTEM.snomed },
+  lungFinding: { code: '301230006', text: 'Lung finding', system: SYSTEM.snomed },
 } as const satisfies Record<string, Coded>;
 
 /** OBX-3 observation identifiers. */

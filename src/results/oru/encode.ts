@@ -9,7 +9,7 @@
 import { createHash } from 'node:crypto';
 import { escapeHl7, hl7Timestamp } from '../../hl7/ack.js';
 import type { Order } from '../../orders/order.js';
-import { type ResultContext, sharedAnalysisNote } from '../context.js';
+import { type ResultContext, resultCategory, sharedAnalysisNote } from '../context.js';
 import { type Coded, IMPRESSION, OBSERVATION, SYSTEM, UNIT } from './codes.js';
 
 export interface OruOptions {
@@ -100,19 +100,28 @@ function conclusion(ctx: ResultContext): string {
       : f
         ? ' No lesion found.'
         : '';
-  const verdict = a.verdict === 'positive' ? 'CT pattern consistent with COVID-19 pneumonia.' : 'no CT pattern of COVID-19 pneumonia.';
-  const other = a.verdict === 'negative' && f && f.lesionCount > 0 ? ' Lesions of another cause are possible.' : '';
-  return `${head} ${verdict}${probText}${lesions}${other}`;
+  const category = resultCategory(a);
+  const verdict =
+    category === 'covid-19-like'
+      ? 'CT pattern consistent with COVID-19 pneumonia.'
+      : category === 'other-opacity'
+        ? 'lung opacity, not COVID-19-like: another cause (other pneumonia, tumour, nodule, scarring) is possible.'
+        : 'no significant lung opacity; no CT pattern of COVID-19 pneumonia.';
+  return `${head} ${verdict}${probText}${lesions}`;
 }
 
-/** The coded impression (and its abnormal flag) of an assessable study; the SR writes the same code. */
+/** The coded impression (and its abnormal flag) of an assessable study, per category; the SR writes the same code. */
 export function impression(ctx: ResultContext): { value: Coded; flag: string } | undefined {
-  const a = ctx.analysis;
-  if (a.verdict === 'positive') return { value: IMPRESSION.covidPneumonia, flag: 'A' };
-  if (a.verdict === 'negative') {
-    return a.findings && a.findings.lesionCount > 0 ? { value: IMPRESSION.abnormal, flag: 'A' } : { value: IMPRESSION.noAbnormality, flag: 'N' };
+  switch (resultCategory(ctx.analysis)) {
+    case 'covid-19-like':
+      return { value: IMPRESSION.covidPneumonia, flag: 'A' };
+    case 'other-opacity':
+      return { value: IMPRESSION.lungFinding, flag: 'A' };
+    case 'no-significant-opacity':
+      return { value: IMPRESSION.noAbnormality, flag: 'N' };
+    default:
+      return undefined;
   }
-  return undefined;
 }
 
 interface Obx {
