@@ -2,16 +2,13 @@ import Router from '@koa/router';
 import type { Redis } from 'ioredis';
 import Koa from 'koa';
 import type { Config } from '../config/index.js';
-import type { DicomWebClient } from '../dicomweb/client.js';
-import type { JobStateStore } from '../jobs/job-state.js';
-import type { ScreeningQueue } from '../jobs/queue.js';
 import type { Logger } from '../observability/log.js';
-import type { Intake } from '../orders/intake.js';
 import { MappingsError } from '../orders/mappings.js';
-import type { MessageKind, OrderStore } from '../orders/store.js';
+import type { MessageKind } from '../orders/store.js';
 import { AuditLog, auditWrites } from './audit.js';
 import type { AuthOptions } from './auth.js';
 import { authStores } from './auth-limits.js';
+import type { HttpDeps } from './deps.js';
 import { dicomWebProxy } from './dicomweb-proxy.js';
 import { authGate } from './gate.js';
 import { securityHeaders } from './headers.js';
@@ -20,22 +17,7 @@ import { opsRoutes } from './ops.js';
 import { viewerRoutes } from './viewer.js';
 import { sendErrorPage, webPages } from './web/pages.js';
 
-export interface HttpDeps {
-  config: Config;
-  /** Job checkpoints (stage, outputs, analysis with the lesion mask) written by the workers. */
-  states: JobStateStore;
-  /** The PACS (DICOMweb); absent when CTGATE_PACS_URL is not set. */
-  pacs?: DicomWebClient;
-  apiToken: string;
-  /** Who may call: built by createApp from apiToken and config.oidc unless given (tests). */
-  auth?: AuthOptions;
-  redis: Redis;
-  queue: ScreeningQueue;
-  store: OrderStore;
-  intake: Intake;
-  log: Logger;
-  reloadMappings: () => void;
-}
+export type { HttpDeps };
 
 const KINDS: MessageKind[] = ['dead-letter', 'ignored'];
 const JOB_STATES = ['waiting', 'active', 'delayed', 'prioritized', 'completed', 'failed'] as const;

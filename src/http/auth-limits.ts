@@ -16,8 +16,7 @@ import type { Context } from 'koa';
 import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
 import type { Config } from '../config/index.js';
 import type { Logger } from '../observability/log.js';
-import { secureCookies } from './auth.js';
-import { DEFAULT_SESSION_IDLE_S, DEFAULT_SESSION_TTL_S, RedisSessionStore, type SessionStore } from './sessions.js';
+import { DEFAULT_SESSION_IDLE_S, DEFAULT_SESSION_TTL_S, RedisSessionStore, type SessionStore, secureCookies } from './sessions.js';
 
 export const DEFAULT_AUTH_FAIL_LIMIT = 20;
 export const DEFAULT_AUTH_FAIL_WINDOW_S = 300;

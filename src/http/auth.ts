@@ -6,6 +6,8 @@ import { type AuthFailureLimiter, refuseAndClose, tooManyFailures } from './auth
 import { type BearerTokenVerifier, looksLikeJwt, OidcForbiddenError, type OidcIdentity, OidcTokenError, OidcUnavailableError } from './oidc.js';
 import { credentialFingerprint, type SessionStore } from './sessions.js';
 
+export { secureCookies } from './sessions.js';
+
 const digest = (s: string) => createHash('sha256').update(s).digest();
 
 /** True when `presented` is the token; compares digests so the check takes the same time whatever is sent. */
@@ -189,16 +191,6 @@ export const SESSION_COOKIE = '__Host-ctgate_session';
 export const SESSION_COOKIE_INSECURE = 'ctgate_session';
 
 export const sessionCookieName = (secure: boolean): string => (secure ? SESSION_COOKIE : SESSION_COOKIE_INSECURE);
-
-/** Whether the session cookie can be Secure (and so __Host-): https, or http on a loopback host. */
-export function secureCookies(publicUrl: string): boolean {
-  try {
-    const u = new URL(publicUrl);
-    return u.protocol === 'https:' || (u.protocol === 'http:' && /^(localhost|127\.\d+\.\d+\.\d+|\[::1\])$/i.test(u.hostname));
-  } catch {
-    return false;
-  }
-}
 
 export interface CookieOptions {
   secure: boolean;

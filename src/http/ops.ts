@@ -9,8 +9,8 @@ import type { Middleware } from 'koa';
 import { type JobState, STAGES, type StageName } from '../jobs/job-state.js';
 import { EXPOSITION_CONTENT_TYPE, type MetricFamily, readSharedMetrics, recorderFor, renderExposition, type ScalarFamily } from '../observability/metrics.js';
 import { checkReadiness, ModelFilesCheck } from '../observability/readiness.js';
-import type { HttpDeps } from './app.js';
 import { authOf, requireBearer } from './auth.js';
+import type { HttpDeps } from './deps.js';
 
 const QUEUE_STATES = ['waiting', 'active', 'delayed', 'prioritized', 'waiting-children', 'completed', 'failed'] as const;
 

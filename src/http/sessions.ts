@@ -36,7 +36,7 @@ export interface SessionSettings {
   ttlSeconds: number;
   /** Idle lifetime, seconds (at most ttlSeconds). */
   idleSeconds: number;
-  /** Secure cookie named __Host-ctgate_session (https or loopback public URL; auth.ts secureCookies). */
+  /** Secure cookie named __Host-ctgate_session (https or loopback public URL; secureCookies below). */
   secureCookie: boolean;
 }
 
@@ -114,5 +114,15 @@ export class RedisSessionStore implements SessionStore {
 
   async delete(id: string): Promise<void> {
     if (SESSION_ID.test(id)) await this.redis.del(this.key(id));
+  }
+}
+
+/** Whether the session cookie can be Secure (and so __Host-): https, or http on a loopback host. */
+export function secureCookies(publicUrl: string): boolean {
+  try {
+    const u = new URL(publicUrl);
+    return u.protocol === 'https:' || (u.protocol === 'http:' && /^(localhost|127\.\d+\.\d+\.\d+|\[::1\])$/i.test(u.hostname));
+  } catch {
+    return false;
   }
 }

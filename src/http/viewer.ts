@@ -23,8 +23,8 @@ import { createRequire } from 'node:module';
 import { dirname, extname, join, normalize, sep } from 'node:path';
 import Router from '@koa/router';
 import type { Context } from 'koa';
-import type { HttpDeps } from './app.js';
 import { authOf, requireUser } from './auth.js';
+import type { HttpDeps } from './deps.js';
 import { PROXY_PREFIX } from './proxy/paths.js';
 
 export const VIEWER_PREFIX = '/viewer';

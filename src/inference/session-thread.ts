@@ -11,7 +11,9 @@
  */
 import { Worker } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
-import type { SessionFactory } from './session.js';
+
+/** Opens an onnxruntime session (on this thread, or on the session thread). */
+export type SessionFactory = (model: string | Uint8Array, options: ort.InferenceSession.SessionOptions) => Promise<ort.InferenceSession>;
 
 const BODY = `
 const { parentPort } = require('node:worker_threads');

@@ -11,7 +11,7 @@ import * as ort from 'onnxruntime-node';
 import type { ClassifierModelEntry, LesionModelEntry, Manifest } from './manifest.js';
 import { modelId } from './manifest.js';
 import type { ClassifierModel, LesionModel, PipelineModels } from './pipeline.js';
-import { threadedSessionFactory } from './session-thread.js';
+import { type SessionFactory, threadedSessionFactory } from './session-thread.js';
 
 export type ExecutionProvider = 'cuda' | 'cpu';
 export const EXECUTION_PROVIDERS: readonly ExecutionProvider[] = ['cuda', 'cpu'];
@@ -32,7 +32,7 @@ export interface OpenedSession {
 }
 
 /** Makes an onnxruntime session (injectable so the fallback can be tested without a GPU build). */
-export type SessionFactory = (model: string | Uint8Array, options: ort.InferenceSession.SessionOptions) => Promise<ort.InferenceSession>;
+export type { SessionFactory };
 
 /** Sessions on this thread: the inference holds the event loop while it runs (see session-thread.ts). */
 export const inProcessSessionFactory: SessionFactory = (model, options) =>

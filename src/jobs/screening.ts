@@ -22,6 +22,7 @@
  * because the job is gone from the queue (deleted) stops the job at the next stage boundary.
  */
 import { DelayedError, UnrecoverableError } from 'bullmq';
+import { CTGATE_VERSION } from '../config/version.js';
 import type { DicomWebClient } from '../dicomweb/client.js';
 import { str, TAG } from '../dicomweb/dicom-json.js';
 import { PacsError } from '../dicomweb/errors.js';
@@ -58,7 +59,6 @@ import {
 } from './job-state.js';
 import type { ScreeningJobData } from './queue.js';
 import { isJobGoneError, isRedisConnectionError } from './redis.js';
-import { CTGATE_VERSION } from './writers.js';
 
 /** A stage failure with its retry class. Errors of other types are classified by classifyError. */
 export class StageFailure extends Error {

@@ -4,6 +4,7 @@
  * so a stage re-run never makes a second copy.
  */
 import type { Config } from '../config/index.js';
+import { CTGATE_VERSION } from '../config/version.js';
 import type { DicomWebClient } from '../dicomweb/client.js';
 import type { Logger } from '../observability/log.js';
 import { buildResultBundle } from '../results/fhir/bundle.js';
@@ -18,7 +19,7 @@ import { storeSeg, storeSeries } from '../results/seg/store.js';
 import { encodeSr, type SegReference } from '../results/sr/encode.js';
 import type { ResultWriters } from './screening.js';
 
-export const CTGATE_VERSION = '0.1.0';
+export { CTGATE_VERSION };
 
 /**
  * The write-seg stage: the SEG, then the key images (secondary captures, for viewers without SEG support) in a

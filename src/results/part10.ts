@@ -1,5 +1,5 @@
 import dcmjs, { type NaturalizedDataset } from 'dcmjs';
-import { deterministicUid } from '../synthetic/dicom-writer.js';
+import { deterministicUid } from '../dicom/uid.js';
 
 const EXPLICIT_VR_LITTLE_ENDIAN = '1.2.840.10008.1.2.1';
 let implementationClassUid: string | undefined;

@@ -13,16 +13,18 @@
  * instance number…), so one seed always writes the same UIDs and different seeds never share one; without a
  * seed, UIDs are random (version 4).
  */
-import { createHash, randomUUID } from 'node:crypto';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { endianness } from 'node:os';
 import { join } from 'node:path';
 import type { NaturalizedDataset } from 'dcmjs';
+import { formatDs } from '../dicom/ds.js';
+import { deterministicUid, randomUid } from '../dicom/uid.js';
 import type { HuVolume } from '../imaging/volume.js';
 import { voxelToPatient } from '../imaging/volume.js';
 import { part10WithPixelSpace } from '../results/part10.js';
 
 export { writeMasks } from './masks.js';
+export { deterministicUid, formatDs, randomUid };
 
 export const CT_IMAGE_STORAGE = '1.2.840.10008.5.1.4.1.1.2';
 export const EXPLICIT_VR_LITTLE_ENDIAN = '1.2.840.10008.1.2.1';
@@ -77,45 +79,6 @@ export interface CtSeries {
   frameOfReferenceUid: string;
   /** Voxels whose HU could not be stored exactly and were clamped (0 for a normal CT). */
   clampedVoxels: number;
-}
-
-/** RFC 4122 name-based UUID (version 5, SHA-1) as a 128-bit integer. */
-function uuidV5(namespace: Buffer, name: string): bigint {
-  const h = createHash('sha1').update(namespace).update(name, 'utf8').digest();
-  const b = Buffer.from(h.subarray(0, 16));
-  b[6] = ((b[6] as number) & 0x0f) | 0x50;
-  b[8] = ((b[8] as number) & 0x3f) | 0x80;
-  return BigInt(`0x${b.toString('hex')}`);
-}
-
-function uuidBytes(u: bigint): Buffer {
-  return Buffer.from(u.toString(16).padStart(32, '0'), 'hex');
-}
-
-// Namespace for ctgate's synthetic UIDs: uuid5(URL namespace, 'urn:ctgate:synthetic').
-const URL_NAMESPACE = Buffer.from('6ba7b8119dad11d180b400c04fd430c8', 'hex');
-const CTGATE_NAMESPACE = uuidBytes(uuidV5(URL_NAMESPACE, 'urn:ctgate:synthetic'));
-
-/** 2.25 UID of a version-5 UUID of name (deterministic). */
-export function deterministicUid(name: string): string {
-  return `2.25.${uuidV5(CTGATE_NAMESPACE, name).toString(10)}`;
-}
-
-/** 2.25 UID of a random (version 4) UUID. */
-export function randomUid(): string {
-  return `2.25.${BigInt(`0x${randomUUID().replace(/-/g, '')}`).toString(10)}`;
-}
-
-/** Decimal String (DS): at most 16 characters, no exponent, no "-0". */
-export function formatDs(v: number): string {
-  if (!Number.isFinite(v)) throw new Error(`DS value must be finite, got ${v}`);
-  for (let p = 12; p >= 1; p--) {
-    let s = Number(v.toPrecision(p)).toString();
-    if (s.includes('e')) s = v.toFixed(Math.max(0, 14 - Math.ceil(Math.log10(Math.abs(v) + 1)))).replace(/\.?0+$/, '');
-    if (s === '-0') s = '0';
-    if (s.length <= 16) return s;
-  }
-  throw new Error(`cannot write ${v} as DS`);
 }
 
 /** stored = HU − intercept (integer intercept, slope 1), clamped; returns how many were clamped. */

@@ -18,8 +18,9 @@
  */
 
 import type { NaturalizedDataset } from 'dcmjs';
+import { formatDs } from '../../dicom/ds.js';
+import { deterministicUid } from '../../dicom/uid.js';
 import { decodePng } from '../../imaging/png.js';
-import { deterministicUid, formatDs } from '../../synthetic/dicom-writer.js';
 import { type ModelRef, type ResultContext, sourceSeriesKey } from '../context.js';
 import { type DerivedObjectOptions, derivedHeader, MANUFACTURER, softwareVersions } from '../derived-header.js';
 import { writePart10 } from '../part10.js';

@@ -19,7 +19,7 @@
  */
 
 import type { NaturalizedDataset } from 'dcmjs';
-import { deterministicUid } from '../../synthetic/dicom-writer.js';
+import { deterministicUid } from '../../dicom/uid.js';
 import { type ModelRef, type ResultContext, sourceSeriesKey } from '../context.js';
 import { type DerivedObjectOptions, derivedHeader, MANUFACTURER, referencedRequest, softwareVersions } from '../derived-header.js';
 import { keyImageUids, SECONDARY_CAPTURE_IMAGE_STORAGE } from '../key-image-sc/encode.js';

@@ -43,7 +43,8 @@
  */
 
 import type { NaturalizedDataset } from 'dcmjs';
-import { deterministicUid, formatDs } from '../../synthetic/dicom-writer.js';
+import { formatDs } from '../../dicom/ds.js';
+import { deterministicUid } from '../../dicom/uid.js';
 import { type ModelRef, type ResultContext, sourceSeriesKey } from '../context.js';
 import { type DerivedObjectOptions, derivedHeader, MANUFACTURER, referencedRequest, softwareVersions } from '../derived-header.js';
 import { impression } from '../oru/encode.js';
