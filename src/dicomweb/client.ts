@@ -58,6 +58,45 @@ function keepXhrCause(xhr: unknown): void {
   }
 }
 
+const MAX_REDIRECTS = 5;
+
+/**
+ * xhr2 follows every redirect, to any origin, without limit, and sends the PACS credentials (Authorization) along.
+ * Here a redirect is followed only to the PACS's own origin and at most MAX_REDIRECTS times; any other is the
+ * request's error (a PacsError naming the redirect), so ctgate's PACS credentials never leave for another host.
+ */
+function sameOriginRedirectsOnly(xhr: unknown, pacsUrl: string): void {
+  const x = xhr as {
+    _onHttpResponse?: (req: unknown, res: { statusCode?: number; headers: Record<string, string | undefined>; resume(): void }) => unknown;
+    _onHttpRequestError?: (req: unknown, err: unknown) => unknown;
+  };
+  const onResponse = x._onHttpResponse;
+  if (typeof onResponse !== 'function') return;
+  const origin = new URL(pacsUrl).origin;
+  let hops = 0;
+  x._onHttpResponse = function (this: unknown, req, res) {
+    const code = res.statusCode ?? 0;
+    if ([301, 302, 303, 307, 308].includes(code)) {
+      const base = (this as { _url?: { href?: string } })._url?.href ?? pacsUrl;
+      let target: URL | undefined;
+      try {
+        target = new URL(res.headers.location ?? '', base);
+      } catch {
+        target = undefined;
+      }
+      hops++;
+      if (target?.origin !== origin || hops > MAX_REDIRECTS) {
+        res.resume();
+        const reason = target?.origin !== origin ? 'CTGATE_REDIRECT_ORIGIN' : 'CTGATE_REDIRECT_LOOP';
+        return x._onHttpRequestError?.call(this, req, Object.assign(new Error(reason), { code: reason }));
+      }
+      // xhr2 cannot follow a relative Location.
+      res.headers.location = target.href;
+    }
+    return onResponse.call(this, req, res);
+  };
+}
+
 function authHeaders(auth: PacsAuth): Record<string, string> {
   if (auth.kind === 'basic') return { Authorization: `Basic ${Buffer.from(`${auth.user}:${auth.password}`).toString('base64')}` };
   if (auth.kind === 'bearer') return { Authorization: `Bearer ${auth.token}` };
@@ -94,6 +133,7 @@ export class DicomWebClient {
         (xhr, _metadata) => {
           xhr.timeout = timeout;
           keepXhrCause(xhr);
+          sameOriginRedirectsOnly(xhr, opts.url);
           return xhr;
         },
       ],

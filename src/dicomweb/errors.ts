@@ -18,6 +18,8 @@ export class PacsError extends Error {
 
 const CAUSES: Record<string, string> = {
   ECONNREFUSED: 'connection refused',
+  CTGATE_REDIRECT_ORIGIN: 'a redirect to another origin, refused (the PACS credentials stay with the PACS)',
+  CTGATE_REDIRECT_LOOP: 'too many redirects',
   ECONNRESET: 'connection reset',
   EPIPE: 'connection closed while sending',
   ETIMEDOUT: 'connection timed out',
