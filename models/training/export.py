@@ -1,6 +1,9 @@
-"""Exports the trained 0.2 models (train_real.py) to ONNX, writes parity fixtures and models/manifest.json.
+"""Exports the trained models (train_real.py) to ONNX, writes parity fixtures and models/manifest.json.
 
-  /usr/bin/python3 models/training/export.py --work WORK [--models models]
+  /usr/bin/python3 models/training/export.py --work WORK [--models models] [--classifier-only]
+
+--classifier-only (classifier 0.3, retrained on the shipped lesion model 0.2): the lesion model's ONNX file, parity
+fixtures and manifest entry are left exactly as they are; only the classifier is exported and its entry rewritten.
 
 * models/lesion-unetpp.onnx — opset 13, input `ct` [1, 1, D, H, W] (D any, H, W dynamic multiples of 16),
   outputs `lesion_prob` [1, 1, D, H, W] and `lesion_kind` [1, 2, D, H, W] (P(ground-glass | lesion),
@@ -29,11 +32,16 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import CLS_SHAPE, CROP_MARGIN, INFER_TILE, LESION_THRESHOLD, LUNG_WINDOW, SEG_OVERLAP, SPACING, WINDOW  # noqa: E402
 from nets import count_params, load_slice_nets  # noqa: E402
 
-VERSION = '0.2.0'
+VERSION = '0.2.0'       # lesion model (and lung-threshold entry)
+CLS_VERSION = '0.3.0'   # classifier: retrained with real negatives (sars-cov-2-ct-slices), issue 17
 INTENDED_USE = ('Research and integration testing of ctgate. Trained on 35 doctor-labelled and 1,454 pseudo-labelled real '
                 'COVID-19 CT slices (COVID-SemiSeg / Inf-Net, non-commercial research use only) and synthetic phantoms. '
                 'NOT FOR CLINICAL USE: not a medical device, not validated for diagnosis; see models/MODEL_CARD.md for '
                 'the data, the metrics and the known limits.')
+CLS_INTENDED_USE = ('Research and integration testing of ctgate. Trained on real COVID-19 and non-COVID-19 CT slices (COVID-SemiSeg / '
+                    'Inf-Net and the SARS-CoV-2 CT-scan dataset of Soares et al. 2020, both research / non-commercial use only) and '
+                    'synthetic phantoms. NOT FOR CLINICAL USE: not a medical device, not validated for diagnosis; see '
+                    'models/MODEL_CARD.md for the data, the metrics and the known limits.')
 
 
 # The service's category rule (src/inference/findings.ts): below this lesion volume a study has no significant opacity.
@@ -95,11 +103,16 @@ class SplitHeads(torch.nn.Module):
         return y[:, :1], y[:, 1:]
 
 
-def export(models_dir, work):
+def export(models_dir, work, classifier_only=False):
     os.makedirs(os.path.join(models_dir, 'parity'), exist_ok=True)
     # Keep the PyTorch weights and the training summary beside the ONNX files (evaluate.py uses them).
     ckpt = os.path.join(models_dir, 'training', 'checkpoints')
     os.makedirs(ckpt, exist_ok=True)
+    if classifier_only:  # the shipped lesion model must be the one the classifier was trained on
+        same = torch.load(os.path.join(work, 'seg.pt'))
+        shipped = torch.load(os.path.join(ckpt, 'seg.pt'))
+        if same.keys() != shipped.keys() or any(not torch.equal(same[k], shipped[k]) for k in same):
+            raise SystemExit('--classifier-only: WORK/seg.pt is not the shipped lesion model (checkpoints/seg.pt)')
     for name in ('seg.pt', 'cls.pt', 'train-summary.json'):
         if os.path.abspath(os.path.join(work, name)) != os.path.abspath(os.path.join(ckpt, name)):
             shutil.copyfile(os.path.join(work, name), os.path.join(ckpt, name))
@@ -108,17 +121,18 @@ def export(models_dir, work):
     seg_path = os.path.join(models_dir, 'lesion-unetpp.onnx')
     cls_path = os.path.join(models_dir, 'covid-resnet.onnx')
     with torch.no_grad():
-        torch.onnx.export(SplitHeads(seg).eval(), torch.zeros(1, 1, 4, 96, 96), seg_path, opset_version=13, input_names=['ct'],
-                          output_names=['lesion_prob', 'lesion_kind'], do_constant_folding=True,
-                          dynamic_axes={'ct': {2: 'D', 3: 'H', 4: 'W'}, 'lesion_prob': {2: 'D', 3: 'H', 4: 'W'},
-                                        'lesion_kind': {2: 'D', 3: 'H', 4: 'W'}})
+        if not classifier_only:
+            torch.onnx.export(SplitHeads(seg).eval(), torch.zeros(1, 1, 4, 96, 96), seg_path, opset_version=13, input_names=['ct'],
+                              output_names=['lesion_prob', 'lesion_kind'], do_constant_folding=True,
+                              dynamic_axes={'ct': {2: 'D', 3: 'H', 4: 'W'}, 'lesion_prob': {2: 'D', 3: 'H', 4: 'W'},
+                                            'lesion_kind': {2: 'D', 3: 'H', 4: 'W'}})
         torch.onnx.export(cls, torch.zeros(1, 2, *CLS_SHAPE), cls_path, opset_version=13, input_names=['ct_mask'],
                           output_names=['prob'], do_constant_folding=True)
-    for p in (seg_path, cls_path):
+    for p in ([cls_path] if classifier_only else [seg_path, cls_path]):
         m = onnx.load(p)
         onnx.checker.check_model(m, full_check=True)
         m.producer_name = 'ctgate models/training/export.py'
-        m.doc_string = INTENDED_USE
+        m.doc_string = CLS_INTENDED_USE if p == cls_path else INTENDED_USE
         onnx.save(m, p)
         onnx.checker.check_model(onnx.load(p), full_check=True)
         print(f'{p}: {os.path.getsize(p)} bytes, onnx checker ok, inputs '
@@ -132,8 +146,13 @@ def export(models_dir, work):
     with torch.no_grad():
         lo = seg(torch.from_numpy(li))[:, :1].numpy().astype('<f4')
         co = cls(torch.from_numpy(ci)).numpy().astype('<f4')
-    li.astype('<f4').tofile(os.path.join(pdir, 'lesion-input.f32'))
-    lo.tofile(os.path.join(pdir, 'lesion-expected.f32'))
+    if classifier_only:  # the lesion fixtures on disk must still be this lesion model's outputs
+        old_lo = np.fromfile(os.path.join(pdir, 'lesion-expected.f32'), dtype='<f4').reshape(lo.shape)
+        if float(np.abs(old_lo - lo).max()) > 1e-5:
+            raise SystemExit('--classifier-only: models/parity/lesion-expected.f32 does not match the lesion model')
+    else:
+        li.astype('<f4').tofile(os.path.join(pdir, 'lesion-input.f32'))
+        lo.tofile(os.path.join(pdir, 'lesion-expected.f32'))
     ci.astype('<f4').tofile(os.path.join(pdir, 'classifier-input.f32'))
     co.tofile(os.path.join(pdir, 'classifier-expected.f32'))
     parity = {
@@ -150,7 +169,7 @@ def export(models_dir, work):
     return seg, cls, seg_path, cls_path
 
 
-def build_manifest(models_dir, work, seg, cls, seg_path, cls_path):
+def build_manifest(models_dir, work, seg, cls, seg_path, cls_path, classifier_only=False):
     with open(os.path.join(work, 'train-summary.json')) as f:
         summ = json.load(f)
     val = summ['validation']
@@ -189,10 +208,42 @@ def build_manifest(models_dir, work, seg, cls, seg_path, cls_path):
 
     seg_sha = sha256(seg_path)
     cls_sha = sha256(cls_path)
+    sars = d.get('sars')
+    cls_training = json.loads(json.dumps(training_common))
+    if sars:
+        cls_training['data']['realPositives'] += (f"; {sars['trainImages'] // 2} COVID-19 slices of sars-cov-2-ct-slices (Soares et al. 2020, "
+                                                  'São Paulo) from its training split')
+        cls_training['data']['realNegatives'] = (f"{sars['trainImages'] // 2} non-COVID-19 slices of sars-cov-2-ct-slices (real patients, "
+                                                 'including other lung disease) from its training split; lesion-free slices of the '
+                                                 'COVID-SemiSeg volumes (some with pasted nodules)')
+        cls_training['data']['heldOut']['sarsCov2CtSlices'] = {
+            'split': 'by image (the set names no patients), seeded per class, models/training/real_data.py sars_split()',
+            'seed': sars['seed'], 'fractions': {'train': sars['fractions'][0], 'validation': sars['fractions'][1], 'test': sars['fractions'][2]},
+            'validationImages': sars['valImages'], 'use': 'validation: operating point only; test: evaluate_sources.py only'}
+        cls_training['data']['testOnly'] = 'covid-ct-md volumes (P002, cap002, normal002): never used for training or the threshold'
+        cls_training['data']['licence'] += '; sars-cov-2-ct-slices: research, non-commercial use only'
+        cls_training['data']['preprocessing'] += ('; sars-cov-2-ct-slices: the same map with the calibration per image, lung box + 5 px '
+                                                  '(real_data.single_slice_input); each training image also re-encoded as JPEG '
+                                                  '(quality 35-90) at a random pixel size 0.6-0.85 mm')
+        cls_training['augmentation'] = ('flips and 90-degree rotations, zoom out (pad 0-30 %) and in (crop 0-8 % per side), contrast '
+                                        'x0.85-1.15, offset +-110 HU, noise, JPEG re-encoding of real crops (quality 30-95)')
+        cls_training['batchMix'] = (f"half positive, half negative; {sars['share']:.0%} of each from sars-cov-2-ct-slices, the rest from "
+                                    'the 0.2 data (COVID-SemiSeg lesion slices / lesion-free slices, pasted nodules, phantoms)')
+    threshold_rule = ('highest threshold with sensitivity >= 0.95 on the validation data (held-out pseudo-label volumes '
+                      'and their lesion slices, phantom validation studies), scored as deployed')
+    if sars:
+        threshold_rule = (f"lowest threshold (highest sensitivity) with specificity >= {sars['minSpecificity']} on the {sars['valImages'] // 2} "
+                          'validation non-COVID-19 slices of sars-cov-2-ct-slices (one-slice slabs, scored as deployed), rounded up to '
+                          '3 decimals; a study is the max over its slices, so its specificity needs a slice-level one well above it. '
+                          'Never chosen on a test split or on covid-ct-md')
+    cls_keys = ('iters', 'batch', 'positives', 'negativesReal', 'negativesPhantom', 'sarsPositives', 'sarsNegatives', 'seconds')
+    old_seg_entry = next((m for m in old.get('models', []) if m['name'] == 'lesion-unetpp'), None)
+    if classifier_only and (old_seg_entry is None or old_seg_entry['sha256'] != seg_sha):
+        raise SystemExit('--classifier-only: the manifest does not describe models/lesion-unetpp.onnx')
     manifest = {
         'schemaVersion': 1,
         'models': [
-            {
+            old_seg_entry if classifier_only else {
                 'name': 'lesion-unetpp', 'version': VERSION, 'task': 'lesion-segmentation',
                 'file': os.path.basename(seg_path), 'sha256': seg_sha, 'bytes': os.path.getsize(seg_path),
                 'input': {'name': 'ct', 'shape': [1, 1, 'D', 'H', 'W'], 'dtype': 'float32', 'layout': 'NCDHW',
@@ -215,7 +266,7 @@ def build_manifest(models_dir, work, seg, cls, seg_path, cls_path):
                 'intendedUse': INTENDED_USE,
             },
             {
-                'name': 'covid-resnet', 'version': VERSION, 'task': 'classification',
+                'name': 'covid-resnet', 'version': CLS_VERSION if sars else VERSION, 'task': 'classification',
                 'file': os.path.basename(cls_path), 'sha256': cls_sha, 'bytes': os.path.getsize(cls_path),
                 'input': {'name': 'ct_mask', 'shape': [1, 2, *CLS_SHAPE], 'dtype': 'float32', 'layout': 'NCDHW',
                           'spacing': SPACING, 'window': WINDOW,
@@ -226,17 +277,17 @@ def build_manifest(models_dir, work, seg, cls, seg_path, cls_path):
                                      'note': 'both channels: the whole lung crop resized (trilinear) to 32x96x96 (z y x)'}},
                 'outputs': [{'name': 'prob', 'meaning': 'probability that the study is COVID-19-like (its most suspicious slice)'}],
                 'threshold': val['threshold'] if 'threshold' in val else summ['threshold'],
-                'thresholdRule': 'highest threshold with sensitivity >= 0.95 on the validation data (held-out pseudo-label volumes '
-                                 'and their lesion slices, phantom validation studies), scored as deployed',
+                'thresholdRule': threshold_rule,
                 'minOpacityMl': MIN_OPACITY_ML,
                 'minOpacityRule': MIN_OPACITY_RULE,
                 'architecture': {'type': 'ResNet per slice (basic blocks, (1,3,3) kernels, widths [16,32,64,96]), global max over slices '
                                          'and positions', 'params': count_params(cls)},
-                'training': {**training_common, **{k: summ['cls'][k] for k in ('iters', 'batch', 'positives', 'negativesReal', 'negativesPhantom', 'seconds')}},
+                'training': {**cls_training, **{k: summ['cls'][k] for k in cls_keys if k in summ['cls']}},
                 'metrics': keep_test('covid-resnet', cls_sha, {
                     'validation': {'cases': val['cases'], 'positives': val['positives'], 'auc': val['auc'],
-                                   'atThreshold': val['atThreshold'], 'note': 'the threshold was chosen on these cases'}}),
-                'intendedUse': INTENDED_USE,
+                                   'atThreshold': val['atThreshold'], **({'byGroup': val['byGroup']} if val.get('byGroup') else {}),
+                                   'note': 'the threshold was chosen on these cases'}}),
+                'intendedUse': CLS_INTENDED_USE if sars else INTENDED_USE,
             },
             {
                 'name': 'lung-threshold', 'version': VERSION, 'task': 'lung-segmentation', 'method': 'classical',
@@ -254,11 +305,12 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--work', required=True)
     ap.add_argument('--models', default=os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
+    ap.add_argument('--classifier-only', action='store_true', help='keep the lesion model files and manifest entry as they are')
     args = ap.parse_args()
     torch.set_num_threads(2)
     models_dir = os.path.abspath(args.models)
-    seg, cls, seg_path, cls_path = export(models_dir, args.work)
-    build_manifest(models_dir, args.work, seg, cls, seg_path, cls_path)
+    seg, cls, seg_path, cls_path = export(models_dir, args.work, args.classifier_only)
+    build_manifest(models_dir, args.work, seg, cls, seg_path, cls_path, args.classifier_only)
 
 
 if __name__ == '__main__':

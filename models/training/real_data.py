@@ -204,3 +204,34 @@ def totalseg_lung_slices():
             continue
         out.append(window01(g)[max(0, y0 - 5):y1 + 5, max(0, x0 - 5):x1 + 5])
     return out
+
+
+# ------------------------------------------------------------------- sars-cov-2-ct-slices (Soares et al. 2020)
+SARS = os.path.join(DATA, 'sars-cov-2-ct-slices')
+SARS_SPLIT_SEED = 20261204
+SARS_SPLIT = (0.6, 0.2, 0.2)  # train / validation (operating point) / test (never used to train or choose anything)
+
+
+def sars_split():
+    """{'train'|'val'|'test': [(relative path, label)]}: a seeded split BY IMAGE, per class (600 COVID-19, 600
+    non-COVID-19). The set publishes no patient ids, so slices of one patient may sit on both sides."""
+    out = {'train': [], 'val': [], 'test': []}
+    for sub, label in (('COVID', 1), ('non-COVID', 0)):
+        names = sorted(os.listdir(os.path.join(SARS, sub)), key=_num)
+        order = np.random.RandomState(SARS_SPLIT_SEED + label).permutation(len(names))
+        n_tr = int(round(len(names) * SARS_SPLIT[0]))
+        n_va = int(round(len(names) * SARS_SPLIT[1]))
+        for part, idx in (('train', order[:n_tr]), ('val', order[n_tr:n_tr + n_va]), ('test', order[n_tr + n_va:])):
+            out[part] += [(f'{sub}/{names[i]}', label) for i in sorted(idx)]
+    return out
+
+
+def single_slice_input(im, pixel_mm=ASSUMED_PIXEL_MM):
+    """One 8-bit lung-window slice as the service would see it: HU by a two-peak calibration of THIS image (the set
+    names no volumes; a calibration per class would hand the label to the input), pixel_mm -> 1 mm grid, the lung
+    box + 5 px (lung_bbox; whole image if none is found), window [-1024, 350] -> [0, 1]. Returns (ct, box found)."""
+    slope, icpt, _ = calibration([im])
+    hu = to_grid(im.astype(np.float32) * slope + icpt, pixel_mm)
+    bb = lung_bbox(hu)
+    y0, y1, x0, x1 = bb if bb is not None else (0, hu.shape[0], 0, hu.shape[1])
+    return window01(hu)[max(0, y0 - 5):y1 + 5, max(0, x0 - 5):x1 + 5], bb is not None

@@ -16,8 +16,21 @@ Classifier (SliceResNet): per slice [CT, lesion mask] of the lung box resized to
   mask channel is the lesion model's own output (60 %) or the label (40 %).
 Threshold: on the validation data (2 held-out pseudo-label volumes, phantom validation studies), the highest
   threshold with sensitivity >= 0.95, scored per study as deployed (32 slices of the lung box, predicted mask).
+
+Classifier 0.3 (--sars, issue 17): adds REAL negatives and positives from one source, sars-cov-2-ct-slices (Soares
+  et al. 2020: 600 COVID-19, 600 non-COVID-19 incl. other lung disease), split by image 60/20/20 (real_data.sars_split;
+  the test 20 % is never read here). Each training slice is mapped as the service sees it (real_data.single_slice_input:
+  per-image HU calibration, 1 mm grid, lung box + 5 px) twice: as published, and re-encoded as JPEG (quality 35-90)
+  with a random pixel size 0.6-0.85 mm; the lesion mask is the shipped lesion model's. Half of each batch's positives
+  and negatives come from this source (both classes share its format, crop and calibration), the other half from the
+  0.2 data. Extra augmentation for every real slice: JPEG re-encoding of the crop (quality 30-95), a zoom-in crop up to
+  8 % per side. Operating point (--min-sens): the highest threshold with sensitivity >= 0.90 on the sars-cov-2-ct-slices
+  validation COVID-19 slices AND >= 0.90 on the other validation positives (held-out pseudo-label volumes and slices,
+  phantom covid studies); specificity is whatever that leaves on the validation negatives.
+  --cross-source: no COVID-SemiSeg slice at all (sars-cov-2-ct-slices + phantoms only), to test on COVID-SemiSeg.
 """
 import argparse
+import io
 import json
 import math
 import os
@@ -222,11 +235,27 @@ def resize2(a, hw=CLS_HW):
     return F.interpolate(t, size=(hw, hw), mode='bilinear', align_corners=True)[0, 0].numpy()
 
 
+def jpeg_again(ct, rng, lo=30, hi=95):
+    """The crop re-encoded as an 8-bit JPEG of random quality (format noise: the real slices are JPEGs)."""
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(ct * 255 + 0.5, 0, 255).astype(np.uint8)).save(buf, format='JPEG', quality=int(rng.randint(lo, hi + 1)))
+    return np.asarray(Image.open(io.BytesIO(buf.getvalue())), dtype=np.float32) / 255.0
+
+
 def cls_sample(item, rng):
     ct, mask = item['ct'], item['pred'] if rng.rand() < 0.6 else (item['mask'] >= 0.5).astype(np.float32)
     if 'box' in item:
         y0, y1, x0, x1 = item['box']
         ct, mask = ct[max(0, y0 - 5):y1 + 5, max(0, x0 - 5):x1 + 5], mask[max(0, y0 - 5):y1 + 5, max(0, x0 - 5):x1 + 5]
+    if CLS_AUG_EXTRA and item.get('source') != 'phantom':
+        if rng.rand() < 0.4:
+            ct = jpeg_again(ct, rng)
+        if rng.rand() < 0.3:  # zoom in: the lung box cut by up to 8 % per side
+            h, w = ct.shape
+            a, b, c, d = (int(v) for v in rng.uniform(0, 0.08, 4) * [h, h, w, w])
+            ct, mask = ct[a:h - b], mask[a:h - b]
+            ct, mask = ct[:, c:w - d], mask[:, c:w - d]
     h, w = ct.shape
     # The service's lung box is the whole study's: a slice may fill only part of it (zoom out, pad with air).
     if rng.rand() < 0.5:
@@ -269,11 +298,15 @@ def with_nodules(item, rng):
     return ct, mask
 
 
-def train_cls(pos, neg_real, neg_nodule, neg_phantom, args, rng):
+CLS_AUG_EXTRA = False
+
+
+def train_cls(pos, neg_real, neg_nodule, neg_phantom, args, rng, sars_pos=(), sars_neg=()):
     torch.manual_seed(args.seed + 1)
     model = SliceResNet()
     log(f'classifier: {count_params(model):,} parameters; positives {len(pos)}, real negatives {len(neg_real)} '
-        f'(+ {len(neg_nodule)} of them with pasted nodules), phantom negatives {len(neg_phantom)}')
+        f'(+ {len(neg_nodule)} of them with pasted nodules), phantom negatives {len(neg_phantom)}; '
+        f'sars-cov-2-ct-slices positives {len(sars_pos)}, negatives {len(sars_neg)}')
     opt = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=5e-4)
     losses = []
     t0 = time.time()
@@ -282,11 +315,16 @@ def train_cls(pos, neg_real, neg_nodule, neg_phantom, args, rng):
         cosine_lr(opt, args.lr, it, args.cls_iters)
         xs, ys = [], []
         for b in range(args.cls_batch):
+            use_sars = len(sars_pos) > 0 and rng.rand() < args.sars_share
             if b % 2 == 0:
-                pool, label = pos, 1.0
+                pool, label = (sars_pos if use_sars else pos), 1.0
+            elif use_sars:
+                pool, label = sars_neg, 0.0
             else:
                 r = rng.rand()
-                pool, label = (neg_real if r < 0.35 else neg_nodule if r < 0.65 else neg_phantom), 0.0
+                pools = [(p, w) for p, w in ((neg_real, 0.35), (neg_nodule, 0.3), (neg_phantom, 0.35)) if len(p)]
+                ws = np.array([w for _, w in pools]) / sum(w for _, w in pools)
+                pool, label = pools[int(np.searchsorted(np.cumsum(ws), r * 0.999999))][0], 0.0
             xs.append(cls_sample(pool[rng.randint(len(pool))], rng))
             ys.append(label)
         x = torch.from_numpy(np.stack(xs))[:, :, None]
@@ -333,7 +371,14 @@ def main():
     ap.add_argument('--seed', type=int, default=1234)
     ap.add_argument('--threads', type=int, default=2)
     ap.add_argument('--reuse-seg', default=None, help='seg.pt of an earlier run: train the classifier only')
+    ap.add_argument('--sars', action='store_true', help='add sars-cov-2-ct-slices (train split) and its validation split (classifier 0.3)')
+    ap.add_argument('--cross-source', action='store_true', help='no COVID-SemiSeg slice in the classifier data (cross-source check)')
+    ap.add_argument('--min-sens', type=float, default=0.95)
+    ap.add_argument('--min-spec', type=float, default=0.98, help='--sars: specificity floor on the validation non-COVID-19 slices')
+    ap.add_argument('--sars-share', type=float, default=0.67, help='--sars: share of each batch from sars-cov-2-ct-slices')
     args = ap.parse_args()
+    global CLS_AUG_EXTRA
+    CLS_AUG_EXTRA = args.sars
     torch.set_num_threads(args.threads)
     rng = np.random.RandomState(args.seed)
     os.makedirs(args.work, exist_ok=True)
@@ -373,6 +418,8 @@ def main():
     for it, p in zip(ph, predict_slices(seg, [it['ct'] for it in ph])):
         it['pred'] = (p[0] >= 0.5).astype(np.float32)
     log(f'lesion masks for the classifier data ({time.time() - t:.0f} s)')
+    if args.cross_source:
+        real = []
     pos = [it for it in real if frac(it) >= 0.005] + [it for it in ph if it['kind'] == 'covid' and it['mask'].sum() >= 50]
     neg_real = [it for it in real if frac(it) < 0.0005]
     neg_ph = [it for it in ph if it['kind'] != 'covid' or it['mask'].sum() == 0]
@@ -383,8 +430,31 @@ def main():
             neg_nod.append({'name': it['name'] + ':nodules', 'source': 'nodules', 'ct': c, 'mask': m})
     for it, p in zip(neg_nod, predict_slices(seg, [it['ct'] for it in neg_nod])):
         it['pred'] = (p[0] >= 0.5).astype(np.float32)
-    log(f'{len(neg_nod)} nodule negatives: lesion model marks {np.mean([it["pred"].sum() > 0 for it in neg_nod]):.2f} of them')
-    cls, cls_losses, cls_s = train_cls(pos, neg_real, neg_nod, neg_ph, args, rng)
+    if neg_nod:
+        log(f'{len(neg_nod)} nodule negatives: lesion model marks {np.mean([it["pred"].sum() > 0 for it in neg_nod]):.2f} of them')
+    sars_pos, sars_neg, sars_val = [], [], []
+    if args.sars:
+        t = time.time()
+        split = R.sars_split()
+        for rel, label in split['train']:
+            im = R.read_gray(os.path.join(R.SARS, rel))
+            buf = io.BytesIO()
+            from PIL import Image
+            Image.fromarray(im).save(buf, format='JPEG', quality=int(rng.randint(35, 91)))
+            im2 = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert('L'))
+            for k, (img, px) in enumerate(((im, R.ASSUMED_PIXEL_MM), (im2, rng.uniform(0.6, 0.85)))):
+                ct, _ = R.single_slice_input(img, px)
+                (sars_pos if label else sars_neg).append({'name': f'{rel}:{k}', 'source': 'sars', 'ct': ct})
+        for rel, label in split['val']:
+            ct, _ = R.single_slice_input(R.read_gray(os.path.join(R.SARS, rel)))
+            sars_val.append({'name': rel, 'label': label, 'ct': ct})
+        for group in (sars_pos, sars_neg, sars_val):
+            for it, p in zip(group, predict_slices(seg, [it['ct'] for it in group])):
+                it['pred'] = (p[0] >= 0.5).astype(np.float32)
+                it['mask'] = it['pred']
+        log(f'sars-cov-2-ct-slices: train {len(split["train"])} images ({len(sars_pos)} + {len(sars_neg)} inputs), '
+            f'validation {len(sars_val)} ({time.time() - t:.0f} s)')
+    cls, cls_losses, cls_s = train_cls(pos, neg_real, neg_nod, neg_ph, args, rng, sars_pos, sars_neg)
     torch.save(cls.state_dict(), os.path.join(args.work, 'cls.pt'))
 
     # Threshold on validation data, scored per study as deployed.
@@ -407,6 +477,10 @@ def main():
                     m = (p[0] >= 0.5).astype(np.float32)
                     xi = torch.from_numpy(np.stack([resize2(it['ct']), resize2(m)]))[None, :, None]
                     rows.append({'id': it['name'], 'kind': 'real covid slice', 'label': 1, 'prob': float(cls(xi)[0, 0])})
+        for it in sars_val:
+            xi = torch.from_numpy(np.stack([resize2(it['ct']), resize2(it['pred'])]))[None, :, None]
+            rows.append({'id': it['name'], 'kind': 'sars-cov-2-ct-slices validation ' + ('COVID-19' if it['label'] else 'non-COVID-19'),
+                         'label': it['label'], 'prob': float(cls(xi)[0, 0])})
         val_root = os.path.join(args.phantoms, 'val')
         if os.path.exists(os.path.join(val_root, 'index.jsonl')):
             for st in phantom_studies(val_root):
@@ -414,7 +488,24 @@ def main():
                 rows.append({'id': st['id'], 'kind': st['kind'], 'label': st['label'], 'prob': p})
     labels = [r['label'] for r in rows]
     scores = [r['prob'] for r in rows]
-    threshold = choose_threshold(labels, scores, 0.95) if 0 < sum(labels) < len(labels) else 0.5
+    threshold = choose_threshold(labels, scores, args.min_sens) if 0 < sum(labels) < len(labels) else 0.5
+    by_group = {}
+    if sars_val:
+        is_sars = [r['kind'].startswith('sars') for r in rows]
+        # The study score is the max over up to 32 slices: a study-level specificity needs a slice-level one well
+        # above it. Rule: the lowest threshold (so the highest sensitivity) whose specificity on the validation
+        # non-COVID-19 slices of sars-cov-2-ct-slices is >= --min-spec, rounded up to 3 decimals.
+        sneg = sorted((r['prob'] for r in rows if r['kind'].startswith('sars') and r['label'] == 0), reverse=True)
+        n_fp = int(math.floor(len(sneg) * (1 - args.min_spec)))
+        threshold = math.floor(sneg[n_fp] * 1000) / 1000 + 0.001  # above the (n_fp+1)-th highest negative score
+        ts = [choose_threshold([r['label'] for r, s in zip(rows, is_sars) if s == g], [r['prob'] for r, s in zip(rows, is_sars) if s == g], args.min_sens)
+              for g in (True, False)]
+        for g, name in ((True, 'sarsCov2CtSlices'), (False, 'other')):
+            ls = [r['label'] for r, s in zip(rows, is_sars) if s == g]
+            ps = [r['prob'] for r, s in zip(rows, is_sars) if s == g]
+            by_group[name] = {'cases': len(ls), 'positives': int(sum(ls)), 'thresholdAlone': ts[0 if g else 1],
+                              'auc': roc_points(ls, ps)[1] if 0 < sum(ls) < len(ls) else None, 'atThreshold': sens_spec(ls, ps, threshold)}
+        log(f'validation per group at {threshold:.3f}: {json.dumps(by_group)}')
     neg = [r for r in rows if r['label'] == 0]
     log(f'threshold {threshold:.3f} on {len(rows)} validation cases ({sum(labels)} positive); '
         f'negatives above it: {sum(r["prob"] >= threshold for r in neg)}/{len(neg)}')
@@ -423,12 +514,17 @@ def main():
                 'lossFirst': float(np.mean(seg_losses[:50])), 'lossLast': float(np.mean(seg_losses[-50:])), 'seconds': seg_s},
         'cls': {'iters': args.cls_iters, 'batch': args.cls_batch, 'params': count_params(cls), 'positives': len(pos),
                 'negativesReal': len(neg_real), 'negativesNodules': len(neg_nod), 'negativesPhantom': len(neg_ph),
+                'sarsPositives': len(sars_pos), 'sarsNegatives': len(sars_neg),
                 'lossFirst': float(np.mean(cls_losses[:50])), 'lossLast': float(np.mean(cls_losses[-50:])), 'seconds': cls_s},
         'data': {'doctorTrain': doc_train_names, 'doctorTest': doc_test_names, 'pseudoVolumesTrain': [v for v in vols if v not in VAL_VOLUMES],
                  'pseudoVolumesValidation': list(VAL_VOLUMES), 'pseudoSlicesTrain': len(pseudo), 'phantomSlices': len(phantoms),
+                 'sars': {'used': bool(args.sars), 'crossSource': bool(args.cross_source), 'split': 'by image, seeded (real_data.sars_split)',
+                          'seed': R.SARS_SPLIT_SEED, 'fractions': list(R.SARS_SPLIT), 'trainImages': len(sars_pos + sars_neg) // 2,
+                          'valImages': len(sars_val), 'share': args.sars_share, 'minSpecificity': args.min_spec} if args.sars else None,
+                 'minSensitivity': args.min_sens,
                  'calibration': {'doctor': doctor[0]['calibration'] if doctor else None}},
         'threshold': threshold, 'validation': {'cases': len(rows), 'positives': int(sum(labels)), 'auc': roc_points(labels, scores)[1] if 0 < sum(labels) < len(labels) else None,
-                                               'atThreshold': sens_spec(labels, scores, threshold), 'rows': rows},
+                                               'atThreshold': sens_spec(labels, scores, threshold), 'byGroup': by_group, 'rows': rows},
         'optimizer': {'optimizer': 'Adam', 'lr': args.lr, 'lrSchedule': 'warm-up 30 iterations, cosine to 2 % of lr', 'weightDecay': 5e-4},
         'seconds': {'total': time.time() - t_start, 'cpu': time.process_time() - c_start, 'threads': args.threads},
         'torch': torch.__version__,
