@@ -10,6 +10,7 @@ import { loadMappings, MappingsError } from '../orders/mappings.js';
 import { synthCommand } from '../synthetic/cli.js';
 import { analyzeCommand } from './analyze.js';
 import { runDemo } from './demo.js';
+import { dicomEchoCommand } from './dicom-echo.js';
 import { startGateway } from './gateway.js';
 import { checkMessage } from './hl7-check.js';
 import { seriesExplainCommand } from './series-explain.js';
@@ -30,6 +31,8 @@ const USAGE = `usage:
                                     why each series of a study is taken or refused (exit 0 chosen, 3 none fits)
   ctgate analyze PATH --out DIR [--manifest F] [--threads N]
                                     run the screening models offline on DICOM files; writes findings.json and key images
+  ctgate dicom echo --host H --port P [--called-ae AE] [--calling-ae AE] [--timeout S]
+                                    C-ECHO a DICOM peer (exit 0 ok, 3 association rejected, 1 network/usage error)
   ctgate config keys                list the environment variables ctgate reads`;
 
 /** With CTGATE_PROCESSES > 1 the primary only supervises: workers share the listening ports (node:cluster). */
@@ -156,6 +159,7 @@ export async function main(argv: string[]): Promise<number> {
     if (cmd === 'analyze') return await analyzeCommand(argv.slice(1));
     if (cmd === 'series' && sub === 'explain') return await seriesExplainCommand(rest);
     if (cmd === 'hl7' && sub === 'check') return hl7Check(rest);
+    if (cmd === 'dicom' && sub === 'echo') return await dicomEchoCommand(rest);
     if (cmd === 'config' && sub === 'keys') {
       process.stdout.write(`${configKeys.join('\n')}\n`);
       return 0;

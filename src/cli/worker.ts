@@ -77,7 +77,7 @@ export async function startWorker(config: Config, log: Logger, opts: { gpu?: boo
     pacs,
     models: registry,
     seriesRules,
-    writers: { seg: segWriter(pacs), fhir: fhirWriter(config, log), oru: oruWriter(config, log) },
+    writers: { seg: segWriter(pacs, config.results), fhir: fhirWriter(config, log), oru: oruWriter(config, log) },
     links: (jobId) => ({ dicomWebBaseUrl: `${config.publicUrl}/dicom-web`, resultPageUrl: `${config.publicUrl}/jobs/${jobId}` }),
     settings: {
       studyWait: {

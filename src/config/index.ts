@@ -85,6 +85,13 @@ export interface PacsConfig {
   proxyMaxStowBytes?: number;
 }
 
+/** How the write-seg stage's objects reach the PACS: STOW-RS, C-STORE (DIMSE, with DCMTK's storescu) or both. */
+export interface ResultsConfig {
+  transport: 'stow' | 'dimse' | 'both';
+  /** The C-STORE destination; present unless the transport is stow. */
+  dimse?: { host: string; port: number; calledAe: string; callingAe: string; timeoutS: number; tls?: { caFile: string; certFile?: string; keyFile?: string } };
+}
+
 /** What a worker (`ctgate worker`) needs besides the PACS. */
 export interface WorkerConfig {
   seriesRulesFile: string;
@@ -161,6 +168,10 @@ export interface AccessConfig {
 export interface Config {
   access: AccessConfig;
   pacs?: PacsConfig;
+  /** Where and how the SEG, SR, KOS and key images go (STOW-RS by default). */
+  results: ResultsConfig;
+  /** ctgate's own AE title (Calling AE of its associations); default CTGATE. */
+  dicomAeTitle: string;
   worker: WorkerConfig;
   /** Base URL people and viewers reach ctgate at (result page, DICOMweb proxy); default http://HTTP_HOST:HTTP_PORT. */
   publicUrl: string;
@@ -337,6 +348,14 @@ const oneOf =
     return s as T;
   };
 
+/** A DICOM AE title: 1–16 characters, no backslash or control characters (PS3.5 VR AE). */
+const aeTitle = (raw: unknown, key: string): string => {
+  const s = str(raw, key);
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: the control characters are what is refused
+  if (s.length > 16 || /[\\\u0000-\u001f\u007f-\uffff]/.test(s)) throw new ConfigError(key, 'an AE title of 1 to 16 ASCII characters, no backslash', raw);
+  return s;
+};
+
 const providerList = (raw: unknown, key: string): ('cuda' | 'cpu')[] => {
   const items = (Array.isArray(raw) ? raw.map(String) : String(raw).split(',')).map((p) => p.trim().toLowerCase()).filter((p) => p !== '');
   if (items.length === 0 || items.some((p) => p !== 'cuda' && p !== 'cpu'))
@@ -433,6 +452,20 @@ const fields = {
   oruReceivingApplication: { env: 'CTGATE_ORU_RECEIVING_APPLICATION', file: 'oruReceivingApplication', parse: str },
   oruReceivingFacility: { env: 'CTGATE_ORU_RECEIVING_FACILITY', file: 'oruReceivingFacility', parse: str },
   pacsUrl: { env: 'CTGATE_PACS_URL', file: 'pacsUrl', parse: httpUrl },
+  dicomAeTitle: { env: 'CTGATE_DICOM_AE_TITLE', file: 'dicomAeTitle', parse: aeTitle, default: 'CTGATE' },
+  resultsTransport: {
+    env: 'CTGATE_RESULTS_TRANSPORT',
+    file: 'resultsTransport',
+    parse: oneOf(['stow', 'dimse', 'both'] as const),
+    default: 'stow' as ResultsConfig['transport'],
+  },
+  resultsDimseHost: { env: 'CTGATE_RESULTS_DIMSE_HOST', file: 'resultsDimseHost', parse: str },
+  resultsDimsePort: { env: 'CTGATE_RESULTS_DIMSE_PORT', file: 'resultsDimsePort', parse: int(1, 65535), default: 104 },
+  resultsDimseCalledAe: { env: 'CTGATE_RESULTS_DIMSE_CALLED_AE', file: 'resultsDimseCalledAe', parse: aeTitle },
+  resultsDimseTimeoutS: { env: 'CTGATE_RESULTS_DIMSE_TIMEOUT_S', file: 'resultsDimseTimeoutS', parse: int(1, 3600), default: 30 },
+  resultsDimseTlsCaFile: { env: 'CTGATE_RESULTS_DIMSE_TLS_CA_FILE', file: 'resultsDimseTlsCaFile', parse: str },
+  resultsDimseTlsCertFile: { env: 'CTGATE_RESULTS_DIMSE_TLS_CERT_FILE', file: 'resultsDimseTlsCertFile', parse: str },
+  resultsDimseTlsKeyFile: { env: 'CTGATE_RESULTS_DIMSE_TLS_KEY_FILE', file: 'resultsDimseTlsKeyFile', parse: str },
   pacsUser: { env: 'CTGATE_PACS_USER', file: 'pacsUser', parse: str },
   pacsPassword: { env: 'CTGATE_PACS_PASSWORD', file: 'pacsPassword', parse: secret, envOnly: true },
   pacsToken: { env: 'CTGATE_PACS_TOKEN', file: 'pacsToken', parse: secret, envOnly: true },
@@ -507,6 +540,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   return {
     access: accessConfig(x),
     pacs: pacsConfig(x),
+    results: resultsConfig(x),
+    dicomAeTitle: x.dicomAeTitle,
     worker: {
       seriesRulesFile: x.seriesRulesFile,
       modelsManifest: x.modelsManifest,
@@ -597,6 +632,42 @@ function oruConfig(x: Values): OruConfig | undefined {
     sendingFacility: x.oruSendingFacility ?? x.facilityName,
     receivingApplication: x.oruReceivingApplication,
     receivingFacility: x.oruReceivingFacility,
+  };
+}
+
+function resultsConfig(x: Values): ResultsConfig {
+  const given = (
+    [
+      ['CTGATE_RESULTS_DIMSE_HOST', x.resultsDimseHost],
+      ['CTGATE_RESULTS_DIMSE_CALLED_AE', x.resultsDimseCalledAe],
+      ['CTGATE_RESULTS_DIMSE_TLS_CA_FILE', x.resultsDimseTlsCaFile],
+    ] as const
+  ).find(([, v]) => v !== undefined);
+  if (x.resultsTransport === 'stow') {
+    // A destination configured but never used is a mistake worth stopping for.
+    if (given) throw new ConfigError('CTGATE_RESULTS_TRANSPORT', `dimse or both when ${given[0]} is set`, x.resultsTransport);
+    return { transport: 'stow' };
+  }
+  const why = `when CTGATE_RESULTS_TRANSPORT is ${x.resultsTransport}`;
+  if ((x.resultsDimseTlsCertFile === undefined) !== (x.resultsDimseTlsKeyFile === undefined)) {
+    const missing = x.resultsDimseTlsCertFile ? 'CTGATE_RESULTS_DIMSE_TLS_KEY_FILE' : 'CTGATE_RESULTS_DIMSE_TLS_CERT_FILE';
+    throw new ConfigError(missing, 'a path (a client certificate needs both a certificate and a key)', undefined);
+  }
+  if (x.resultsDimseTlsCertFile && !x.resultsDimseTlsCaFile)
+    throw new ConfigError('CTGATE_RESULTS_DIMSE_TLS_CA_FILE', 'a CA file when a TLS client certificate is set', undefined);
+  const tls = x.resultsDimseTlsCaFile
+    ? { caFile: x.resultsDimseTlsCaFile, ...(x.resultsDimseTlsCertFile ? { certFile: x.resultsDimseTlsCertFile, keyFile: x.resultsDimseTlsKeyFile } : {}) }
+    : undefined;
+  return {
+    transport: x.resultsTransport,
+    dimse: {
+      host: need(x.resultsDimseHost, 'CTGATE_RESULTS_DIMSE_HOST', `the C-STORE destination's host ${why}`),
+      port: x.resultsDimsePort,
+      calledAe: need(x.resultsDimseCalledAe, 'CTGATE_RESULTS_DIMSE_CALLED_AE', `the C-STORE destination's AE title ${why}`),
+      callingAe: x.dicomAeTitle,
+      timeoutS: x.resultsDimseTimeoutS,
+      ...(tls ? { tls } : {}),
+    },
   };
 }
 

@@ -10,8 +10,11 @@ import { type AnalysisCheckpoint, decodeCheckpoint, encodeCheckpoint } from './a
 export const STAGES = ['wait-for-study', 'retrieve', 'analyze', 'write-seg', 'write-fhir', 'send-oru'] as const;
 export type StageName = (typeof STAGES)[number];
 
-/** Whose failure a job's lastError is: the PACS, the FHIR server, the EMR's ORU receiver, the models, or ctgate itself. */
-export type ErrorPeer = 'pacs' | 'fhir' | 'emr-oru' | 'model' | 'internal';
+/**
+ * Whose failure a job's lastError is: the PACS (DICOMweb), the C-STORE destination of the results (pacs-dimse), the
+ * FHIR server, the EMR's ORU receiver, the models, or ctgate itself.
+ */
+export type ErrorPeer = 'pacs' | 'pacs-dimse' | 'fhir' | 'emr-oru' | 'model' | 'internal';
 
 /**
  * The patient identity check of a study (or of the chosen series) against the order (orders/patient-identity.ts):

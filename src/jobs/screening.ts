@@ -416,7 +416,7 @@ export class ScreeningRunner {
           case 'send-oru': {
             analysis ??= await this.redisOp('read analysis', job.id, () => states.getAnalysis(job.id));
             if (!analysis) throw new StageFailure('the analysis checkpoint is missing (expired or deleted); re-run the job from the start', false);
-            const ctx: ResultContext = { ...analysis, order: job.data.order };
+            const ctx: ResultContext = { ...analysis, order: job.data.order, ...identityWarningOf(state) };
             await withTimeout(this.write(stage, ctx, state, put), this.deps.settings.stageTimeoutMs, stage);
             if (stage === 'write-seg') await this.redisOp('publish analysis', job.id, () => this.publishAnalysis(job, state, ctx));
             break;
@@ -850,7 +850,7 @@ interface ChosenSeries {
 /** The peer a stage's error belongs to, as the job's lastError names it (metrics say 'emr' for the ORU receiver). */
 function lastErrorPeer(stage: StageName, e: unknown): ErrorPeer {
   const p = errorPeer(stage, e);
-  return p === 'emr' ? 'emr-oru' : p === 'pacs' || p === 'fhir' || p === 'model' ? p : 'internal';
+  return p === 'emr' ? 'emr-oru' : p === 'pacs' || p === 'pacs-dimse' || p === 'fhir' || p === 'model' ? p : 'internal';
 }
 
 /**
@@ -875,4 +875,10 @@ function progressOf(stage: StageName, fraction: number, detail?: string) {
     percent: Math.round(((index + Math.min(1, Math.max(0, fraction))) / STAGES.length) * 100),
     ...(detail ? { detail } : {}),
   };
+}
+
+/** The identity mismatch a `warn` rule let through (wait-for-study or retrieve), for every result to state. */
+function identityWarningOf(state: JobState): Pick<ResultContext, 'patientIdentityWarning'> {
+  const warned = [state.outputs.retrieve?.patientIdentity, state.outputs['wait-for-study']?.patientIdentity].find((r) => r?.action === 'warn');
+  return warned ? { patientIdentityWarning: { differ: warned.differ, notComparable: warned.notComparable } } : {};
 }

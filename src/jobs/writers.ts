@@ -1,10 +1,11 @@
 /**
  * The result stages' writers, made from the configuration: SEG, key images (secondary captures) and the measurement
- * report (SR) to the PACS (STOW-RS), FHIR to the chart, ORU^R01 to the EMR. Each is idempotent (see the encoders),
+ * report (SR) to the PACS (STOW-RS and/or C-STORE), FHIR to the chart, ORU^R01 to the EMR. Each is idempotent (see the encoders),
  * so a stage re-run never makes a second copy.
  */
 import type { Config } from '../config/index.js';
 import { CTGATE_VERSION } from '../config/version.js';
+import type { DimsePeer } from '../dicom/dcmtk.js';
 import type { DicomWebClient } from '../dicomweb/client.js';
 import type { Logger } from '../observability/log.js';
 import { buildResultBundle } from '../results/fhir/bundle.js';
@@ -14,25 +15,49 @@ import { encodeKeyImages, NoKeyImagesError } from '../results/key-image-sc/encod
 import { encodeKos, NoKosError } from '../results/kos/encode.js';
 import { encodeOru, oruControlId } from '../results/oru/encode.js';
 import { oruSenderOptions, sendOru } from '../results/oru/sender.js';
+import { storeSeriesDimse } from '../results/seg/dimse-store.js';
 import { encodeSeg, NoSegError } from '../results/seg/encode.js';
-import { storeSeg, storeSeries } from '../results/seg/store.js';
+import { type SeriesToStore, type StoredSeries, storeSeries } from '../results/seg/store.js';
 import { encodeSr, type SegReference } from '../results/sr/encode.js';
 import type { ResultWriters } from './screening.js';
 
 export { CTGATE_VERSION };
+
+/** How the write-seg stage's objects reach the PACS: STOW-RS (DICOMweb), C-STORE (DIMSE), or both. */
+export interface ResultsTransport {
+  transport: 'stow' | 'dimse' | 'both';
+  /** The C-STORE destination; required unless the transport is stow. */
+  dimse?: DimsePeer;
+}
+
+/** Stores one series the way the transport says; with both, STOW-RS first (its QIDO check confirms), then C-STORE. */
+export type SeriesStore = (series: SeriesToStore, what: string) => Promise<StoredSeries>;
+
+export function seriesStore(pacs: DicomWebClient, t: ResultsTransport = { transport: 'stow' }): SeriesStore {
+  if (t.transport === 'stow') return (series, what) => storeSeries(pacs, series, what);
+  const peer = t.dimse;
+  if (!peer) throw new Error(`results transport ${t.transport} needs a C-STORE destination`);
+  if (t.transport === 'dimse') return (series, what) => storeSeriesDimse(peer, series, what);
+  return async (series, what) => {
+    const stowed = await storeSeries(pacs, series, what);
+    await storeSeriesDimse(peer, series, what);
+    return stowed;
+  };
+}
 
 /**
  * The write-seg stage: the SEG, then the key images (secondary captures, for viewers without SEG support) in a
  * series of their own and the key object selection (KOS, TID 2000) that flags the key CT slices and those images,
  * then the measurement report (TID 1500 SR) that points at the SEG. The report is written even
  * without a SEG (no lesion, or not assessable: it then says so). All are idempotent, so a re-run of the stage
- * (e.g. after the key images failed) stores the same instances again.
+ * (e.g. after the key images failed) stores the same instances again, by STOW-RS or C-STORE as `transport` says.
  */
-export function segWriter(pacs: DicomWebClient): NonNullable<ResultWriters['seg']> {
+export function segWriter(pacs: DicomWebClient, transport?: ResultsTransport): NonNullable<ResultWriters['seg']> {
+  const store = seriesStore(pacs, transport);
   return async (ctx) => {
     const storeSr = async (seg?: SegReference) => {
       const sr = encodeSr(ctx, seg, { softwareVersion: CTGATE_VERSION });
-      return (await storeSeries(pacs, { ...sr, instances: [sr] }, 'SR')).seriesInstanceUid;
+      return (await store({ ...sr, instances: [sr] }, 'SR')).seriesInstanceUid;
     };
     let seg: ReturnType<typeof encodeSeg>;
     try {
@@ -41,14 +66,15 @@ export function segWriter(pacs: DicomWebClient): NonNullable<ResultWriters['seg'
       if (e instanceof NoSegError) return { skipped: e.message, srSeriesInstanceUid: await storeSr() };
       throw e;
     }
-    const stored = await storeSeg(pacs, seg);
+    await store({ studyInstanceUid: seg.studyInstanceUid, seriesInstanceUid: seg.seriesInstanceUid, modality: 'SEG', instances: [seg] }, 'SEG');
+    const stored = { seriesInstanceUid: seg.seriesInstanceUid, sopInstanceUid: seg.sopInstanceUid };
     let keyImages: ReturnType<typeof encodeKeyImages> | undefined;
     try {
       keyImages = encodeKeyImages(ctx, { softwareVersion: CTGATE_VERSION });
     } catch (e) {
       if (!(e instanceof NoKeyImagesError)) throw e;
     }
-    const keyImageSeries = keyImages ? await storeSeries(pacs, keyImages, 'key-image SC') : undefined;
+    const keyImageSeries = keyImages ? await store(keyImages, 'key-image SC') : undefined;
     let kos: ReturnType<typeof encodeKos> | undefined;
     try {
       // It references the secondary captures only when they were stored.
@@ -56,7 +82,7 @@ export function segWriter(pacs: DicomWebClient): NonNullable<ResultWriters['seg'
     } catch (e) {
       if (!(e instanceof NoKosError)) throw e;
     }
-    const kosSeries = kos ? await storeSeries(pacs, { ...kos, instances: [kos] }, 'KOS') : undefined;
+    const kosSeries = kos ? await store({ ...kos, instances: [kos] }, 'KOS') : undefined;
     const srSeriesInstanceUid = await storeSr(stored);
     return {
       seriesInstanceUid: stored.seriesInstanceUid,

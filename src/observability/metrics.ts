@@ -125,6 +125,7 @@ export type MetricName = keyof typeof METRICS;
 export function errorPeer(stage: string, e: unknown): string {
   const name = (e as { name?: unknown } | null)?.name;
   if (name === 'PacsError') return 'pacs';
+  if (name === 'DimseError') return 'pacs-dimse';
   if (name === 'FhirSendError' || name === 'SmartAuthError') return 'fhir';
   if (name === 'OruDeliveryError') return 'emr';
   // ctgate's own verdicts (no study before the deadline, no usable series, a missing checkpoint), timeouts excepted.

@@ -98,6 +98,11 @@ export interface ResultContext {
   links: ResultLinks;
   /** Set when this order shares an earlier order's analysis and objects instead of running the models again. */
   reusedFrom?: ReusedFrom;
+  /**
+   * Set when the order's patient did not match the study's under the sender's rule and the rule's mode is `warn`:
+   * which fields differ (names only, never values). Every result says so (identityNote).
+   */
+  patientIdentityWarning?: { differ: string[]; notComparable: string[] };
 }
 
 /** The Analysis of a pipeline run with the manifest's models (what the worker and `ctgate analyze` record). */
@@ -129,6 +134,17 @@ export function resultCategory(a: Pick<Analysis, 'verdict' | 'category' | 'findi
     (a.verdict === 'positive' ? 'covid-19-like' : a.findings.lesionVolumeMl >= DEFAULT_MIN_OPACITY_ML ? 'other-opacity' : 'no-significant-opacity');
   if ((category === 'covid-19-like') !== (a.verdict === 'positive')) throw new Error(`analysis category ${category} with verdict ${a.verdict}`);
   return category;
+}
+
+/**
+ * For an order whose patient did not match the study's (the sender's identity rule only warns): what the report
+ * summary and the ORU's NTE say, naming the fields and never their values. Undefined when the patient matched.
+ */
+export function identityNote(ctx: Pick<ResultContext, 'patientIdentityWarning'>): string | undefined {
+  const w = ctx.patientIdentityWarning;
+  if (!w) return undefined;
+  const parts = [w.differ.length ? `different: ${w.differ.join(', ')}` : '', w.notComparable.length ? `not comparable: ${w.notComparable.join(', ')}` : ''];
+  return `Patient identity NOT confirmed: the study's DICOM patient does not match the order (${parts.filter(Boolean).join('; ') || 'no field could be compared'}). Check that these images are this patient's before using this result.`;
 }
 
 /**

@@ -260,6 +260,11 @@ describe('patient identity: an order is matched to a study only when the patient
     assert.ok(warned.checkpoint.timingsMs.analyze !== undefined, 'not shared: the models ran');
     assert.equal(warned.checkpoint.outputs.analyze?.reusedFrom, undefined);
     assert.equal(orusFor('PLC-PI-W').length, 1);
+    // The EMR is told, by field name: the ORU's first NTE.
+    assert.match(
+      String(orusFor('PLC-PI-W')[0]),
+      /\rNTE\|1\|L\|Patient identity NOT confirmed: the study's DICOM patient does not match the order \(different: PatientID\)/,
+    );
 
     await worker?.stop();
     worker = await startWorker(env(), silentLogger);

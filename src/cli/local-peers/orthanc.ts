@@ -19,6 +19,21 @@ export async function freePort(): Promise<number> {
 }
 
 /**
+ * Orthanc's DICOM (DIMSE) server, on a free port (Orthanc 1.10 binds all interfaces; tests talk to it over loopback).
+ * Its defaults here: the called AE title is checked, echo and store are allowed from any AE.
+ */
+export interface OrthancDicomOptions {
+  aet?: string;
+  checkCalledAet?: boolean;
+  alwaysAllowEcho?: boolean;
+  alwaysAllowStore?: boolean;
+  /** DicomModalities: name → [AE title, host, port] of the peers Orthanc knows. */
+  modalities?: Record<string, [string, string, number]>;
+  /** Orthanc refuses a new patient's instances (C-STORE 0xa700, storage full) once this many patients are stored and protected. */
+  maximumPatientCount?: number;
+}
+
+/**
  * A real Orthanc PACS with the DICOMweb plugin, on a free port and a temporary storage folder: the PACS of the
  * tests and of `ctgate demo` (a hospital points ctgate at its own PACS instead). Everything it writes (the
  * studies, its index, its temporary files) stays in that folder, which stop() removes.
@@ -27,9 +42,16 @@ export class LocalOrthanc {
   private proc?: ChildProcess;
   private dir = '';
   port = 0;
+  /** Its DICOM (DIMSE) port when opts.dicom asks for the DICOM server; 0 otherwise. */
+  dicomPort = 0;
   log = '';
 
-  constructor(private readonly opts: { user?: string; password?: string; stableAgeSeconds?: number } = {}) {}
+  constructor(private readonly opts: { user?: string; password?: string; stableAgeSeconds?: number; dicom?: OrthancDicomOptions } = {}) {}
+
+  /** Its AE title when the DICOM server is on. */
+  get dicomAet(): string {
+    return this.opts.dicom?.aet ?? 'ORTHANC';
+  }
 
   get url(): string {
     return `http://127.0.0.1:${this.port}`;
@@ -56,6 +78,8 @@ export class LocalOrthanc {
     }
     this.dir = mkdtempSync(join(tmpdir(), 'ctgate-orthanc-'));
     this.port = await freePort();
+    const d = this.opts.dicom;
+    if (d) this.dicomPort = await freePort();
     const auth = Boolean(this.opts.user);
     const config = {
       Name: 'ctgate-test-pacs',
@@ -67,7 +91,18 @@ export class LocalOrthanc {
       RemoteAccessAllowed: false,
       AuthenticationEnabled: auth,
       RegisteredUsers: auth ? { [this.opts.user as string]: this.opts.password ?? '' } : {},
-      DicomServerEnabled: false,
+      DicomServerEnabled: d !== undefined,
+      ...(d
+        ? {
+            DicomAet: this.dicomAet,
+            DicomPort: this.dicomPort,
+            DicomCheckCalledAet: d.checkCalledAet ?? true,
+            DicomAlwaysAllowEcho: d.alwaysAllowEcho ?? true,
+            DicomAlwaysAllowStore: d.alwaysAllowStore ?? true,
+            DicomModalities: d.modalities ?? {},
+            ...(d.maximumPatientCount !== undefined ? { MaximumPatientCount: d.maximumPatientCount } : {}),
+          }
+        : {}),
       UnknownSopClassAccepted: true,
       StableAge: this.opts.stableAgeSeconds ?? 2,
       StorageCompression: false,

@@ -189,9 +189,11 @@ export interface JobRow {
   lastError?: { peer?: string; message: string };
 }
 
+const PEER_WORDS: Record<string, string> = { pacs: 'PACS', 'pacs-dimse': 'PACS (DIMSE)', fhir: 'FHIR server', 'emr-oru': 'EMR (ORU)', model: 'models' };
+
 /** The peer of a job's lastError in words. */
 function peerWords(peer: string): string {
-  return peer === 'pacs' ? 'PACS' : peer === 'fhir' ? 'FHIR server' : peer === 'emr-oru' ? 'EMR (ORU)' : peer === 'model' ? 'models' : 'ctgate';
+  return PEER_WORDS[peer] ?? 'ctgate';
 }
 
 export function jobListPage(o: { nonce: string; rows: JobRow[]; filter: string; counts: Record<string, number>; refreshSeconds: number }): Html {

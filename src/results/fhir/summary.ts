@@ -1,5 +1,5 @@
 import type { Category } from '../../inference/findings.js';
-import { type ResultContext, resultCategory, sharedAnalysisNote } from '../context.js';
+import { identityNote, type ResultContext, resultCategory, sharedAnalysisNote } from '../context.js';
 
 const fixed = (v: number, digits: number) => v.toFixed(digits);
 const pct = (v: number) => (v > 0 && v < 0.05 ? '<0.1' : fixed(v, 1));
@@ -68,6 +68,8 @@ export function summaryHtml(ctx: ResultContext, conclusion: string): string {
   rows.push(['Models', a.models.map((m) => `${m.name} ${m.version}`).join(', ')], ['Completed', a.completedAt]);
   const shared = sharedAnalysisNote(ctx);
   if (shared) rows.push(['Shared analysis', shared]);
+  const identity = identityNote(ctx);
+  if (identity) rows.unshift(['Patient identity', identity]);
   const key = ctx.keyImages[0];
   const img = key
     ? `<figure><img alt="Key image with lesion overlay" src="data:image/png;base64,${Buffer.from(key.png).toString('base64')}"><figcaption>Slice ${key.sliceIndex + 1}, lesion ${fixed(key.lesionAreaMm2, 0)} mm²</figcaption></figure>`

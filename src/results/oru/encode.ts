@@ -9,7 +9,7 @@
 import { createHash } from 'node:crypto';
 import { escapeHl7, hl7Timestamp } from '../../hl7/ack.js';
 import type { Order } from '../../orders/order.js';
-import { type ResultContext, resultCategory, sharedAnalysisNote } from '../context.js';
+import { identityNote, type ResultContext, resultCategory, sharedAnalysisNote } from '../context.js';
 import { type Coded, IMPRESSION, OBSERVATION, SYSTEM, UNIT } from './codes.js';
 
 export interface OruOptions {
@@ -233,7 +233,7 @@ export function encodeOru(ctx: ResultContext, opts: OruOptions): string {
       19: completed,
     }),
   );
-  const shared = sharedAnalysisNote(ctx);
-  const nte = shared ? [segment('NTE', { 1: '1', 2: 'L', 3: esc(shared) })] : [];
+  const notes = [identityNote(ctx), sharedAnalysisNote(ctx)].filter((n): n is string => n !== undefined);
+  const nte = notes.map((n, i) => segment('NTE', { 1: String(i + 1), 2: 'L', 3: esc(n) }));
   return [segment('MSH', msh), segment('PID', pid), segment('PV1', { 1: '1', 2: 'O' }), segment('ORC', orc), segment('OBR', obr), ...nte, ...obx].join('\r');
 }
