@@ -15,6 +15,7 @@ import { jobIdFor } from '../jobs/queue.js';
 import { evaluateMessage } from '../orders/evaluate.js';
 import { loadMappings } from '../orders/mappings.js';
 import type { Order } from '../orders/order.js';
+import { decideIdentity, type IdentityDecision } from '../orders/patient-identity.js';
 import type { ResultContext, SourceStudy } from '../results/context.js';
 import { buildResultBundle } from '../results/fhir/bundle.js';
 import { loadFhirMappings } from '../results/fhir/mappings.js';
@@ -45,6 +46,16 @@ export async function orderFromFile(file: string, mappingsFile: string): Promise
   const chest = ev.orders.find((o) => o.chestCt.chestCt) ?? ev.orders[0];
   if (!chest) throw new OrderFileError(`${file} holds no order`);
   return chest.order;
+}
+
+/**
+ * The worker's patient identity check for `--order`: the order's patient against the files' DICOM patient, under
+ * the sender's rule in the mappings. The decision's message names fields, never values.
+ */
+export function orderIdentity(order: Order, study: SourceStudy, mappingsFile: string): IdentityDecision {
+  const rule = loadMappings(mappingsFile).patientIdentity(order.sender.facility);
+  const sender = order.sender.facility || order.sender.application || 'unknown';
+  return decideIdentity(order.patient, study, rule, sender);
 }
 
 const isoDate = (da?: string) => (da && /^\d{8}$/.test(da) ? `${da.slice(0, 4)}-${da.slice(4, 6)}-${da.slice(6, 8)}` : undefined);

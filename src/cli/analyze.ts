@@ -21,7 +21,7 @@ import { createOnnxModels, type ExecutionProvider, parseExecutionProviders } fro
 import type { Order } from '../orders/order.js';
 import { analysisOf, type KeyImage, type SourceStudy } from '../results/context.js';
 import { sourceUidsProblem, standInSopInstanceUid } from '../results/source-uids.js';
-import { analyzeJobId, keyImageFileName, OrderFileError, orderFromFile, orderFromStudy, writeResultFiles } from './analyze-results.js';
+import { analyzeJobId, keyImageFileName, OrderFileError, orderFromFile, orderFromStudy, orderIdentity, writeResultFiles } from './analyze-results.js';
 
 export const ANALYZE_USAGE = `usage:
   ctgate analyze PATH... --out DIR [--order ORM.hl7] [--manifest models/manifest.json] [--threads N] [--providers cuda,cpu]
@@ -481,6 +481,12 @@ export async function analyzeCommand(args: string[], io: AnalyzeIo = processIo):
     throw e;
   }
   timingsMs.read = Math.round(performance.now() - t);
+  // As the worker does: an order is analysed only against its own patient's images.
+  const identity = orderFromArgs ? orderIdentity(orderFromArgs, series.study, config.mappingsFile) : undefined;
+  if (identity?.action === 'fail') {
+    io.err(`ctgate analyze: unusable input: the order is not for the patient of these images: ${identity.message}\n`);
+    return EXIT_UNUSABLE_INPUT;
+  }
   const g = series.volume.geometry;
   log(`series ${series.seriesInstanceUid}: ${g.size[2]} slices of ${g.size[0]}×${g.size[1]}, spacing ${g.spacing.map((s) => s.toFixed(3)).join(' × ')} mm`);
 
@@ -543,8 +549,11 @@ export async function analyzeCommand(args: string[], io: AnalyzeIo = processIo):
   t = performance.now();
   const order = orderFromArgs ?? orderFromStudy(series.study);
   const resultNotes = orderFromArgs
-    ? []
+    ? identity?.action === 'warn' && identity.message
+      ? [identity.message]
+      : []
     : ['no --order given: bundle.json and oru.hl7 answer an order made from the DICOM header (placer number = accession number)'];
+  const warning = identity?.action === 'warn' && identity.comparison ? identity.comparison : undefined;
   const written = await writeResultFiles(
     {
       jobId: analyzeJobId(order),
@@ -562,6 +571,7 @@ export async function analyzeCommand(args: string[], io: AnalyzeIo = processIo):
       analysis: analysisOf(result, manifest),
       keyImages,
       links: { dicomWebBaseUrl: `${config.publicUrl}/dicom-web` },
+      ...(warning ? { patientIdentityWarning: { differ: warning.differ, notComparable: warning.notComparable.map((p) => p.field) } } : {}),
     },
     config,
     outDir,

@@ -30,9 +30,10 @@ async function writeStudy(
   seed: number,
   size: [number, number, number] = [72, 72, 28],
   spacing: [number, number, number] = [2.8, 2.8, 5],
+  patient: { patientId?: string; patientName?: string; patientBirthDate?: string } = {},
 ) {
   const p = generateChestCt({ seed, kind, size, spacing });
-  await writeSeriesToDir(dir, writeCtSeries(p.volume, { seed, seriesDescription: `synthetic ${kind}` }));
+  await writeSeriesToDir(dir, writeCtSeries(p.volume, { seed, seriesDescription: `synthetic ${kind}`, ...patient }));
   return p;
 }
 
@@ -238,6 +239,27 @@ describe('ctgate analyze (stand-in ONNX models)', () => {
 
 const haveModels = existsSync('models/manifest.json');
 
+/** The patient of fixtures/hl7/orm-chest-ct.hl7 (PID-3, PID-5, PID-7) as DICOM writes it. */
+const FIXTURE_PATIENT = { patientId: 'MRN12345', patientName: 'TEST^PATIENT^A', patientBirthDate: '19800102' };
+
+describe('ctgate analyze --order: the order must be for the patient of the images', () => {
+  it('refuses (exit 2) an order for another patient, naming the fields and no value, before running any model', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'ctgate-analyze-identity-'));
+    try {
+      const study = join(root, 'study');
+      await writeStudy(study, 'healthy', 61, [48, 48, 12], [6, 6, 10], { ...FIXTURE_PATIENT, patientBirthDate: '19800103' });
+      const io = capture();
+      const rc = await analyzeCommand([study, '--out', join(root, 'out'), '--order', 'fixtures/hl7/orm-chest-ct.hl7'], io);
+      assert.equal(rc, 2, io.stderr());
+      assert.match(io.stderr(), /not for the patient of these images: patient identity mismatch: PatientBirthDate differs from the order/);
+      assert.doesNotMatch(io.stderr(), /1980/);
+      assert.ok(!existsSync(join(root, 'out', 'findings.json')));
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('ctgate analyze with the trained models (models/)', { skip: unlessPresent(haveModels ? false : 'models/manifest.json not present') }, () => {
   let root = '';
   before(async () => {
@@ -257,9 +279,10 @@ describe('ctgate analyze with the trained models (models/)', { skip: unlessPrese
     it(`calls a held-out synthetic ${kind} study ${expected}`, async () => {
       const study = join(root, kind);
       const out = join(root, `out-${kind}`);
-      const p = await writeStudy(study, kind, seed, [128, 128, 52], [2.6, 2.6, 5]);
+      // The positive study is the fixture ORM's patient (the order is checked against it); the others get an order
+      // made from their DICOM header.
+      const p = await writeStudy(study, kind, seed, [128, 128, 52], [2.6, 2.6, 5], expected === 'positive' ? FIXTURE_PATIENT : {});
       const io = capture();
-      // The positive study answers the fixture ORM; the others get an order made from their DICOM header.
       const orderArgs = expected === 'positive' ? ['--order', 'fixtures/hl7/orm-chest-ct.hl7'] : [];
       const rc = await analyzeCommand([study, '--out', out, '--providers', 'cpu', ...orderArgs], io);
       assert.equal(rc, 0, io.stderr());
