@@ -28,6 +28,7 @@ const USAGE = `usage:
   ctgate synth --out DIR --seed N --kind covid|lobar-pneumonia|nodule|old-lesion|healthy [--size X,Y,Z] [--spacing X,Y,Z]
                                     write a synthetic chest-CT series (DICOM) with its ground-truth masks
   ctgate series explain --pacs URL (--study UID | --accession ACC) [--user U --password P | --token T] [--rules F] [--json]
+  ctgate series explain --dimse HOST:PORT --called-ae AE [--calling-ae AE] (--study UID | --accession ACC) [--rules F] [--json]
                                     why each series of a study is taken or refused (exit 0 chosen, 3 none fits)
   ctgate analyze PATH --out DIR [--manifest F] [--threads N]
                                     run the screening models offline on DICOM files; writes findings.json and key images

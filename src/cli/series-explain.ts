@@ -1,5 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import { aeTitleProblem, DimseError, type DimsePeer } from '../dicom/dcmtk.js';
+import { type FoundSeries, findSeries, findStudies, matchValueProblem } from '../dicom/find.js';
 import { DicomWebClient, type PacsAuth } from '../dicomweb/client.js';
 import { num, TAG } from '../dicomweb/dicom-json.js';
 import { PacsError } from '../dicomweb/errors.js';
@@ -17,6 +19,9 @@ export const SERIES_EXPLAIN_USAGE = `usage:
   ctgate series explain --pacs URL [--user U --password P | --token T] (--study UID | --accession ACC)
                         [--rules mappings/series.yaml] [--json] [--timeout-ms 15000]
                         [--order ORDER.hl7 [--mappings mappings/orders.yaml]] [--show-patient]
+  ctgate series explain --dimse HOST:PORT --called-ae AE [--calling-ae AE] (--study UID | --accession ACC) [...]
+      (C-FIND with DCMTK's findscu, Study Root: instance attributes the PACS does not return at series level,
+      such as ImageOrientationPatient, are unknown, and the rules refuse a series for lacking them)
       which series of the study the selection rules accept or refuse, and why, and which one would be chosen;
       the study's patient attributes as the identity check reads them (present or not; values with --show-patient),
       and with --order, whether that order's patient matches under its sender's rule
@@ -47,6 +52,9 @@ export async function seriesExplainCommand(args: string[], io: CommandIo = proce
       args,
       options: {
         pacs: { type: 'string' },
+        dimse: { type: 'string' },
+        'called-ae': { type: 'string' },
+        'calling-ae': { type: 'string' },
         user: { type: 'string' },
         password: { type: 'string' },
         token: { type: 'string' },
@@ -72,13 +80,35 @@ export async function seriesExplainCommand(args: string[], io: CommandIo = proce
   const pacs = values.pacs as string | undefined;
   const study = values.study as string | undefined;
   const accession = values.accession as string | undefined;
-  if (!pacs) return usage('--pacs is required');
-  if (!/^https?:\/\//i.test(pacs)) return usage('--pacs must be an http(s) URL of the DICOMweb root');
+  const dimse = values.dimse as string | undefined;
+  if (!pacs && !dimse) return usage('--pacs is required (or --dimse HOST:PORT for C-FIND)');
+  if (pacs && dimse) return usage('give either --pacs (DICOMweb) or --dimse (C-FIND), not both');
+  if (pacs && !/^https?:\/\//i.test(pacs)) return usage('--pacs must be an http(s) URL of the DICOMweb root');
   if (Boolean(study) === Boolean(accession)) return usage('give exactly one of --study and --accession');
   if (values.token && (values.user || values.password)) return usage('give either --user/--password or --token, not both');
   if (Boolean(values.user) !== Boolean(values.password)) return usage('--user and --password go together');
   const timeoutMs = values['timeout-ms'] === undefined ? 15_000 : Number(values['timeout-ms']);
   if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) return usage('--timeout-ms must be a positive number');
+  let peer: DimsePeer | undefined;
+  if (dimse) {
+    if (values.user || values.token) return usage('--user, --password and --token are for --pacs; DIMSE uses AE titles');
+    const m = /^([^\s:]+|\[[0-9a-f:]+\]):(\d{1,5})$/i.exec(dimse);
+    const port = Number(m?.[2]);
+    if (!m?.[1] || m[1].startsWith('-') || !(port >= 1 && port <= 65535)) return usage('--dimse must be HOST:PORT (port 1..65535)');
+    const calledAe = (values['called-ae'] as string | undefined)?.trim();
+    if (!calledAe) return usage('--called-ae is required with --dimse');
+    const callingAe = ((values['calling-ae'] as string | undefined) ?? process.env.CTGATE_DICOM_AE_TITLE ?? 'CTGATE').trim();
+    for (const [flag, ae] of [
+      ['--called-ae', calledAe],
+      ['--calling-ae', callingAe],
+    ] as const) {
+      const problem = aeTitleProblem(ae);
+      if (problem) return usage(`${flag}: expected ${problem}`);
+    }
+    const matchProblem = matchValueProblem((study ?? accession) as string);
+    if (matchProblem) return usage(`${study ? '--study' : '--accession'}: expected ${matchProblem}`);
+    peer = { host: m[1].replace(/^\[|\]$/g, ''), port, calledAe, callingAe, timeoutS: Math.max(1, Math.ceil(timeoutMs / 1000)), label: 'the PACS' };
+  } else if (values['called-ae'] || values['calling-ae']) return usage('--called-ae and --calling-ae go with --dimse');
 
   const rulesFile = (values.rules as string | undefined) ?? (existsSync(DEFAULT_RULES_FILE) ? DEFAULT_RULES_FILE : undefined);
   let rules = DEFAULT_SERIES_RULES;
@@ -114,38 +144,46 @@ export async function seriesExplainCommand(args: string[], io: CommandIo = proce
   }
   const showPatient = values['show-patient'] === true;
 
-  const auth: PacsAuth = values.token
-    ? { kind: 'bearer', token: values.token as string }
-    : values.user
-      ? { kind: 'basic', user: values.user as string, password: values.password as string }
-      : { kind: 'none' };
-  const client = new DicomWebClient({ url: pacs, auth, timeoutMs, retries: 1, retryBaseMs: 200 });
   const json = values.json === true;
 
   try {
-    const found = await findStudy(client, { studyInstanceUid: study, accessionNumber: accession });
-    if (found.status !== 'found') {
-      if (json) io.out(`${JSON.stringify({ study: null, status: found.status, reason: found.reason }, null, 2)}\n`);
-      else io.out(`Study ${found.status}: ${found.reason}\n`);
+    const gathered = peer
+      ? await gatherDimse(peer, { studyInstanceUid: study, accessionNumber: accession })
+      : await gatherDicomWeb(pacs as string, values, timeoutMs, { studyInstanceUid: study, accessionNumber: accession });
+    if (gathered.status !== 'found') {
+      if (json) io.out(`${JSON.stringify({ study: null, status: gathered.status, reason: gathered.reason }, null, 2)}\n`);
+      else io.out(`Study ${gathered.status}: ${gathered.reason}\n`);
       return 3;
     }
-    const candidates = await seriesCandidates(client, found.studyInstanceUid);
+    const { studyInstanceUid, matchedBy, instances, candidates, unknown } = gathered;
     const sel = selectSeries(candidates, rules);
     const byUid = new Map<string, SeriesCandidate>(candidates.map((c) => [c.seriesInstanceUid, c]));
-    const identity = await patientReport(client, found.studyInstanceUid, sel.chosen?.seriesInstanceUid, order, showPatient);
+    const patients = await gathered.patients(sel.chosen?.seriesInstanceUid);
+    const identity = patientReport(patients.study, patients.series, order, showPatient);
     if (json) {
       const report = {
-        study: { studyInstanceUid: found.studyInstanceUid, matchedBy: found.matchedBy, instances: num(found.study, TAG.NumberOfStudyRelatedInstances) },
+        study: { studyInstanceUid, matchedBy, instances },
+        via: peer ? 'dimse' : 'dicomweb',
         rules: rulesFile ?? '(built-in defaults)',
         chosen: sel.chosen?.seriesInstanceUid ?? null,
         reason: sel.reason ?? null,
         series: sel.decisions.map((d) => ({ ...d, candidate: byUid.get(d.seriesInstanceUid) })),
+        ...(peer ? { unknownAttributes: unknown } : {}),
         patient: identity.json,
       };
       io.out(`${JSON.stringify(report, null, 2)}\n`);
     } else {
       const lines: string[] = [];
-      lines.push(`Study ${found.studyInstanceUid} (found by ${found.matchedBy}); ${candidates.length} series; rules: ${rulesFile ?? 'built-in defaults'}`);
+      lines.push(
+        `Study ${studyInstanceUid} (found by ${matchedBy}${peer ? ', C-FIND' : ''}); ${candidates.length} series; rules: ${rulesFile ?? 'built-in defaults'}`,
+      );
+      if (peer) {
+        lines.push(
+          unknown.length > 0
+            ? `C-FIND gave no ${unknown.join(', ')} for some series: unknown there (instance-level attributes a PACS need not return at series level)`
+            : 'C-FIND returned every attribute the rules read; slice spacing is not measured over DIMSE (no instance positions)',
+        );
+      }
       lines.push('');
       const rows: string[][] = [['#', 'MOD', 'DESCRIPTION', 'THICK', 'N', 'KERNEL', 'TILT', 'IMAGE TYPE', 'DECISION']];
       for (const d of sel.decisions) {
@@ -186,8 +224,115 @@ export async function seriesExplainCommand(args: string[], io: CommandIo = proce
       io.err(`ctgate series explain: PACS error (${e.kind}): ${e.message}\n`);
       return 1;
     }
+    if (e instanceof DimseError) {
+      io.err(`ctgate series explain: DIMSE error (${e.kind}): ${e.message}\n`);
+      return 1;
+    }
     throw e;
   }
+}
+
+type Gathered =
+  | { status: 'not-found' | 'ambiguous' | 'unusable'; reason: string }
+  | {
+      status: 'found';
+      studyInstanceUid: string;
+      matchedBy: string;
+      instances: number | undefined;
+      candidates: SeriesCandidate[];
+      /** Attributes the rules read that the PACS gave for no series or only some (DIMSE only). */
+      unknown: string[];
+      patients: (chosenSeriesUid: string | undefined) => Promise<{ study: StudyPatient | null; series: StudyPatient | null }>;
+    };
+
+/** The study, its series as candidates and its patient over DICOMweb (QIDO, and WADO-RS metadata where needed). */
+async function gatherDicomWeb(
+  pacs: string,
+  values: Record<string, string | boolean | undefined>,
+  timeoutMs: number,
+  match: { studyInstanceUid?: string; accessionNumber?: string },
+): Promise<Gathered> {
+  const auth: PacsAuth = values.token
+    ? { kind: 'bearer', token: values.token as string }
+    : values.user
+      ? { kind: 'basic', user: values.user as string, password: values.password as string }
+      : { kind: 'none' };
+  const client = new DicomWebClient({ url: pacs, auth, timeoutMs, retries: 1, retryBaseMs: 200 });
+  const found = await findStudy(client, match);
+  if (found.status !== 'found') return { status: found.status, reason: found.reason };
+  const uid = found.studyInstanceUid;
+  return {
+    status: 'found',
+    studyInstanceUid: uid,
+    matchedBy: found.matchedBy,
+    instances: num(found.study, TAG.NumberOfStudyRelatedInstances),
+    candidates: await seriesCandidates(client, uid),
+    unknown: [],
+    patients: async (seriesUid) => ({
+      study: await readStudyPatient(client, uid),
+      series: seriesUid ? await readStudyPatient(client, uid, seriesUid) : null,
+    }),
+  };
+}
+
+/** A C-FIND series answer as a selection candidate; what the PACS did not return stays unknown. */
+export function candidateFromFoundSeries(s: FoundSeries): SeriesCandidate {
+  return {
+    seriesInstanceUid: s.seriesInstanceUid,
+    seriesNumber: s.seriesNumber,
+    modality: s.modality?.toUpperCase(),
+    description: s.seriesDescription,
+    imageType: s.imageType,
+    sliceThickness: s.sliceThickness,
+    orientation: s.orientation,
+    numberOfInstances: s.numberOfSeriesRelatedInstances ?? 0,
+    kernel: s.kernel,
+  };
+}
+
+/** The study, its series and its patient by C-FIND (findscu): STUDY level, then SERIES level. */
+async function gatherDimse(peer: DimsePeer, match: { studyInstanceUid?: string; accessionNumber?: string }): Promise<Gathered> {
+  const studies = await findStudies(peer, match);
+  const by = match.studyInstanceUid ? 'StudyInstanceUID' : 'AccessionNumber';
+  // A PACS may match loosely (case, padding): keep the exact answers.
+  const exact = studies.filter((s) => (match.studyInstanceUid ? s.studyInstanceUid === match.studyInstanceUid : s.accessionNumber === match.accessionNumber));
+  const uids = [...new Set(exact.map((s) => s.studyInstanceUid))];
+  if (uids.length === 0) return { status: 'not-found', reason: `no study with that ${by} is in the PACS (C-FIND)` };
+  if (uids.length > 1) return { status: 'ambiguous', reason: `${uids.length} studies carry that ${by}: ${uids.join(', ')}` };
+  const st = exact[0] as (typeof exact)[number];
+  const series = await findSeries(peer, st.studyInstanceUid);
+  const candidates = series
+    .map(candidateFromFoundSeries)
+    .sort(
+      (a, b) =>
+        (a.seriesNumber ?? Number.POSITIVE_INFINITY) - (b.seriesNumber ?? Number.POSITIVE_INFINITY) ||
+        (a.seriesInstanceUid < b.seriesInstanceUid ? -1 : a.seriesInstanceUid > b.seriesInstanceUid ? 1 : 0),
+    );
+  const unknown = (
+    [
+      ['ImageType', (c: SeriesCandidate) => c.imageType.length > 0],
+      ['SliceThickness', (c: SeriesCandidate) => c.sliceThickness !== undefined],
+      ['ImageOrientationPatient', (c: SeriesCandidate) => c.orientation !== undefined],
+      ['ConvolutionKernel', (c: SeriesCandidate) => c.kernel !== undefined],
+    ] as const
+  )
+    .filter(([, has]) => candidates.some((c) => !has(c)))
+    .map(([name]) => name);
+  const patient: StudyPatient = { level: 'study' };
+  if (st.patientId) patient.patientId = st.patientId;
+  if (st.issuerOfPatientId) patient.issuerOfPatientId = st.issuerOfPatientId;
+  if (st.patientName) patient.patientName = st.patientName;
+  if (st.patientBirthDate) patient.patientBirthDate = st.patientBirthDate;
+  return {
+    status: 'found',
+    studyInstanceUid: st.studyInstanceUid,
+    matchedBy: match.studyInstanceUid ? 'studyInstanceUid' : 'accessionNumber',
+    instances: st.numberOfStudyRelatedInstances,
+    candidates,
+    unknown,
+    // Series-level patient attributes are not asked over C-FIND: the study's are what the check reads.
+    patients: async () => ({ study: patient, series: null }),
+  };
 }
 
 const PATIENT_KEY: Record<IdentityField, keyof Omit<StudyPatient, 'level'>> = {
@@ -202,15 +347,12 @@ const PATIENT_KEY: Record<IdentityField, keyof Omit<StudyPatient, 'level'>> = {
  * chosen series' at retrieve): which are present, their values only with --show-patient; with an order, the
  * outcome under its sender's rule (field names only, as the job would record it).
  */
-async function patientReport(
-  client: DicomWebClient,
-  studyUid: string,
-  seriesUid: string | undefined,
+function patientReport(
+  study: StudyPatient | null,
+  series: StudyPatient | null,
   order: { order: Order; rule: PatientIdentityRule } | undefined,
   showValues: boolean,
-): Promise<{ lines: string[]; json: unknown; refused: boolean }> {
-  const study = await readStudyPatient(client, studyUid);
-  const series = seriesUid ? await readStudyPatient(client, studyUid, seriesUid) : null;
+): { lines: string[]; json: unknown; refused: boolean } {
   const fields = (p: StudyPatient | null) =>
     IDENTITY_FIELDS.map((f) => {
       const v = p?.[PATIENT_KEY[f]];

@@ -1,5 +1,5 @@
 /**
- * DIMSE through DCMTK's own programs (`echoscu`, `storescu`; Debian package dcmtk), run as supervised child
+ * DIMSE through DCMTK's own programs (`echoscu`, `storescu`, `findscu` in find.ts; Debian package dcmtk), run as supervised child
  * processes: ctgate never speaks DIMSE itself. Each call is one association with DCMTK's network timeouts
  * (-to connect, -ta ACSE, -td DIMSE) and a hard kill past them. Their verbose output is parsed into an outcome:
  * success, a refusal by the peer (association rejected, or a C-STORE failure status) or a network failure.
@@ -52,7 +52,7 @@ export function aeTitleProblem(ae: string): string | undefined {
   return undefined;
 }
 
-interface Run {
+export interface Run {
   code: number | null;
   signal: NodeJS.Signals | null;
   out: string;
@@ -60,7 +60,7 @@ interface Run {
   spawnError?: NodeJS.ErrnoException;
 }
 
-function runTool(program: string, args: string[], killAfterMs: number): Promise<Run> {
+export function runTool(program: string, args: string[], killAfterMs: number): Promise<Run> {
   const t0 = performance.now();
   return new Promise((resolve) => {
     let out = '';
@@ -84,7 +84,7 @@ function runTool(program: string, args: string[], killAfterMs: number): Promise<
   });
 }
 
-function commonArgs(peer: DimsePeer): string[] {
+export function commonArgs(peer: DimsePeer): string[] {
   const t = String(peer.timeoutS);
   const args = ['-v', '-aet', peer.callingAe, '-aec', peer.calledAe, '-to', t, '-ta', t];
   if (peer.tls) {
@@ -99,7 +99,7 @@ function commonArgs(peer: DimsePeer): string[] {
  * The association-level failure in DCMTK's output, if any: a rejection (with its result and reason), or a network
  * failure (refused, unknown host, timeout, abort).
  */
-function associationFailure(out: string, what: string, peerName: string): DimseError | undefined {
+export function associationFailure(out: string, what: string, peerName: string): DimseError | undefined {
   if (/Association Rejected/.test(out)) {
     const result = /Result:\s*([^\n,]+)/.exec(out)?.[1]?.trim() ?? 'rejected';
     const reason = /Reason:\s*([^\n]+)/.exec(out)?.[1]?.trim() ?? 'no reason given';
@@ -143,7 +143,7 @@ export async function echo(peer: DimsePeer): Promise<EchoResult> {
 }
 
 /** A line of DCMTK's output with paths and host names taken out. */
-function scrub(line: string): string {
+export function scrub(line: string): string {
   return line
     .replace(/^[A-Z]:\s*/, '')
     .replace(/\S*\/\S*/g, '<path>')

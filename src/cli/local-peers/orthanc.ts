@@ -20,13 +20,18 @@ export async function freePort(): Promise<number> {
 
 /**
  * Orthanc's DICOM (DIMSE) server, on a free port (Orthanc 1.10 binds all interfaces; tests talk to it over loopback).
- * Its defaults here: the called AE title is checked, echo and store are allowed from any AE.
+ * Its defaults here: the called AE title is checked, echo and store are allowed from any AE (find only with alwaysAllowFind).
  */
 export interface OrthancDicomOptions {
   aet?: string;
   checkCalledAet?: boolean;
   alwaysAllowEcho?: boolean;
   alwaysAllowStore?: boolean;
+  /**
+   * Answer C-FIND from any AE (Orthanc's DicomAlwaysAllowFind; default off, as Orthanc's: with it on, Orthanc accepts
+   * an association from any calling AE, so a peer that should reject unknown AEs must leave it off).
+   */
+  alwaysAllowFind?: boolean;
   /** DicomModalities: name → [AE title, host, port] of the peers Orthanc knows. */
   modalities?: Record<string, [string, string, number]>;
   /** Orthanc refuses a new patient's instances (C-STORE 0xa700, storage full) once this many patients are stored and protected. */
@@ -99,6 +104,7 @@ export class LocalOrthanc {
             DicomCheckCalledAet: d.checkCalledAet ?? true,
             DicomAlwaysAllowEcho: d.alwaysAllowEcho ?? true,
             DicomAlwaysAllowStore: d.alwaysAllowStore ?? true,
+            DicomAlwaysAllowFind: d.alwaysAllowFind ?? false,
             DicomModalities: d.modalities ?? {},
             ...(d.maximumPatientCount !== undefined ? { MaximumPatientCount: d.maximumPatientCount } : {}),
           }

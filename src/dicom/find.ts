@@ -1,0 +1,180 @@
+/**
+ * C-FIND (Study Root, -S) through DCMTK's `findscu`, run as a supervised child process like echoscu and storescu
+ * (dcmtk.ts): ctgate never speaks DIMSE itself. Each query is one association; findscu writes every answer to a file
+ * (-X, rsp0001.dcm… in a private temporary folder, removed afterwards), which dcmjs reads. Outcomes: the answers, or a
+ * DimseError (association rejected, C-FIND failure status, network failure) whose message names the peer, the cause
+ * and status words only — never a host, a path or a patient attribute.
+ */
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import dcmjs from 'dcmjs';
+import { associationFailure, commonArgs, DIMSE_PEER, DimseError, type DimsePeer, runTool, scrub } from './dcmtk.js';
+
+/** A study as a STUDY-level C-FIND answers it. */
+export interface FoundStudy {
+  studyInstanceUid: string;
+  accessionNumber?: string;
+  patientId?: string;
+  issuerOfPatientId?: string;
+  /** The Alphabetic component group of the PN. */
+  patientName?: string;
+  patientBirthDate?: string;
+  numberOfStudyRelatedInstances?: number;
+}
+
+/** A series as a SERIES-level C-FIND answers it; instance attributes only when the PACS returned them. */
+export interface FoundSeries {
+  seriesInstanceUid: string;
+  modality?: string;
+  seriesNumber?: number;
+  seriesDescription?: string;
+  numberOfSeriesRelatedInstances?: number;
+  imageType: string[];
+  sliceThickness?: number;
+  orientation?: number[];
+  kernel?: string;
+}
+
+type Answer = Record<string, unknown>;
+
+/** Characters that C-FIND matching reads as wildcards or value separators: refused in a match value. */
+export function matchValueProblem(v: string): string | undefined {
+  if (v.trim() === '') return 'a non-empty value';
+  if (/[*?\\]/.test(v)) return 'a value without *, ? or backslash (C-FIND would read them as wildcards)';
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what is refused
+  if (/[\u0000-\u001f]/.test(v)) return 'a value without control characters';
+  return undefined;
+}
+
+/**
+ * One C-FIND at `level` with `keys` (DICOM dictionary keyword → match value; '' asks for the attribute back).
+ * Returns the answers as dcmjs naturalized data sets. Throws DimseError.
+ */
+export async function cFind(peer: DimsePeer, level: 'STUDY' | 'SERIES' | 'IMAGE', keys: Record<string, string>): Promise<Answer[]> {
+  const dir = mkdtempSync(join(tmpdir(), 'ctgate-findscu-'));
+  try {
+    const t = String(peer.timeoutS);
+    const keyArgs = [`QueryRetrieveLevel=${level}`, ...Object.entries(keys).map(([k, v]) => (v === '' ? k : `${k}=${v}`))].flatMap((k) => ['-k', k]);
+    const args = [...commonArgs(peer), '-td', t, '-S', '-X', '-od', dir, ...keyArgs, peer.host, String(peer.port)];
+    const r = await runTool('findscu', args, (peer.timeoutS * 4 + 10) * 1000);
+    if (r.spawnError) throw new DimseError('usage', `findscu could not run (install dcmtk): ${r.spawnError.code}`, false);
+    const name = peer.label ?? DIMSE_PEER;
+    const what = `C-FIND (${level})`;
+    const assoc = associationFailure(r.out, what, name);
+    if (assoc) throw assoc;
+    if (r.signal) throw new DimseError('network', `${name} did not answer in time (${what} killed)`, true);
+    if (/No Acceptable Presentation Contexts|No presentation context/i.test(r.out))
+      throw new DimseError('refused', `${name} accepts no presentation context for Study Root C-FIND`, false);
+    const final = /Received Final Find Response[^(\n]*\(([^)\n]*)\)/.exec(r.out)?.[1]?.trim();
+    if (final !== undefined && !/^Success/i.test(final)) throw new DimseError('refused', `${name} refused the ${what}: ${final}`, false);
+    if (r.code !== 0 || final === undefined) {
+      const err = r.out.split('\n').find((l) => /^[EF]:/.test(l)) ?? `exit ${r.code}`;
+      throw new DimseError('network', `${what} at ${name} failed: ${scrub(err)}`, true);
+    }
+    const files = readdirSync(dir)
+      .filter((f) => /^rsp\d+\.dcm$/.test(f))
+      .sort();
+    return files.map((f) => {
+      const bytes = readFileSync(join(dir, f));
+      const ab = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength);
+      return dcmjs.data.DicomMetaDictionary.naturalizeDataset(dcmjs.data.DicomMessage.readFile(ab).dict) as Answer;
+    });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function first(a: Answer, key: string): unknown {
+  const v = a[key];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+function text(a: Answer, key: string): string | undefined {
+  const v = first(a, key);
+  if (v === undefined || v === null) return undefined;
+  if (typeof v === 'object') {
+    const alpha = (v as { Alphabetic?: unknown }).Alphabetic;
+    return typeof alpha === 'string' && alpha.trim() ? alpha.trim() : undefined;
+  }
+  const s = String(v).trim();
+  return s ? s : undefined;
+}
+
+function numberOf(a: Answer, key: string): number | undefined {
+  const s = text(a, key);
+  if (s === undefined) return undefined;
+  const n = Number(s);
+  return Number.isFinite(n) ? n : undefined;
+}
+
+function values(a: Answer, key: string): string[] {
+  const v = a[key];
+  const list = Array.isArray(v) ? v : v === undefined || v === null ? [] : [v];
+  return list.map((x) => String(x).trim()).filter((x) => x !== '');
+}
+
+/** Studies matching a StudyInstanceUID or an AccessionNumber (exactly one), with their patient attributes. */
+export async function findStudies(peer: DimsePeer, match: { studyInstanceUid?: string; accessionNumber?: string }): Promise<FoundStudy[]> {
+  const answers = await cFind(peer, 'STUDY', {
+    StudyInstanceUID: match.studyInstanceUid ?? '',
+    AccessionNumber: match.accessionNumber ?? '',
+    PatientID: '',
+    IssuerOfPatientID: '',
+    PatientName: '',
+    PatientBirthDate: '',
+    NumberOfStudyRelatedInstances: '',
+  });
+  return answers
+    .map((a) => {
+      const s: FoundStudy = { studyInstanceUid: text(a, 'StudyInstanceUID') ?? '' };
+      const set = <K extends keyof FoundStudy>(k: K, v: FoundStudy[K] | undefined) => {
+        if (v !== undefined) s[k] = v;
+      };
+      set('accessionNumber', text(a, 'AccessionNumber'));
+      set('patientId', text(a, 'PatientID'));
+      set('issuerOfPatientId', text(a, 'IssuerOfPatientID'));
+      set('patientName', text(a, 'PatientName'));
+      set('patientBirthDate', text(a, 'PatientBirthDate'));
+      set('numberOfStudyRelatedInstances', numberOf(a, 'NumberOfStudyRelatedInstances'));
+      return s;
+    })
+    .filter((s) => s.studyInstanceUid !== '');
+}
+
+/**
+ * The series of a study. Besides the series attributes every PACS returns, it asks for ImageType, SliceThickness,
+ * ImageOrientationPatient and ConvolutionKernel, which are instance attributes: a PACS may return them at series
+ * level (Orthanc reads them from one instance) or leave them empty; empty ones stay unknown.
+ */
+export async function findSeries(peer: DimsePeer, studyInstanceUid: string): Promise<FoundSeries[]> {
+  const answers = await cFind(peer, 'SERIES', {
+    StudyInstanceUID: studyInstanceUid,
+    SeriesInstanceUID: '',
+    Modality: '',
+    SeriesNumber: '',
+    SeriesDescription: '',
+    NumberOfSeriesRelatedInstances: '',
+    ImageType: '',
+    SliceThickness: '',
+    ImageOrientationPatient: '',
+    ConvolutionKernel: '',
+  });
+  return answers
+    .map((a) => {
+      const orientation = values(a, 'ImageOrientationPatient').map(Number);
+      const s: FoundSeries = { seriesInstanceUid: text(a, 'SeriesInstanceUID') ?? '', imageType: values(a, 'ImageType').map((v) => v.toUpperCase()) };
+      const set = <K extends keyof FoundSeries>(k: K, v: FoundSeries[K] | undefined) => {
+        if (v !== undefined) s[k] = v;
+      };
+      set('modality', text(a, 'Modality'));
+      set('seriesNumber', numberOf(a, 'SeriesNumber'));
+      set('seriesDescription', text(a, 'SeriesDescription'));
+      set('numberOfSeriesRelatedInstances', numberOf(a, 'NumberOfSeriesRelatedInstances'));
+      set('sliceThickness', numberOf(a, 'SliceThickness'));
+      set('orientation', orientation.length >= 6 && orientation.every(Number.isFinite) ? orientation.slice(0, 6) : undefined);
+      set('kernel', text(a, 'ConvolutionKernel'));
+      return s;
+    })
+    .filter((s) => s.seriesInstanceUid !== '');
+}
