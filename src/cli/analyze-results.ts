@@ -13,7 +13,7 @@ import type { Config } from '../config/index.js';
 import { normalizeSegments } from '../hl7/text.js';
 import { jobIdFor } from '../jobs/queue.js';
 import { evaluateMessage } from '../orders/evaluate.js';
-import { loadMappings } from '../orders/mappings.js';
+import type { Mappings } from '../orders/mappings.js';
 import type { Order } from '../orders/order.js';
 import { decideIdentity, type IdentityDecision } from '../orders/patient-identity.js';
 import type { ResultContext, SourceStudy } from '../results/context.js';
@@ -33,7 +33,7 @@ export class OrderFileError extends Error {
 }
 
 /** The first chest-CT order of an ORM/OMI file (CR or LF line ends). */
-export async function orderFromFile(file: string, mappingsFile: string): Promise<Order> {
+export async function orderFromFile(file: string, mappings: Mappings): Promise<Order> {
   let text: string;
   try {
     text = normalizeSegments((await readFile(file, 'utf8')).trim());
@@ -41,7 +41,7 @@ export async function orderFromFile(file: string, mappingsFile: string): Promise
     throw new OrderFileError(`cannot read ${file}: ${(e as Error).message}`);
   }
   // The user's own file, the reason to their terminal: it may quote the offending value.
-  const ev = evaluateMessage(text, loadMappings(mappingsFile), { quoteValues: true });
+  const ev = evaluateMessage(text, mappings, { quoteValues: true });
   if (ev.kind === 'reject') throw new OrderFileError(`${file} is not a usable order: ${ev.error.reason}`);
   const chest = ev.orders.find((o) => o.chestCt.chestCt) ?? ev.orders[0];
   if (!chest) throw new OrderFileError(`${file} holds no order`);
@@ -52,8 +52,8 @@ export async function orderFromFile(file: string, mappingsFile: string): Promise
  * The worker's patient identity check for `--order`: the order's patient against the files' DICOM patient, under
  * the sender's rule in the mappings. The decision's message names fields, never values.
  */
-export function orderIdentity(order: Order, study: SourceStudy, mappingsFile: string): IdentityDecision {
-  const rule = loadMappings(mappingsFile).patientIdentity(order.sender.facility);
+export function orderIdentity(order: Order, study: SourceStudy, mappings: Mappings): IdentityDecision {
+  const rule = mappings.patientIdentity(order.sender.facility);
   const sender = order.sender.facility || order.sender.application || 'unknown';
   return decideIdentity(order.patient, study, rule, sender);
 }

@@ -18,6 +18,7 @@ import { keyImagePng } from '../inference/key-images.js';
 import { loadManifest, ManifestError } from '../inference/manifest.js';
 import { type PipelineResult, type Progress, runPipeline, type Stage } from '../inference/pipeline.js';
 import { createOnnxModels, type ExecutionProvider, parseExecutionProviders } from '../inference/session.js';
+import { loadMappings } from '../orders/mappings.js';
 import type { Order } from '../orders/order.js';
 import { analysisOf, type KeyImage, type SourceStudy } from '../results/context.js';
 import { sourceUidsProblem, standInSopInstanceUid } from '../results/source-uids.js';
@@ -459,9 +460,11 @@ export async function analyzeCommand(args: string[], io: AnalyzeIo = processIo):
     return EXIT_BAD_MANIFEST;
   }
   let orderFromArgs: Order | undefined;
-  if (values.order !== undefined) {
+  // One read of the mappings for the order and its sender's patient identity rule.
+  const mappings = values.order !== undefined ? loadMappings(config.mappingsFile) : undefined;
+  if (values.order !== undefined && mappings) {
     try {
-      orderFromArgs = await orderFromFile(String(values.order), config.mappingsFile);
+      orderFromArgs = await orderFromFile(String(values.order), mappings);
     } catch (e) {
       if (!(e instanceof OrderFileError)) throw e;
       io.err(`ctgate analyze: unusable input: ${e.message}\n`);
@@ -482,7 +485,7 @@ export async function analyzeCommand(args: string[], io: AnalyzeIo = processIo):
   }
   timingsMs.read = Math.round(performance.now() - t);
   // As the worker does: an order is analysed only against its own patient's images.
-  const identity = orderFromArgs ? orderIdentity(orderFromArgs, series.study, config.mappingsFile) : undefined;
+  const identity = orderFromArgs && mappings ? orderIdentity(orderFromArgs, series.study, mappings) : undefined;
   if (identity?.action === 'fail') {
     io.err(`ctgate analyze: unusable input: the order is not for the patient of these images: ${identity.message}\n`);
     return EXIT_UNUSABLE_INPUT;
