@@ -3,7 +3,8 @@
  * captures (DIR/key-<rank>-slice-<z>.dcm, beside the PNG of the same name), the key object selection that flags
  * them and their CT slices (DIR/key-objects.dcm, TID 2000), the measurement report (DIR/report-sr.dcm, TID 1500),
  * DIR/bundle.json, DIR/oru.hl7 —
- * made by the same encoders the worker uses, so an integration engineer sees exactly what would be sent.
+ * the worker's result set (results/result-set.ts: same objects, UIDs and software version), so an integration
+ * engineer sees exactly what would be sent.
  * The order comes from `--order FILE` (the ORM the result answers); without one it is made from the DICOM header
  * (accession number as the placer number) and findings.json says so.
  */
@@ -17,13 +18,8 @@ import type { Mappings } from '../orders/mappings.js';
 import type { Order } from '../orders/order.js';
 import { decideIdentity, type IdentityDecision } from '../orders/patient-identity.js';
 import type { ResultContext, SourceStudy } from '../results/context.js';
-import { buildResultBundle } from '../results/fhir/bundle.js';
 import { loadFhirMappings } from '../results/fhir/mappings.js';
-import { encodeKeyImages, NoKeyImagesError } from '../results/key-image-sc/encode.js';
-import { encodeKos, NoKosError } from '../results/kos/encode.js';
-import { encodeOru, oruControlId } from '../results/oru/encode.js';
-import { encodeSeg, NoSegError } from '../results/seg/encode.js';
-import { encodeSr } from '../results/sr/encode.js';
+import { oruParties, resultSet } from '../results/result-set.js';
 
 export class OrderFileError extends Error {
   constructor(message: string) {
@@ -94,57 +90,30 @@ export interface WrittenResults {
 /** The file name of a key image: its PNG (analyze.ts) and its secondary capture share the name. */
 export const keyImageFileName = (rank: number, sliceIndex: number, ext: 'png' | 'dcm') => `key-${rank}-slice-${sliceIndex}.${ext}`;
 
-/** Writes seg.dcm, the key images' .dcm and key-objects.dcm (when there is a lesion), report-sr.dcm, bundle.json and oru.hl7. */
+/**
+ * Writes the result set (results/result-set.ts, the worker's objects): seg.dcm, the key images' .dcm and
+ * key-objects.dcm (when there is a lesion), report-sr.dcm, bundle.json and oru.hl7.
+ */
 export async function writeResultFiles(ctx: ResultContext, config: Config, outDir: string): Promise<WrittenResults> {
+  const set = resultSet(ctx, { fhirMappings: loadFhirMappings(config.resultMappingsFile), oru: oruParties(config) });
   const files: string[] = [];
-  const notes: string[] = [];
-  let seg: { seriesInstanceUid: string; sopInstanceUid: string } | undefined;
-  try {
-    const encoded = encodeSeg(ctx);
-    await writeFile(join(outDir, 'seg.dcm'), encoded.bytes);
-    files.push('seg.dcm');
-    seg = { seriesInstanceUid: encoded.seriesInstanceUid, sopInstanceUid: encoded.sopInstanceUid };
-  } catch (e) {
-    if (!(e instanceof NoSegError)) throw e;
-    notes.push(`no seg.dcm: ${e.message}`);
-  }
-  let keyImages = false;
-  try {
-    for (const k of encodeKeyImages(ctx).instances) {
-      const name = keyImageFileName(k.instanceNumber, k.sliceIndex, 'dcm');
-      await writeFile(join(outDir, name), k.bytes);
-      files.push(name);
-      keyImages = true;
-    }
-  } catch (e) {
-    if (!(e instanceof NoKeyImagesError)) throw e;
-    notes.push(`no key-image .dcm: ${e.message}`);
-  }
-  try {
-    // As the worker's write-seg stage: it references the secondary captures when they were written.
-    await writeFile(join(outDir, 'key-objects.dcm'), encodeKos(ctx, { referenceKeyImages: keyImages }).bytes);
-    files.push('key-objects.dcm');
-  } catch (e) {
-    if (!(e instanceof NoKosError)) throw e;
-    notes.push(`no key-objects.dcm: ${e.message}`);
-  }
+  const write = async (name: string, bytes: Uint8Array | string) => {
+    await writeFile(join(outDir, name), bytes);
+    files.push(name);
+  };
+  const { seg, keyImages, kos, sr, absent } = set.dicom;
+  if (seg) await write('seg.dcm', seg.bytes);
+  for (const k of keyImages?.instances ?? []) await write(keyImageFileName(k.instanceNumber, k.sliceIndex, 'dcm'), k.bytes);
+  if (kos) await write('key-objects.dcm', kos.bytes);
   // Always: without a SEG it reports no lesion, or why the study was not assessable.
-  await writeFile(join(outDir, 'report-sr.dcm'), encodeSr(ctx, seg).bytes);
-  files.push('report-sr.dcm');
-  const bundle = buildResultBundle(ctx, loadFhirMappings(config.resultMappingsFile), { seg });
-  await writeFile(join(outDir, 'bundle.json'), `${JSON.stringify(bundle, null, 2)}\n`);
-  files.push('bundle.json');
-  const oru = encodeOru(ctx, {
-    sendingApplication: config.oru?.sendingApplication ?? config.appName,
-    sendingFacility: config.oru?.sendingFacility ?? config.facilityName,
-    receivingApplication: config.oru?.receivingApplication,
-    receivingFacility: config.oru?.receivingFacility,
-    controlId: oruControlId(ctx.jobId),
-    now: new Date(ctx.analysis.completedAt),
-    version: '2.5.1',
-  });
+  await write('report-sr.dcm', sr.bytes);
+  await write('bundle.json', `${JSON.stringify(set.bundle, null, 2)}\n`);
   // One segment per line on disk, as integration engineers read them; MLLP sends CR.
-  await writeFile(join(outDir, 'oru.hl7'), `${oru.replace(/\r/g, '\n')}\n`);
-  files.push('oru.hl7');
+  await write('oru.hl7', `${set.oru.replace(/\r/g, '\n')}\n`);
+  const notes = [
+    ...(absent.seg ? [`no seg.dcm, key-image .dcm or key-objects.dcm: ${absent.seg}`] : []),
+    ...(absent.keyImages ? [`no key-image .dcm: ${absent.keyImages}`] : []),
+    ...(absent.kos ? [`no key-objects.dcm: ${absent.kos}`] : []),
+  ];
   return { files, notes };
 }

@@ -28,9 +28,9 @@ export const ANALYZE_USAGE = `usage:
   ctgate analyze PATH... --out DIR [--order ORM.hl7] [--manifest models/manifest.json] [--threads N] [--providers cuda,cpu]
       screen a chest CT series read from DICOM files (folders are searched recursively; with several series the
       one with the most slices is analysed) and write DIR/findings.json, key images (PNG), and what the service
-      would send: DIR/seg.dcm (when there is a lesion), DIR/report-sr.dcm (measurements, DICOM SR), DIR/bundle.json
-      (FHIR) and DIR/oru.hl7 — for the order in
-      --order, or one made from the DICOM header
+      would send: DIR/seg.dcm, the key images as DICOM (key-*.dcm) and DIR/key-objects.dcm (when there is a
+      lesion), DIR/report-sr.dcm (measurements, DICOM SR), DIR/bundle.json (FHIR) and DIR/oru.hl7 — for the order
+      in --order, or one made from the DICOM header
       (exit 0: analysed, any verdict; 2: unusable input; 78: bad model manifest; 1: usage error)`;
 
 export const EXIT_OK = 0;
@@ -548,7 +548,7 @@ export async function analyzeCommand(args: string[], io: AnalyzeIo = processIo):
   }
   timingsMs.keyImages = Math.round(performance.now() - t);
 
-  // What the service would send for this result, from the same encoders.
+  // What the service would send for this result: the worker's result set (results/result-set.ts), as files.
   t = performance.now();
   const order = orderFromArgs ?? orderFromStudy(series.study);
   const resultNotes = orderFromArgs

@@ -97,6 +97,26 @@ export interface PipelineOptions {
   /** With lesionScope 'connected': how far (mm) outside the lung mask a lesion may reach. Default 30. */
   maxOutsideLungMm?: number;
   onProgress?: (p: Progress) => void;
+  /**
+   * Sees each model's input exactly as the service made it; for training on real volumes with the service's own
+   * preprocessing (models/training/dump-volume.ts), never used by the service.
+   */
+  onModelInputs?: (inputs: ModelInputs) => void;
+}
+
+/** The models' inputs for one study (see PipelineOptions.onModelInputs); arrays are x fastest, then y, then z. */
+export interface ModelInputs {
+  /** The lung box on the model grid, [x, y, z] voxels. */
+  box: [number, number, number];
+  /** The lesion model's input: the CT of the lung box in its window, scaled to [0, 1]. */
+  lesionInput: Float32Array;
+  /** The lung labels of the lung box (0, RIGHT_LUNG, LEFT_LUNG). */
+  lungLabels: Uint8Array;
+  /** The lesion mask the classifier saw (after measurement dropped specks). */
+  lesionMask: Uint8Array;
+  /** The classifier's input and its shape (NCDHW). */
+  classifierInput: Float32Array;
+  classifierShape: readonly number[];
 }
 
 export type Verdict = 'positive' | 'negative' | 'not-assessable';
@@ -450,6 +470,7 @@ export async function runPipeline(volume: HuVolume, models: PipelineModels, opts
   progress('classify', 0, 1);
   const cls = models.classifier;
   const input = classifierInput(cls, huBox, lesionBox, boxGeometry);
+  opts.onModelInputs?.({ box, lesionInput: ctBox, lungLabels: lungBox, lesionMask: lesionBox, classifierInput: input, classifierShape: cls.shape });
   const probability = await cls.run(input, cls.shape);
   if (!Number.isFinite(probability) || probability < 0 || probability > 1) throw new Error(`the classifier returned ${probability}, not a probability`);
   timingsMs.classify = elapsed(t);

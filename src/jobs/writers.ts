@@ -1,24 +1,23 @@
 /**
- * The result stages' writers, made from the configuration: SEG, key images (secondary captures) and the measurement
- * report (SR) to the PACS (STOW-RS and/or C-STORE), FHIR to the chart, ORU^R01 to the EMR. Each is idempotent (see the encoders),
- * so a stage re-run never makes a second copy.
+ * The result stages' writers, made from the configuration: the result set's objects (results/result-set.ts, the same
+ * `ctgate analyze` writes as files) sent to their peers — SEG, key images (secondary captures), key object selection and
+ * measurement report (SR) to the PACS (STOW-RS and/or C-STORE), FHIR to the chart, ORU^R01 to the EMR. Each is
+ * idempotent (see the encoders), so a stage re-run never makes a second copy.
  */
+import type { Bundle } from 'fhir/r4.js';
 import type { Config } from '../config/index.js';
 import { CTGATE_VERSION } from '../config/version.js';
 import type { DimsePeer } from '../dicom/dcmtk.js';
 import type { DicomWebClient } from '../dicomweb/client.js';
 import type { Logger } from '../observability/log.js';
-import { buildResultBundle } from '../results/fhir/bundle.js';
+import type { ResultContext } from '../results/context.js';
 import { FhirSender } from '../results/fhir/client.js';
-import { loadFhirMappings } from '../results/fhir/mappings.js';
-import { encodeKeyImages, NoKeyImagesError } from '../results/key-image-sc/encode.js';
-import { encodeKos, NoKosError } from '../results/kos/encode.js';
-import { encodeOru, oruControlId } from '../results/oru/encode.js';
+import { type FhirMappings, loadFhirMappings } from '../results/fhir/mappings.js';
 import { oruSenderOptions, sendOru } from '../results/oru/sender.js';
+import { type DicomResults, dicomResults, oruParties, type ResultSeries, resultBundle, resultOru, resultSeries } from '../results/result-set.js';
 import { storeSeriesDimse } from '../results/seg/dimse-store.js';
-import { encodeSeg, NoSegError } from '../results/seg/encode.js';
 import { type SeriesToStore, type StoredSeries, storeSeries } from '../results/seg/store.js';
-import { encodeSr, type SegReference } from '../results/sr/encode.js';
+import type { StageOutputs } from './job-state.js';
 import type { ResultWriters } from './screening.js';
 
 export { CTGATE_VERSION };
@@ -46,53 +45,61 @@ export function seriesStore(pacs: DicomWebClient, t: ResultsTransport = { transp
 }
 
 /**
- * The write-seg stage: the SEG, then the key images (secondary captures, for viewers without SEG support) in a
- * series of their own and the key object selection (KOS, TID 2000) that flags the key CT slices and those images,
- * then the measurement report (TID 1500 SR) that points at the SEG. The report is written even
- * without a SEG (no lesion, or not assessable: it then says so). All are idempotent, so a re-run of the stage
- * (e.g. after the key images failed) stores the same instances again, by STOW-RS or C-STORE as `transport` says.
+ * The write-seg stage: the result's DICOM objects (results/result-set.ts) in the order a viewer can use them — the
+ * SEG, the key images (secondary captures, for viewers without SEG support) in a series of their own, the key object
+ * selection (KOS, TID 2000) that flags the key CT slices and those images, then the measurement report (TID 1500 SR)
+ * that points at the SEG. The report is written even without a SEG (no lesion, or not assessable: it then says so).
+ * All are idempotent, so a re-run of the stage (e.g. after the key images failed) stores the same instances again, by
+ * STOW-RS or C-STORE as `transport` says.
  */
 export function segWriter(pacs: DicomWebClient, transport?: ResultsTransport): NonNullable<ResultWriters['seg']> {
-  const store = seriesStore(pacs, transport);
+  return storeDicomResults(seriesStore(pacs, transport));
+}
+
+/** The write-seg stage over any series store (the PACS, or a test's). */
+export function storeDicomResults(store: SeriesStore): NonNullable<ResultWriters['seg']> {
   return async (ctx) => {
-    const storeSr = async (seg?: SegReference) => {
-      const sr = encodeSr(ctx, seg, { softwareVersion: CTGATE_VERSION });
-      return (await store({ ...sr, instances: [sr] }, 'SR')).seriesInstanceUid;
-    };
-    let seg: ReturnType<typeof encodeSeg>;
-    try {
-      seg = encodeSeg(ctx, { softwareVersion: CTGATE_VERSION });
-    } catch (e) {
-      if (e instanceof NoSegError) return { skipped: e.message, srSeriesInstanceUid: await storeSr() };
-      throw e;
-    }
-    await store({ studyInstanceUid: seg.studyInstanceUid, seriesInstanceUid: seg.seriesInstanceUid, modality: 'SEG', instances: [seg] }, 'SEG');
-    const stored = { seriesInstanceUid: seg.seriesInstanceUid, sopInstanceUid: seg.sopInstanceUid };
-    let keyImages: ReturnType<typeof encodeKeyImages> | undefined;
-    try {
-      keyImages = encodeKeyImages(ctx, { softwareVersion: CTGATE_VERSION });
-    } catch (e) {
-      if (!(e instanceof NoKeyImagesError)) throw e;
-    }
-    const keyImageSeries = keyImages ? await store(keyImages, 'key-image SC') : undefined;
-    let kos: ReturnType<typeof encodeKos> | undefined;
-    try {
-      // It references the secondary captures only when they were stored.
-      kos = encodeKos(ctx, { softwareVersion: CTGATE_VERSION, referenceKeyImages: keyImageSeries !== undefined });
-    } catch (e) {
-      if (!(e instanceof NoKosError)) throw e;
-    }
-    const kosSeries = kos ? await store({ ...kos, instances: [kos] }, 'KOS') : undefined;
-    const srSeriesInstanceUid = await storeSr(stored);
-    return {
-      seriesInstanceUid: stored.seriesInstanceUid,
-      sopInstanceUid: stored.sopInstanceUid,
-      frames: seg.frames,
-      ...(keyImageSeries ? { keyImageSeriesInstanceUid: keyImageSeries.seriesInstanceUid, keyImages: keyImageSeries.instances.length } : {}),
-      ...(kosSeries ? { kosSeriesInstanceUid: kosSeries.seriesInstanceUid } : {}),
-      srSeriesInstanceUid,
-    };
+    const d = dicomResults(ctx);
+    const { seg, keyImages, kos, sr } = d;
+    if (seg) await store({ studyInstanceUid: seg.studyInstanceUid, seriesInstanceUid: seg.seriesInstanceUid, modality: 'SEG', instances: [seg] }, 'SEG');
+    if (keyImages) await store(keyImages, 'key-image SC');
+    if (kos) await store({ ...kos, instances: [kos] }, 'KOS');
+    await store({ ...sr, instances: [sr] }, 'SR');
+    return segStageOutput(d);
   };
+}
+
+/** What the write-seg stage records: the series it stored, which write-fhir lists in the ImagingStudy. */
+export function segStageOutput(d: DicomResults): NonNullable<StageOutputs['write-seg']> {
+  const s = resultSeries(d);
+  if (!d.seg) return { skipped: d.absent.seg ?? 'no SEG', srSeriesInstanceUid: s.srSeriesInstanceUid };
+  return {
+    seriesInstanceUid: d.seg.seriesInstanceUid,
+    sopInstanceUid: d.seg.sopInstanceUid,
+    frames: d.seg.frames,
+    ...(s.keyImages ? { keyImageSeriesInstanceUid: s.keyImages.seriesInstanceUid, keyImages: s.keyImages.instances } : {}),
+    ...(s.kosSeriesInstanceUid ? { kosSeriesInstanceUid: s.kosSeriesInstanceUid } : {}),
+    srSeriesInstanceUid: s.srSeriesInstanceUid,
+  };
+}
+
+/**
+ * The result series as the write-seg checkpoint names them (this job's, or those of the job whose analysis it shares);
+ * a checkpoint of an older ctgate may lack some, and the ImagingStudy then lists only those it names.
+ */
+export function seriesOfSegStage(out: StageOutputs['write-seg']): ResultSeries {
+  const stored = out && 'seriesInstanceUid' in out ? out : undefined;
+  return {
+    ...(stored ? { seg: { seriesInstanceUid: stored.seriesInstanceUid, sopInstanceUid: stored.sopInstanceUid } } : {}),
+    ...(stored?.keyImageSeriesInstanceUid ? { keyImages: { seriesInstanceUid: stored.keyImageSeriesInstanceUid, instances: stored.keyImages ?? 0 } } : {}),
+    ...(stored?.kosSeriesInstanceUid ? { kosSeriesInstanceUid: stored.kosSeriesInstanceUid } : {}),
+    ...(out?.srSeriesInstanceUid ? { srSeriesInstanceUid: out.srSeriesInstanceUid } : {}),
+  };
+}
+
+/** The write-fhir stage's bundle: the result's, listing the series write-seg stored. */
+export function fhirStageBundle(ctx: ResultContext, maps: FhirMappings, seg: StageOutputs['write-seg']): Bundle {
+  return resultBundle(ctx, maps, seriesOfSegStage(seg));
 }
 
 export function fhirWriter(config: Config, log: Logger): ResultWriters['fhir'] {
@@ -101,11 +108,7 @@ export function fhirWriter(config: Config, log: Logger): ResultWriters['fhir'] {
   const sender = FhirSender.fromConfig(c, log);
   const maps = loadFhirMappings(config.resultMappingsFile);
   return async (ctx, seg) => {
-    const stored = seg && 'seriesInstanceUid' in seg ? seg : undefined;
-    const segRef = stored ? { seriesInstanceUid: stored.seriesInstanceUid, sopInstanceUid: stored.sopInstanceUid } : undefined;
-    const keyImages = stored?.keyImageSeriesInstanceUid ? { seriesInstanceUid: stored.keyImageSeriesInstanceUid, instances: stored.keyImages ?? 0 } : undefined;
-    const srSeriesInstanceUid = seg?.srSeriesInstanceUid;
-    const sent = await sender.send(buildResultBundle(ctx, maps, { seg: segRef, keyImages, srSeriesInstanceUid }), ctx.jobId);
+    const sent = await sender.send(fhirStageBundle(ctx, maps, seg), ctx.jobId);
     const report = sent.resources.find((r) => r.resourceType === 'DiagnosticReport');
     if (!report) throw new Error('the FHIR server did not return the DiagnosticReport it stored');
     return { diagnosticReportId: report.id, resources: sent.resources.length };
@@ -116,18 +119,9 @@ export function oruWriter(config: Config, log: Logger): ResultWriters['oru'] {
   const c = config.oru;
   if (!c) return undefined;
   const opts = oruSenderOptions(c, log);
+  const parties = oruParties(config);
   return async (ctx) => {
-    const message = encodeOru(ctx, {
-      sendingApplication: c.sendingApplication,
-      sendingFacility: c.sendingFacility,
-      receivingApplication: c.receivingApplication,
-      receivingFacility: c.receivingFacility,
-      controlId: oruControlId(ctx.jobId),
-      // The analysis time, not the clock: a re-run after a crash sends the very same message.
-      now: new Date(ctx.analysis.completedAt),
-      version: '2.5.1',
-    });
-    const d = await sendOru(message, ctx.jobId, opts);
+    const d = await sendOru(resultOru(ctx, parties), ctx.jobId, opts);
     return { controlId: d.controlId, ackCode: d.ackCode, attempts: d.attempts, ...(d.unacked ? { unacked: d.unacked } : {}) };
   };
 }

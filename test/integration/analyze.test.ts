@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import dcmjs from 'dcmjs';
 import { ANALYZE_USAGE, type AnalyzeIo, analyzeCommand, EXIT_BAD_MANIFEST, EXIT_UNUSABLE_INPUT, type FindingsJson } from '../../src/cli/analyze.js';
+import { CTGATE_VERSION } from '../../src/config/version.js';
 import { readNifti } from '../../src/imaging/nifti.js';
 import { PNG_SIGNATURE } from '../../src/inference/key-images.js';
 import { dice, LEFT_LUNG, RIGHT_LUNG, segmentLungs } from '../../src/inference/lungs.js';
@@ -40,8 +41,8 @@ async function writeStudy(
 /**
  * seg.dcm (dciodvfy-clean, frames on the study's slices), the key images as secondary captures (one .dcm beside each
  * key PNG, dciodvfy-clean), key-objects.dcm (the key object selection, dciodvfy-clean), report-sr.dcm
- * (dciodvfy-clean, with or without a lesion), bundle.json and oru.hl7, as
- * the service would send them.
+ * (dciodvfy-clean, with or without a lesion), bundle.json (its ImagingStudy listing the CT and each of those series)
+ * and oru.hl7, as the service would send them: every object carries SoftwareVersions (ctgate's, then the models').
  */
 async function assertResultFiles(out: string, f: FindingsJson, withSeg: boolean) {
   const keyDcm = f.keySlices.map((k) => k.image.replace(/\.png$/, '.dcm'));
@@ -62,14 +63,48 @@ async function assertResultFiles(out: string, f: FindingsJson, withSeg: boolean)
       'the key slices have SEG frames',
     );
   }
+  // Every object names ctgate's version, then the models (SoftwareVersions), as the worker's do.
+  const uids = new Map<string, { series: string; software: string[] }>();
+  for (const file of withSeg ? ['seg.dcm', ...keyDcm, 'key-objects.dcm', 'report-sr.dcm'] : ['report-sr.dcm']) {
+    const bytes = await readFile(join(out, file));
+    const ds = dcmjs.data.DicomMetaDictionary.naturalizeDataset(
+      dcmjs.data.DicomMessage.readFile(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer).dict,
+    );
+    const software = ([] as unknown[]).concat(ds.SoftwareVersions ?? []).map(String);
+    assert.equal(software[0], `ctgate ${CTGATE_VERSION}`, `${file}: SoftwareVersions ${software.join(', ')}`);
+    assert.deepEqual(
+      software.slice(1),
+      f.models.map((m) => m.replace('@', ' ')).filter((m) => software.includes(m)),
+      `${file}: then its models`,
+    );
+    assert.ok(software.length >= 2, `${file}: at least one model`);
+    uids.set(file, { series: String(ds.SeriesInstanceUID), software });
+  }
   const bundle = JSON.parse(await readFile(join(out, 'bundle.json'), 'utf8')) as {
     resourceType: string;
     type: string;
-    entry: { resource: { resourceType: string; conclusion?: string } }[];
+    entry: { resource: { resourceType: string; conclusion?: string; series?: { uid: string; modality: { code: string }; numberOfInstances?: number }[] } }[];
   };
   assert.equal(bundle.type, 'transaction');
   const report = bundle.entry.find((e) => e.resource.resourceType === 'DiagnosticReport')?.resource;
   assert.match(report?.conclusion ?? '', /not for clinical use/i);
+  // The ImagingStudy lists the CT and every result series written, as the worker's lists those it stored.
+  const study = bundle.entry.find((e) => e.resource.resourceType === 'ImagingStudy')?.resource;
+  const series = (file: string) => uids.get(file)?.series;
+  assert.deepEqual(
+    study?.series?.map((s) => [s.modality.code, s.uid, s.numberOfInstances]),
+    [
+      ['CT', f.series.seriesInstanceUid, f.series.slices],
+      ...(withSeg
+        ? [
+            ['SEG', series('seg.dcm'), 1],
+            ['OT', series(keyDcm[0] as string), keyDcm.length],
+            ['KO', series('key-objects.dcm'), 1],
+          ]
+        : []),
+      ['SR', series('report-sr.dcm'), 1],
+    ],
+  );
   const oru = await readFile(join(out, 'oru.hl7'), 'utf8');
   assert.match(oru, /^MSH\|\^~\\&\|.*ORU\^R01/);
   assert.match(oru, /\nOBR\|/);
@@ -146,6 +181,8 @@ describe('ctgate analyze (stand-in ONNX models)', () => {
       const png = await readFile(join(out, k.image));
       assert.deepEqual(new Uint8Array(png.subarray(0, 8)), PNG_SIGNATURE);
     }
+    // What the service would send: every object, with SoftwareVersions, each series in the bundle's ImagingStudy.
+    await assertResultFiles(out, f, true);
   });
 
   it('says not-assessable (exit 0) for a study of 5 slices and for one with no lungs', async () => {
@@ -158,6 +195,7 @@ describe('ctgate analyze (stand-in ONNX models)', () => {
     assert.equal(f.verdict, 'not-assessable');
     assert.match(f.reason as string, /5 slices/);
     assert.match(io.stdout(), /not assessable/);
+    await assertResultFiles(join(root, 'out-few'), f, false);
 
     const soft = join(root, 'soft');
     const g = phantomGeometry([48, 48, 24], [6, 6, 6]);

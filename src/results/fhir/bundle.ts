@@ -15,6 +15,8 @@ export interface BundleOptions {
   seg?: SegSeriesRef;
   /** The key-image series, when stored. */
   keyImages?: KeyImageSeriesRef;
+  /** The key object selection's series, when stored. */
+  kosSeriesInstanceUid?: string;
   /** The measurement report's series, when stored. */
   srSeriesInstanceUid?: string;
 }
@@ -33,7 +35,15 @@ export function buildResultBundle(ctx: ResultContext, maps: FhirMappings, opts: 
     device: urnUuid(deviceId(modelsKey(ctx))),
     imagingStudy: urnUuid(imagingStudyId(ctx.study.studyInstanceUid)),
   };
-  const input: BuildInput = { ctx, maps, refs, seg: opts.seg, keyImages: opts.keyImages, srSeriesInstanceUid: opts.srSeriesInstanceUid };
+  const input: BuildInput = {
+    ctx,
+    maps,
+    refs,
+    seg: opts.seg,
+    keyImages: opts.keyImages,
+    kosSeriesInstanceUid: opts.kosSeriesInstanceUid,
+    srSeriesInstanceUid: opts.srSeriesInstanceUid,
+  };
   const observations = observationEntries(input);
   const entries: BundleEntry<FhirResource>[] = [
     patientEntry(input),

@@ -2,7 +2,7 @@ import type { BundleEntry, Endpoint, ImagingStudy, ImagingStudySeries } from 'fh
 import { stableId } from './ids.js';
 import { type BuildInput, dicomDate } from './input.js';
 import { accessionIdentifier, procedureConcept } from './service-request.js';
-import { MODALITY_CT, MODALITY_OT, MODALITY_SEG, MODALITY_SR, SEGMENTATION_STORAGE, SYSTEM, WADO_RS } from './terminology.js';
+import { MODALITY_CT, MODALITY_KO, MODALITY_OT, MODALITY_SEG, MODALITY_SR, SEGMENTATION_STORAGE, SYSTEM, WADO_RS } from './terminology.js';
 
 export const endpointId = (address: string): string => stableId('Endpoint', address);
 export const imagingStudyId = (studyInstanceUid: string): string => stableId('ImagingStudy', studyInstanceUid);
@@ -27,10 +27,10 @@ export function endpointEntry({ ctx, refs }: BuildInput): BundleEntry<Endpoint> 
 }
 
 /**
- * The CT study with the analysed CT series and, when stored, the SEG, key-image and measurement-report series. Written with PUT under an id
+ * The CT study with the analysed CT series and, when stored, the SEG, key-image, key-object-selection and measurement-report series. Written with PUT under an id
  * derived from the StudyInstanceUID, so a retry rewrites the same resource.
  */
-export function imagingStudyEntry({ ctx, maps, refs, seg, keyImages, srSeriesInstanceUid }: BuildInput): BundleEntry<ImagingStudy> {
+export function imagingStudyEntry({ ctx, maps, refs, seg, keyImages, kosSeriesInstanceUid, srSeriesInstanceUid }: BuildInput): BundleEntry<ImagingStudy> {
   const { study, series, order } = ctx;
   const id = imagingStudyId(study.studyInstanceUid);
   const ct: ImagingStudySeries = {
@@ -61,6 +61,15 @@ export function imagingStudyEntry({ ctx, maps, refs, seg, keyImages, srSeriesIns
       modality: MODALITY_OT,
       description: 'AI key images (NOT FOR CLINICAL USE)',
       numberOfInstances: keyImages.instances,
+      endpoint: [{ reference: refs.endpoint }],
+    });
+  }
+  if (kosSeriesInstanceUid) {
+    all.push({
+      uid: kosSeriesInstanceUid,
+      modality: MODALITY_KO,
+      description: 'AI key image selection (NOT FOR CLINICAL USE)',
+      numberOfInstances: 1,
       endpoint: [{ reference: refs.endpoint }],
     });
   }

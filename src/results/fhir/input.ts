@@ -30,6 +30,8 @@ export interface BuildInput {
   refs: Refs;
   seg?: SegSeriesRef;
   keyImages?: KeyImageSeriesRef;
+  /** The key object selection's series (one KOS instance). */
+  kosSeriesInstanceUid?: string;
   /** The measurement report's series (one SR instance). */
   srSeriesInstanceUid?: string;
 }

@@ -49,6 +49,8 @@ export const MODALITY_SEG = c(SYSTEM.dicom, 'SEG', 'Segmentation');
 export const MODALITY_OT = c(SYSTEM.dicom, 'OT', 'Other');
 /** The measurement report (TID 1500 Comprehensive SR). */
 export const MODALITY_SR = c(SYSTEM.dicom, 'SR', 'SR Document');
+/** The key object selection (TID 2000) that flags the key slices and key images. */
+export const MODALITY_KO = c(SYSTEM.dicom, 'KO', 'Key Object Selection');
 
 /** DICOM Segmentation Storage SOP Class. */
 export const SEGMENTATION_STORAGE = '1.2.840.10008.5.1.4.1.1.66.4';
