@@ -2,6 +2,7 @@ import type { Server } from 'node:http';
 import type { Redis } from 'ioredis';
 import { type Config, requireApiToken } from '../config/index.js';
 import { DicomWebClient } from '../dicomweb/client.js';
+import { type DimseReceiver, startDimseReceiver } from '../dimse-receive/receiver.js';
 import { type MllpServer, startMllpServer } from '../hl7/mllp-server.js';
 import { createApp } from '../http/app.js';
 import { JobStateStore } from '../jobs/job-state.js';
@@ -20,6 +21,8 @@ export interface Gateway {
   queue: ScreeningQueue;
   store: OrderStore;
   intake: Intake;
+  /** The DIMSE C-STORE receiver, when CTGATE_DIMSE_LISTEN_PORT is set. */
+  dimse?: DimseReceiver;
   /** Re-reads the mappings file; on error keeps the current mappings and throws MappingsError. */
   reloadMappings(): void;
   stop(): Promise<void>;
@@ -129,7 +132,10 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
   http.maxConnections = config.httpServer.maxConnections;
   const httpPort = (http.address() as { port: number }).port;
   log.info('http.listening', { host: config.httpHost, port: httpPort });
+  // Images pushed by C-STORE land in the receive folder; any process (a worker too) can index that folder.
+  const dimse = config.dimseReceive ? await startDimseReceiver(config.dimseReceive, log) : undefined;
   return {
+    dimse,
     mllp,
     httpPort,
     redis,
@@ -138,6 +144,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
     intake,
     reloadMappings,
     stop: async () => {
+      await dimse?.stop();
       await mllp.close();
       await new Promise<void>((r) => http.close(() => r()));
       await metrics.close();

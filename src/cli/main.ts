@@ -11,6 +11,7 @@ import { synthCommand } from '../synthetic/cli.js';
 import { analyzeCommand } from './analyze.js';
 import { runDemo } from './demo.js';
 import { dicomEchoCommand } from './dicom-echo.js';
+import { dicomReceiveCommand } from './dicom-receive.js';
 import { startGateway } from './gateway.js';
 import { checkMessage } from './hl7-check.js';
 import { seriesExplainCommand } from './series-explain.js';
@@ -34,6 +35,10 @@ const USAGE = `usage:
                                     run the screening models offline on DICOM files; writes findings.json and key images
   ctgate dicom echo --host H --port P [--called-ae AE] [--calling-ae AE] [--timeout S]
                                     C-ECHO a DICOM peer (exit 0 ok, 3 association rejected, 1 network/usage error)
+  ctgate dicom receive [--port P] [--host H] [--ae AE] [--callers LIST] [--dir D]
+                                    run the DIMSE receiver (C-ECHO, C-STORE via DCMTK storescp) in the foreground
+  ctgate dicom receive --list [--dir D]
+                                    list the studies in the receive folder (JSON) and exit
   ctgate config keys                list the environment variables ctgate reads`;
 
 /** With CTGATE_PROCESSES > 1 the primary only supervises: workers share the listening ports (node:cluster). */
@@ -161,6 +166,7 @@ export async function main(argv: string[]): Promise<number> {
     if (cmd === 'series' && sub === 'explain') return await seriesExplainCommand(rest);
     if (cmd === 'hl7' && sub === 'check') return hl7Check(rest);
     if (cmd === 'dicom' && sub === 'echo') return await dicomEchoCommand(rest);
+    if (cmd === 'dicom' && sub === 'receive') return await dicomReceiveCommand(rest);
     if (cmd === 'config' && sub === 'keys') {
       process.stdout.write(`${configKeys.join('\n')}\n`);
       return 0;

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { parse as parseYaml } from 'yaml';
 
 /** Raised when configuration is invalid; the message names the offending key. */
@@ -165,8 +166,45 @@ export interface AccessConfig {
   proxyStow: boolean;
 }
 
+/**
+ * Who may open a DIMSE association with ctgate's C-STORE receiver: a calling AE title, a sender address (IP or CIDR
+ * block), or both. Absent parts match anything; `*` alone (both absent) lets anyone in.
+ */
+export interface DimseCaller {
+  ae?: string;
+  address?: string;
+}
+
+/** ctgate's C-STORE SCP (src/dimse-receive): absent when CTGATE_DIMSE_LISTEN_PORT is not set. */
+export interface DimseReceiveConfig {
+  host: string;
+  /** 0 picks a free port (tests). */
+  port: number;
+  /** The Called AE title senders must use (default CTGATE_DICOM_AE_TITLE). */
+  aeTitle: string;
+  allowedCallers: DimseCaller[];
+  /** Received studies (one folder per StudyInstanceUID) and quarantined files live here. */
+  dir: string;
+  /** A study's files are removed this long after its last instance arrived, and only when no job holds it. */
+  retentionHours: number;
+  /** A study is stable when no instance arrived for this long. */
+  stableSeconds: number;
+  /** ct: only CT Image Storage and Enhanced CT (other SOP classes get no presentation context); all: every storage SOP class. */
+  accept: 'ct' | 'all';
+  maxAssociations: number;
+  /** DCMTK's socket, ACSE and DIMSE timeouts (seconds). */
+  timeoutS: number;
+  /**
+   * DICOM TLS, terminated by ctgate's gate (storescp behind it speaks plain DIMSE over a private socket). With a CA
+   * file, senders must present a certificate that CA signed.
+   */
+  tls?: { certFile: string; keyFile: string; caFile?: string };
+}
+
 export interface Config {
   access: AccessConfig;
+  /** The DIMSE C-STORE receiver; absent when CTGATE_DIMSE_LISTEN_PORT is not set. */
+  dimseReceive?: DimseReceiveConfig;
   pacs?: PacsConfig;
   /** Where and how the SEG, SR, KOS and key images go (STOW-RS by default). */
   results: ResultsConfig;
@@ -356,6 +394,34 @@ const aeTitle = (raw: unknown, key: string): string => {
   return s;
 };
 
+/** `AE`, `AE@ADDRESS`, `@ADDRESS` / `*@ADDRESS` (any AE from there) or `*` (anyone); ADDRESS an IP or a CIDR block. */
+const callerList = (raw: unknown, key: string): DimseCaller[] => {
+  const items = (Array.isArray(raw) ? raw.map(String) : String(raw).split(',')).map((s) => s.trim()).filter((s) => s !== '');
+  const expected = 'calling AE titles and/or addresses, comma separated: AE, AE@10.0.0.5, @10.0.0.0/24 or *';
+  if (items.length === 0) throw new ConfigError(key, expected, raw);
+  return items.map((item) => {
+    if (item === '*') return {};
+    const at = item.lastIndexOf('@');
+    const aePart = at < 0 ? item : item.slice(0, at);
+    const addrPart = at < 0 ? undefined : item.slice(at + 1);
+    const caller: DimseCaller = {};
+    if (aePart !== '' && aePart !== '*') {
+      // biome-ignore lint/suspicious/noControlCharactersInRegex: the control characters are what is refused
+      if (aePart.length > 16 || /[\\\u0000-\u001f\u007f-\uffff]/.test(aePart)) throw new ConfigError(key, `${expected} (bad AE title)`, item);
+      caller.ae = aePart;
+    }
+    if (addrPart !== undefined) {
+      const [ip, bits, extra] = addrPart.split('/');
+      const family = isIP(ip ?? '');
+      const max = family === 6 ? 128 : 32;
+      const bitsOk = bits === undefined || (/^\d{1,3}$/.test(bits) && Number(bits) <= max);
+      if (family === 0 || !bitsOk || extra !== undefined) throw new ConfigError(key, `${expected} (bad address)`, item);
+      caller.address = addrPart;
+    }
+    return caller;
+  });
+};
+
 const providerList = (raw: unknown, key: string): ('cuda' | 'cpu')[] => {
   const items = (Array.isArray(raw) ? raw.map(String) : String(raw).split(',')).map((p) => p.trim().toLowerCase()).filter((p) => p !== '');
   if (items.length === 0 || items.some((p) => p !== 'cuda' && p !== 'cpu'))
@@ -453,6 +519,19 @@ const fields = {
   oruReceivingFacility: { env: 'CTGATE_ORU_RECEIVING_FACILITY', file: 'oruReceivingFacility', parse: str },
   pacsUrl: { env: 'CTGATE_PACS_URL', file: 'pacsUrl', parse: httpUrl },
   dicomAeTitle: { env: 'CTGATE_DICOM_AE_TITLE', file: 'dicomAeTitle', parse: aeTitle, default: 'CTGATE' },
+  dimseListenPort: { env: 'CTGATE_DIMSE_LISTEN_PORT', file: 'dimseListenPort', parse: int(0, 65535) },
+  dimseListenHost: { env: 'CTGATE_DIMSE_LISTEN_HOST', file: 'dimseListenHost', parse: str, default: '127.0.0.1' },
+  dimseAeTitle: { env: 'CTGATE_DIMSE_AE_TITLE', file: 'dimseAeTitle', parse: aeTitle },
+  dimseAllowedCallers: { env: 'CTGATE_DIMSE_ALLOWED_CALLERS', file: 'dimseAllowedCallers', parse: callerList },
+  dimseReceiveDir: { env: 'CTGATE_DIMSE_RECEIVE_DIR', file: 'dimseReceiveDir', parse: str, default: '.data/dimse-receive' },
+  dimseRetentionHours: { env: 'CTGATE_DIMSE_RETENTION_HOURS', file: 'dimseRetentionHours', parse: int(1, 24 * 3650), default: 72 },
+  dimseStableS: { env: 'CTGATE_DIMSE_STABLE_S', file: 'dimseStableS', parse: int(1, 86_400), default: 30 },
+  dimseAccept: { env: 'CTGATE_DIMSE_ACCEPT', file: 'dimseAccept', parse: oneOf(['ct', 'all'] as const), default: 'ct' as 'ct' | 'all' },
+  dimseMaxAssociations: { env: 'CTGATE_DIMSE_MAX_ASSOCIATIONS', file: 'dimseMaxAssociations', parse: int(1, 1000), default: 16 },
+  dimseTimeoutS: { env: 'CTGATE_DIMSE_TIMEOUT_S', file: 'dimseTimeoutS', parse: int(1, 3600), default: 60 },
+  dimseTlsCertFile: { env: 'CTGATE_DIMSE_TLS_CERT_FILE', file: 'dimseTlsCertFile', parse: str },
+  dimseTlsKeyFile: { env: 'CTGATE_DIMSE_TLS_KEY_FILE', file: 'dimseTlsKeyFile', parse: str },
+  dimseTlsCaFile: { env: 'CTGATE_DIMSE_TLS_CA_FILE', file: 'dimseTlsCaFile', parse: str },
   resultsTransport: {
     env: 'CTGATE_RESULTS_TRANSPORT',
     file: 'resultsTransport',
@@ -539,6 +618,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   return {
     access: accessConfig(x),
+    dimseReceive: dimseReceiveConfig(x),
     pacs: pacsConfig(x),
     results: resultsConfig(x),
     dicomAeTitle: x.dicomAeTitle,
@@ -668,6 +748,48 @@ function resultsConfig(x: Values): ResultsConfig {
       timeoutS: x.resultsDimseTimeoutS,
       ...(tls ? { tls } : {}),
     },
+  };
+}
+
+function dimseReceiveConfig(x: Values): DimseReceiveConfig | undefined {
+  if (x.dimseListenPort === undefined) {
+    const given = (
+      [
+        ['CTGATE_DIMSE_AE_TITLE', x.dimseAeTitle],
+        ['CTGATE_DIMSE_ALLOWED_CALLERS', x.dimseAllowedCallers],
+        ['CTGATE_DIMSE_TLS_CERT_FILE', x.dimseTlsCertFile],
+        ['CTGATE_DIMSE_TLS_CA_FILE', x.dimseTlsCaFile],
+      ] as const
+    ).find(([, v]) => v !== undefined);
+    if (given) throw new ConfigError('CTGATE_DIMSE_LISTEN_PORT', `a port when ${given[0]} is set`, undefined);
+    return undefined;
+  }
+  if ((x.dimseTlsCertFile === undefined) !== (x.dimseTlsKeyFile === undefined)) {
+    const missing = x.dimseTlsCertFile ? 'CTGATE_DIMSE_TLS_KEY_FILE' : 'CTGATE_DIMSE_TLS_CERT_FILE';
+    throw new ConfigError(missing, 'a path (TLS needs both a certificate and a key)', undefined);
+  }
+  if (x.dimseTlsCaFile && !x.dimseTlsCertFile) throw new ConfigError('CTGATE_DIMSE_TLS_CERT_FILE', 'a path when CTGATE_DIMSE_TLS_CA_FILE is set', undefined);
+  const tls =
+    x.dimseTlsCertFile && x.dimseTlsKeyFile
+      ? { certFile: x.dimseTlsCertFile, keyFile: x.dimseTlsKeyFile, ...(x.dimseTlsCaFile ? { caFile: x.dimseTlsCaFile } : {}) }
+      : undefined;
+  return {
+    host: x.dimseListenHost,
+    port: x.dimseListenPort,
+    aeTitle: x.dimseAeTitle ?? x.dicomAeTitle,
+    // No silent default: who may send images is a decision (`*` lets anyone in).
+    allowedCallers: need(
+      x.dimseAllowedCallers,
+      'CTGATE_DIMSE_ALLOWED_CALLERS',
+      'the calling AE titles and/or addresses allowed to send (or *) when CTGATE_DIMSE_LISTEN_PORT is set',
+    ),
+    dir: x.dimseReceiveDir,
+    retentionHours: x.dimseRetentionHours,
+    stableSeconds: x.dimseStableS,
+    accept: x.dimseAccept,
+    maxAssociations: x.dimseMaxAssociations,
+    timeoutS: x.dimseTimeoutS,
+    ...(tls ? { tls } : {}),
   };
 }
 

@@ -8,6 +8,7 @@
  * patient attribute, so they are safe in job records, pages and logs.
  */
 import { spawn } from 'node:child_process';
+import type { Socket } from 'node:net';
 
 /** A DICOM peer (SCP) ctgate associates with. */
 export interface DimsePeer {
@@ -197,4 +198,43 @@ export async function storeFiles(peer: DimsePeer, files: string[], what: string)
     throw new DimseError('network', `C-STORE of ${what} to ${name} failed: ${scrub(err)}`, true);
   }
   return statuses;
+}
+
+/** A DCMTK program running with a socket as its stdin and stdout (inetd mode: `storescp -id`). */
+export interface SocketTool {
+  /** Settles when the program exits (its stderr tail in `out`); never rejects. */
+  done: Promise<Run>;
+  kill(signal?: NodeJS.Signals): void;
+}
+
+/**
+ * Runs `program` on a connected socket, the way inetd would (DCMTK's `-id`): the socket's descriptor becomes the
+ * child's stdin and stdout, stderr is collected like runTool's output. The caller should not read the socket
+ * (create it paused) and may close its own copy once this returns. Killed past `killAfterMs`.
+ */
+export function runToolOnSocket(program: string, args: string[], socket: Socket, killAfterMs: number): SocketTool {
+  const t0 = performance.now();
+  let out = '';
+  const child = spawn(program, args, { stdio: [socket, socket, 'pipe'] });
+  child.stderr?.on('data', (d: Buffer) => {
+    out = (out + d.toString('utf8')).slice(-20_000);
+  });
+  const timer = setTimeout(() => child.kill('SIGKILL'), killAfterMs);
+  const done = new Promise<Run>((resolve) => {
+    let settled = false;
+    const finish = (r: Omit<Run, 'ms' | 'out'>) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      resolve({ ...r, out, ms: Math.round(performance.now() - t0) });
+    };
+    child.on('error', (e: NodeJS.ErrnoException) => finish({ code: null, signal: null, spawnError: e }));
+    child.on('close', (code, signal) => finish({ code, signal }));
+  });
+  return {
+    done,
+    kill: (signal = 'SIGTERM') => {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+    },
+  };
 }
