@@ -114,7 +114,7 @@ export interface JobState {
    * not answer while the job waits (a PACS outage during wait-for-study). `peer` says whose fault it is; `since` is
    * when this same error was first seen (a wait that keeps failing shows how long).
    */
-  /** Set (with the ORU's MSH-10) just before the ORU is sent, cleared by its outcome; see ScreeningRunner.sendOruOnce. */
+  /** Set (with the ORU's MSH-10) just before the ORU is sent, cleared by its outcome; see stages/send-oru.ts. */
   oruSending?: { controlId: string; at: string };
   /** ORU sends of earlier send-oru attempts that went out and got no ACK (the EMR may have them). */
   oruUnacked?: number;
