@@ -16,7 +16,7 @@
  * Each ACK is written only after Redis confirmed the order, so two baselines run first on the same Redis:
  * the raw round trips the store makes per order (MGET; then a job-add Lua script and the record/marker
  * script, pipelined) over N ioredis connections, one order at a time each, and the store path itself
- * (OrderStore + BullMQ through the intake's channel on one shared connection, batched as the gateway does)
+ * (the intake's ledger, RedisOrderLedger: BullMQ and its Lua on one shared connection, batched as the gateway does)
  * without MLLP or HL7. All keys live under a random prefix and are deleted at the end.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -33,13 +33,15 @@ import { type Gateway, startGateway } from '../src/cli/gateway.js';
 import { loadConfig } from '../src/config/index.js';
 import type { AckCode } from '../src/hl7/ack.js';
 import { encodeFrame, MllpDecoder } from '../src/hl7/mllp-framing.js';
-import { createScreeningQueue, intakeChannel, jobIdFor } from '../src/jobs/queue.js';
+import { createScreeningQueue, jobIdFor } from '../src/jobs/queue.js';
 import { connectRedis, waitReady } from '../src/jobs/redis.js';
 import type { Logger } from '../src/observability/log.js';
 import { evaluateMessage } from '../src/orders/evaluate.js';
+import { messageKeyFor } from '../src/orders/ledger.js';
 import { loadMappings } from '../src/orders/mappings.js';
 import type { Order } from '../src/orders/order.js';
-import { type OrderRecord, OrderStore } from '../src/orders/store.js';
+import { RedisOrderLedger } from '../src/orders/redis-ledger.js';
+import type { OrderRecord } from '../src/orders/store.js';
 
 const GOAL_RATE = 2000;
 const GOAL_P99_MS = 25;
@@ -368,21 +370,20 @@ async function storeBaseline(): Promise<BaselineResult> {
   redis.on('error', () => {});
   if (!(await waitReady(redis, 3000))) throw new Error('store baseline: Redis not ready');
   const queue = createScreeningQueue(redis, QUEUE_NAME, p);
-  const store = new OrderStore(redis, p, { dedupeDays: 30, retentionDays: 90 });
-  const channel = intakeChannel(queue);
+  const ledger = new RedisOrderLedger(redis, queue, p, { dedupeDays: 30, retentionDays: 90 });
   try {
     const cpu0 = process.cpuUsage();
     const run = await closedLoop(CONNECTIONS, ORDERS, async (_w, i) => {
       const order = orderFor(i);
       const at = new Date().toISOString();
-      const messageKey = OrderStore.messageKey('EPIC', 'GENHOSP', order.message.controlId);
+      const messageKey = messageKeyFor('EPIC', 'GENHOSP', order.message.controlId);
       const jobId = jobIdFor(order.sender, order.placerOrderNumber);
-      const found = await store.lookup(messageKey, [jobId], channel.read);
+      const found = await ledger.read({ messageKey, orders: [{ jobId, jobState: false }] });
       if (found.seen) throw new Error('unexpected resend');
-      if (found.orders.size > 0) throw new Error('unexpected duplicate');
-      const ack: { code: AckCode; text: string } = { code: 'AA', text: 'order queued' };
+      if (found.records.size > 0) throw new Error('unexpected duplicate');
+      const marker: { code: AckCode; text: string } = { code: 'AA', text: 'order queued' };
       const data = { order, receivedAt: at, messageControlId: order.message.controlId };
-      await store.commitWithJobs(channel.write, [{ jobId, data }], messageKey, ack, [recordFor(jobId, order, at)]);
+      await ledger.record({ kind: 'orders', messageKey, marker, newJobs: [{ jobId, data }], jobChanges: [], records: [recordFor(jobId, order, at)] });
     });
     return { ...summarize(run.lat, run.n), rate: run.n / run.seconds, cpuMsPerOrder: cpuMsSince(cpu0, run.n) };
   } finally {
@@ -699,7 +700,7 @@ async function main(): Promise<number> {
       );
       console.log(`  per order (2 round trips): ${pcts(raw)}`);
       console.log(
-        `\n[2/3] Store baseline: OrderStore + BullMQ through the intake channel on one shared connection (as the gateway), ${CONNECTIONS} concurrent, no MLLP/HL7`,
+        `\n[2/3] Store baseline: the intake's ledger (RedisOrderLedger: BullMQ + Lua) on one shared connection (as the gateway), ${CONNECTIONS} concurrent, no MLLP/HL7`,
       );
       store = await storeBaseline();
       console.log(

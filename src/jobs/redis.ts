@@ -12,7 +12,7 @@ export function connectRedis(url: string, commandTimeoutMs: number): Redis {
     connectTimeout: Math.max(commandTimeoutMs, 1000),
     retryStrategy: (times) => Math.min(100 * 2 ** Math.min(times, 5), 2000),
     lazyConnect: false,
-    // No auto-pipelining: the intake batches its own round trips (intakeChannel, one socket write per batch), and
+    // No auto-pipelining: the intake batches its own round trips (orders/redis-ledger-channel.ts, one socket write per batch), and
     // each auto-pipeline would be a pipeline, onto which ioredis copies every script BullMQ defined.
     enableAutoPipelining: false,
   });

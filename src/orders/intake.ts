@@ -1,16 +1,19 @@
-import { type AckCode, type AckError, ackCodeFor, ackPlan, buildAck, HL7_ERROR } from '../hl7/ack.js';
+import { type AckCode, type AckError, ackPlan, buildAck } from '../hl7/ack.js';
 import { type MshHeader, namespaceOf, readHeader } from '../hl7/header.js';
 import { decodeMessageBytes } from '../hl7/text.js';
-import { type IntakeChannel, intakeChannel, jobIdFor, type NewJob, NOT_STARTED, type ScreeningQueue } from '../jobs/queue.js';
+import type { ScreeningQueue } from '../jobs/queue.js';
 import type { Logger } from '../observability/log.js';
 import { METRICS, type MetricsSink } from '../observability/metrics.js';
-import { type EvaluatedOrder, type Evaluation, evaluateMessage } from './evaluate.js';
+import { type Answer, ackCodeOf, decideIntake, type IntakeDecision, ledgerQueryFor, type Outcome, rejectDecision } from './decision.js';
+import { evaluateMessage } from './evaluate.js';
+import type { OrderLedger } from './ledger.js';
 import type { Mappings } from './mappings.js';
-import { type OrderRecord, OrderStore } from './store.js';
+import { RedisOrderLedger } from './redis-ledger.js';
+import type { OrderStore } from './store.js';
 
-export interface IntakeDeps {
-  store: OrderStore;
-  queue: ScreeningQueue;
+export type { Outcome } from './decision.js';
+
+interface IntakeOptions {
   mappings: () => Mappings;
   log: Logger;
   appName: string;
@@ -27,7 +30,8 @@ export interface IntakeDeps {
   notDurable?: () => string | null;
 }
 
-export type Outcome = 'queued' | 'duplicate' | 'resend' | 'cancelled' | 'cancel-requested' | 'updated' | 'ignored' | 'rejected' | 'error';
+/** The ledger itself, or the store and queue the Redis ledger is made of. */
+export type IntakeDeps = IntakeOptions & ({ ledger: OrderLedger } | { store: OrderStore; queue: ScreeningQueue });
 
 export interface IntakeResult {
   ackCode: AckCode;
@@ -44,20 +48,6 @@ export interface MessageMeta {
   replay?: boolean;
 }
 
-/** An order's effect, decided from the current records before anything is written. */
-type Plan =
-  | { kind: 'ignore'; note: string }
-  | { kind: 'create'; jobId: string; record: OrderRecord }
-  | { kind: 'duplicate'; jobId: string }
-  | { kind: 'cancel'; jobId: string; record: OrderRecord; removeJob: boolean; outcome: 'cancelled' | 'cancel-requested' | 'duplicate'; note: string }
-  | { kind: 'update'; jobId: string; record: OrderRecord; applyToJob: boolean; note: string };
-
-class Rejection extends Error {
-  constructor(readonly ackError: AckError) {
-    super(ackError.reason);
-  }
-}
-
 let ackCounter = 0;
 function ackControlId(now: Date): string {
   ackCounter = (ackCounter + 1) % 36 ** 4;
@@ -65,33 +55,79 @@ function ackControlId(now: Date): string {
 }
 
 /**
- * The order intake: parse, decide, persist, and only then acknowledge. Every path ends in an ACK decision;
- * an I/O failure (Redis down) yields AE/CE so the sender resends, and nothing is half-recorded.
+ * The order intake: parse, read what the ledger knows, decide, record, and only then acknowledge. Every path
+ * ends in an ACK; a ledger failure (Redis down) yields AE/CE so the sender resends, and nothing is half-recorded.
  */
 export class Intake {
-  /** The hot path's reads and writes, in round trips shared by the messages handled together. */
-  private readonly channel: IntakeChannel;
+  private readonly ledger: OrderLedger;
 
   constructor(private readonly deps: IntakeDeps) {
-    this.channel = intakeChannel(deps.queue);
+    this.ledger = 'ledger' in deps ? deps.ledger : RedisOrderLedger.over(deps.store, deps.queue);
   }
 
   private now(): Date {
     return this.deps.now?.() ?? new Date();
   }
 
-  private respond(
-    header: MshHeader | null,
-    cls: 'accept' | 'error' | 'reject',
-    outcome: Outcome,
-    reason: string,
-    jobIds: string[] = [],
-    error?: AckError,
-  ): IntakeResult {
-    const plan = ackPlan(header, cls === 'accept');
-    const code = ackCodeFor(cls, plan.enhanced);
+  async handle(raw: Buffer, meta: MessageMeta): Promise<IntakeResult> {
+    const started = performance.now();
+    const text = decodeMessageBytes(raw);
+    const evaluation = evaluateMessage(text, this.deps.mappings(), { quoteValues: this.deps.quoteValues });
+    const notDurable = evaluation.kind === 'orders' ? (this.deps.notDurable?.() ?? null) : null;
+    const query = ledgerQueryFor(evaluation, notDurable);
+    let result: IntakeResult;
+    try {
+      const known = query ? { query, facts: await this.ledger.read(query) } : null;
+      const decision = decideIntake({ evaluation, text, remoteAddress: meta.remoteAddress, replay: meta.replay === true, notDurable, known, now: this.now() });
+      result = await this.settle(decision);
+    } catch (e) {
+      result = this.storeDown(evaluation.header, e);
+    }
+    // evaluation.header is readHeader(text): the message is read once, for the answer and for the log line.
+    return this.logResult(evaluation.header, result, started, meta);
+  }
+
+  /** A frame over the size limit: AR with the reason, and the head of it kept as dead letter. */
+  async handleOversized(head: Buffer, size: number, limit: number, meta: MessageMeta): Promise<IntakeResult> {
+    const started = performance.now();
+    const text = decodeMessageBytes(head);
+    const header = readHeader(text);
+    const error: AckError = { kind: 'internalError', reason: `message of ${size} bytes exceeds the ${limit}-byte limit` };
+    const ctx = { text, remoteAddress: meta.remoteAddress, replay: meta.replay === true, now: this.now() };
+    let result: IntakeResult;
+    try {
+      result = await this.settle(rejectDecision(header, error, ctx, 'AR'));
+    } catch (e) {
+      result = this.storeDown(header, e);
+    }
+    return this.logResult(header, result, started, meta);
+  }
+
+  /** Records what the decision writes, then builds its answer: the ACK exists only once the write resolved. */
+  private async settle(d: IntakeDecision): Promise<IntakeResult> {
+    if (d.write) await this.ledger.record(d.write);
+    switch (d.kind) {
+      case 'reject':
+        return this.respond(d.header, 'reject', 'rejected', d.error.reason, [], d.error);
+      case 'unavailable':
+        return this.respond(d.header, 'error', 'error', d.error.reason, [], d.error);
+      case 'resend':
+        return this.respond(d.header, d.answer, 'resend', d.reason);
+      case 'accept':
+        return this.respond(d.header, 'accept', d.outcome, d.reason, d.jobIds);
+    }
+  }
+
+  private storeDown(header: MshHeader | null, e: unknown): IntakeResult {
+    const error: AckError = { kind: 'internalError', reason: 'order store unavailable; message not stored, please resend' };
+    this.deps.log.error('store.unavailable', { error: (e as Error).message });
+    return this.respond(header, 'error', 'error', error.reason, [], error);
+  }
+
+  private respond(header: MshHeader | null, answer: Answer, outcome: Outcome, reason: string, jobIds: string[] = [], error?: AckError): IntakeResult {
+    const code = ackCodeOf(header, answer);
     const now = this.now();
-    const ack = plan.send
+    const ack = ackPlan(header, answer === 'accept').send
       ? buildAck({ header, code, text: reason, error, appName: this.deps.appName, facilityName: this.deps.facilityName, controlId: ackControlId(now), now })
       : null;
     return { ackCode: code, ack, outcome, jobIds, reason };
@@ -120,234 +156,5 @@ export class Intake {
     else if (r.outcome === 'rejected') this.deps.log.warn('hl7.message', fields);
     else this.deps.log.info('hl7.message', fields);
     return r;
-  }
-
-  /** A frame over the size limit: AR with the reason, and the head of it kept as dead letter. */
-  async handleOversized(head: Buffer, size: number, limit: number, meta: MessageMeta): Promise<IntakeResult> {
-    const started = performance.now();
-    const text = decodeMessageBytes(head);
-    const header = readHeader(text);
-    const error: AckError = { kind: 'internalError', reason: `message of ${size} bytes exceeds the ${limit}-byte limit` };
-    try {
-      await this.deadLetter(text, header, error, meta, 'AR');
-      return this.logResult(header, this.respond(header, 'reject', 'rejected', error.reason, [], error), started, meta);
-    } catch (e) {
-      return this.logResult(header, this.storeDown(header, e), started, meta);
-    }
-  }
-
-  async handle(raw: Buffer, meta: MessageMeta): Promise<IntakeResult> {
-    const started = performance.now();
-    const text = decodeMessageBytes(raw);
-    const ev = evaluateMessage(text, this.deps.mappings(), { quoteValues: this.deps.quoteValues });
-    // ev.header is readHeader(text): the message is read once, for the answer and for the log line.
-    return this.logResult(ev.header, await this.handleEvaluated(ev, text, meta), started, meta);
-  }
-
-  private storeDown(header: MshHeader | null, e: unknown): IntakeResult {
-    const error: AckError = { kind: 'internalError', reason: 'order store unavailable; message not stored, please resend' };
-    this.deps.log.error('store.unavailable', { error: (e as Error).message });
-    return this.respond(header, 'error', 'error', error.reason, [], error);
-  }
-
-  private async deadLetter(text: string, header: MshHeader | null, error: AckError, meta: MessageMeta, ackCode: AckCode): Promise<void> {
-    if (meta.replay) return;
-    await this.deps.store.saveMessage({
-      kind: 'dead-letter',
-      receivedAt: this.now().toISOString(),
-      reason: error.reason,
-      errorCode: HL7_ERROR[error.kind].code,
-      ackCode,
-      ...this.headerSummary(header),
-      remoteAddress: meta.remoteAddress,
-      raw: text,
-    });
-  }
-
-  private headerSummary(header: MshHeader | null) {
-    return {
-      sendingApplication: header ? namespaceOf(header.sendingApp, header.componentSep).slice(0, 64) : '',
-      sendingFacility: header ? namespaceOf(header.sendingFacility, header.componentSep).slice(0, 64) : '',
-      messageType: header ? `${header.messageType}^${header.triggerEvent}`.slice(0, 20) : '',
-      controlId: header?.controlId.slice(0, 64) ?? '',
-    };
-  }
-
-  private async handleEvaluated(ev: Evaluation, text: string, meta: MessageMeta): Promise<IntakeResult> {
-    const header = ev.header;
-    const rejectCode = ackCodeFor('reject', ackPlan(header, false).enhanced);
-    try {
-      if (ev.kind === 'reject') {
-        await this.deadLetter(text, header, ev.error, meta, rejectCode);
-        return this.respond(header, 'reject', 'rejected', ev.error.reason, [], ev.error);
-      }
-      const h = ev.header;
-      const notDurable = this.deps.notDurable?.();
-      if (notDurable) {
-        const error: AckError = { kind: 'internalError', reason: notDurable };
-        return this.respond(h, 'error', 'error', notDurable, [], error);
-      }
-      const messageKey = OrderStore.messageKey(h.sendingApp, h.sendingFacility, h.controlId);
-      const jobIds = ev.orders.map((o) => jobIdFor(o.order.sender, o.order.placerOrderNumber));
-      const { seen, orders: records } = await this.deps.store.lookup(messageKey, jobIds, this.channel.read);
-      if (seen) {
-        const cls = seen.code === 'AA' || seen.code === 'CA' ? 'accept' : 'error';
-        return this.respond(h, cls, 'resend', `resend of an already processed message: ${seen.text}`.slice(0, 200));
-      }
-      let plans: Plan[];
-      try {
-        plans = await Promise.all(
-          ev.orders.map((o, i) => {
-            const jobId = jobIds[i] as string;
-            return this.plan(o, h, jobId, records.get(jobId) ?? null);
-          }),
-        );
-      } catch (e) {
-        if (!(e instanceof Rejection)) throw e;
-        await this.deadLetter(text, h, e.ackError, meta, rejectCode);
-        return this.respond(h, 'reject', 'rejected', e.ackError.reason, [], e.ackError);
-      }
-      return await this.apply(plans, h, text, messageKey, meta);
-    } catch (e) {
-      return this.storeDown(header, e);
-    }
-  }
-
-  /** `jobId` is jobIdFor(order.sender, order.placerOrderNumber). */
-  private async plan(ev: EvaluatedOrder, h: MshHeader, jobId: string, record: OrderRecord | null): Promise<Plan> {
-    const { order } = ev;
-    if (!ev.chestCt.chestCt) return { kind: 'ignore', note: `not a chest CT (${ev.chestCt.because})` };
-    if (ev.action === 'none') return { kind: 'ignore', note: `order control ${order.orderControl} is recorded, not acted on` };
-    const at = this.now().toISOString();
-    const event = (note: string) => ({ at, control: order.orderControl, controlId: h.controlId, note });
-    if (ev.action === 'create') {
-      if (record) return { kind: 'duplicate', jobId };
-      return { kind: 'create', jobId, record: { jobId, status: 'queued', order, createdAt: at, updatedAt: at, history: [event('created')] } };
-    }
-    if (!record) {
-      throw new Rejection({ kind: 'unknownKey', reason: `no order with this placer number (ORC-2) from this sender`, segment: 'ORC', field: 2 });
-    }
-    const state = (await (await this.deps.queue.getJob(jobId))?.getState()) ?? 'missing';
-    if (ev.action === 'cancel') {
-      if (record.status === 'cancelled') return { kind: 'cancel', jobId, record, removeJob: false, outcome: 'duplicate', note: 'already cancelled' };
-      const next = (status: OrderRecord['status'], note: string): OrderRecord => ({
-        ...record,
-        status,
-        updatedAt: at,
-        history: [...record.history, event(note)],
-      });
-      if (NOT_STARTED.has(state) || state === 'missing') {
-        return {
-          kind: 'cancel',
-          jobId,
-          record: next('cancelled', 'cancelled before start'),
-          removeJob: state !== 'missing',
-          outcome: 'cancelled',
-          note: 'cancelled',
-        };
-      }
-      if (state === 'active') {
-        return {
-          kind: 'cancel',
-          jobId,
-          record: next('cancel-requested', 'cancel requested while running'),
-          removeJob: false,
-          outcome: 'cancel-requested',
-          note: 'job is running; cancel requested',
-        };
-      }
-      return {
-        kind: 'cancel',
-        jobId,
-        record: { ...record, updatedAt: at, history: [...record.history, event(`cancel after job ${state}; result stands`)] },
-        removeJob: false,
-        outcome: 'duplicate',
-        note: `job already ${state}`,
-      };
-    }
-    if (record.status !== 'queued') {
-      throw new Rejection({
-        kind: 'internalError',
-        reason: `the order is ${record.status}; it cannot be changed`,
-        segment: 'ORC',
-        field: 1,
-      });
-    }
-    const applyToJob = NOT_STARTED.has(state);
-    const note = applyToJob ? 'order updated' : `update recorded; job already ${state}`;
-    return {
-      kind: 'update',
-      jobId,
-      record: { ...record, order: applyToJob ? order : record.order, updatedAt: at, history: [...record.history, event(note)] },
-      applyToJob,
-      note,
-    };
-  }
-
-  private async apply(plans: Plan[], h: MshHeader, text: string, messageKey: string, meta: MessageMeta): Promise<IntakeResult> {
-    const records: OrderRecord[] = [];
-    const jobIds: string[] = [];
-    const notes: string[] = [];
-    const outcomes = new Set<Outcome>();
-    const receivedAt = this.now().toISOString();
-    const newJobs: NewJob[] = [];
-    for (const p of plans) {
-      switch (p.kind) {
-        case 'ignore':
-          notes.push(p.note);
-          break;
-        case 'duplicate':
-          jobIds.push(p.jobId);
-          outcomes.add('duplicate');
-          notes.push('order already received');
-          break;
-        case 'create':
-          newJobs.push({ jobId: p.jobId, data: { order: p.record.order, receivedAt, messageControlId: h.controlId } });
-          records.push(p.record);
-          jobIds.push(p.jobId);
-          outcomes.add('queued');
-          notes.push('order queued');
-          break;
-        case 'cancel':
-          if (p.removeJob) await (await this.deps.queue.getJob(p.jobId))?.remove();
-          records.push(p.record);
-          jobIds.push(p.jobId);
-          outcomes.add(p.outcome);
-          notes.push(p.note);
-          break;
-        case 'update':
-          if (p.applyToJob) await (await this.deps.queue.getJob(p.jobId))?.updateData({ order: p.record.order, receivedAt, messageControlId: h.controlId });
-          records.push(p.record);
-          jobIds.push(p.jobId);
-          outcomes.add('updated');
-          notes.push(p.note);
-          break;
-      }
-    }
-    const ignoredOnly = plans.every((p) => p.kind === 'ignore');
-    const reason = notes.join('; ').slice(0, 300);
-    const result = this.respond(h, 'accept', ignoredOnly ? 'ignored' : ([...outcomes][0] ?? 'ignored'), reason, jobIds);
-    // A message recorded rather than acted on is stored in the same MULTI as its resend marker.
-    const ignored =
-      ignoredOnly && !meta.replay
-        ? {
-            kind: 'ignored' as const,
-            receivedAt,
-            reason,
-            ackCode: 'AA' as const,
-            ...this.headerSummary(h),
-            remoteAddress: meta.remoteAddress,
-            raw: text,
-          }
-        : undefined;
-    const marker = { code: result.ackCode, text: reason.slice(0, 80) };
-    if (newJobs.length > 0) {
-      // The jobs go in first (their ids are deterministic, so a retry after a failed commit re-adds nothing), and
-      // the records and the marker only if they are in the queue, in the same round trip.
-      await this.deps.store.commitWithJobs(this.channel.write, newJobs, messageKey, marker, records);
-    } else {
-      await this.deps.store.commit(messageKey, marker, records, ignored);
-    }
-    return result;
   }
 }
