@@ -11,13 +11,14 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Config } from '../config/index.js';
+import { jobIdFor } from '../domain/job.js';
+import type { Order } from '../domain/order.js';
+import { decideIdentity, type IdentityDecision } from '../domain/patient-identity.js';
+import type { SourceStudy } from '../domain/study.js';
 import { normalizeSegments } from '../hl7/text.js';
-import { jobIdFor } from '../jobs/queue.js';
 import { evaluateMessage } from '../orders/evaluate.js';
 import type { Mappings } from '../orders/mappings.js';
-import type { Order } from '../orders/order.js';
-import { decideIdentity, type IdentityDecision } from '../orders/patient-identity.js';
-import type { ResultContext, SourceStudy } from '../results/context.js';
+import type { ResultContext } from '../results/context.js';
 import { loadFhirMappings } from '../results/fhir/mappings.js';
 import { oruParties, resultSet } from '../results/result-set.js';
 

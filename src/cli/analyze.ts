@@ -6,22 +6,18 @@
  * (no DICOM image series, an unknown transfer syntax, source UIDs that cannot be carried, slices that do not form one volume); 78 the model manifest is
  * missing or invalid (EX_CONFIG); 1 usage or unexpected errors.
  */
-import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import dcmjs, { type DenaturalizedDataset } from 'dcmjs';
 import { type Config, ConfigError, loadConfig } from '../config/index.js';
-import { DecodeError, decodeFrame, describeSyntax, lossyWarning, type PixelFormat, supportedSyntaxes, TRANSFER_SYNTAXES } from '../imaging/pixel-codecs.js';
-import { allocateVolume, fillSlice, planVolume, type SliceMeta, VolumeError } from '../imaging/slices.js';
-import type { HuVolume } from '../imaging/volume.js';
-import { keyImagePng } from '../inference/key-images.js';
+import { type LoadedSeries, loadSeriesFromFiles, SeriesInputError } from '../dicom/part10-series.js';
+import type { Order } from '../domain/order.js';
+import type { SliceMeta } from '../imaging/slices.js';
 import { loadManifest, ManifestError } from '../inference/manifest.js';
-import { type PipelineResult, type Progress, runPipeline, type Stage } from '../inference/pipeline.js';
+import type { PipelineResult, Stage as PipelineStep, Progress } from '../inference/pipeline.js';
 import { createOnnxModels, type ExecutionProvider, parseExecutionProviders } from '../inference/session.js';
 import { loadMappings } from '../orders/mappings.js';
-import type { Order } from '../orders/order.js';
-import { analysisOf, type KeyImage, type SourceStudy } from '../results/context.js';
-import { sourceUidsProblem, standInSopInstanceUid } from '../results/source-uids.js';
+import { analyzeVolume, type VolumeAnalysis } from '../results/analyze-volume.js';
 import { analyzeJobId, keyImageFileName, OrderFileError, orderFromFile, orderFromStudy, orderIdentity, writeResultFiles } from './analyze-results.js';
 
 export const ANALYZE_USAGE = `usage:
@@ -47,290 +43,11 @@ export interface AnalyzeIo {
 
 const processIo: AnalyzeIo = { out: (t) => process.stdout.write(t), err: (t) => process.stderr.write(t), tty: process.stderr.isTTY === true };
 
-class InputError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'InputError';
-  }
-}
+/** The file reading lives in src/dicom/part10-series.ts (the jobs read received studies with it too). */
+export { type LoadedSeries, loadSeriesFromFiles };
 
-interface Instance {
-  file: string;
-  meta: SliceMeta;
-  transferSyntax: string;
-  /** The pixel description the codec needs (compressed syntaxes). */
-  format: PixelFormat;
-  /** LossyImageCompression 01 in the header. */
-  lossyFlag: boolean;
-  /** The file had no SOPInstanceUID: meta.sopInstanceUid is a stand-in. */
-  standInSop: boolean;
-  seriesDescription?: string;
-  seriesNumber?: number;
-  sopClassUid: string;
-  study: SourceStudy;
-  pixels: Uint8Array | null;
-}
-
-async function listFiles(paths: string[]): Promise<string[]> {
-  const out: string[] = [];
-  const walk = async (p: string): Promise<void> => {
-    const s = await stat(p);
-    if (s.isDirectory()) {
-      const entries = (await readdir(p)).sort();
-      for (const e of entries) await walk(join(p, e));
-    } else if (s.isFile()) out.push(p);
-  };
-  for (const p of paths) {
-    try {
-      await walk(p);
-    } catch (e) {
-      throw new InputError(`cannot read ${p}: ${(e as Error).message}`);
-    }
-  }
-  return out;
-}
-
-const num = (v: unknown): number | undefined => {
-  const x = Array.isArray(v) ? v[0] : v;
-  const n = typeof x === 'string' ? Number(x) : x;
-  return typeof n === 'number' && Number.isFinite(n) ? n : undefined;
-};
-const nums = (v: unknown): number[] =>
-  Array.isArray(v) ? v.map((x) => Number(x)).filter((x) => Number.isFinite(x)) : num(v) !== undefined ? [num(v) as number] : [];
-const text = (v: unknown): string | undefined => {
-  const x = Array.isArray(v) ? v[0] : v;
-  return typeof x === 'string' && x.trim() !== '' ? x.trim() : undefined;
-};
-/** dcmjs gives PN as { Alphabetic } objects (or a plain string from older writers). */
-const personName = (v: unknown): string | undefined => {
-  const x = Array.isArray(v) ? v[0] : v;
-  if (typeof x === 'string') return text(x);
-  return text((x as { Alphabetic?: unknown } | undefined)?.Alphabetic);
-};
-
-/**
- * A UI element as the file has it, byte for byte but for its padding: dcmjs's naturalized value drops every
- * character that is not a digit or a dot (a UUID-string StudyInstanceUID would become a different UID).
- */
-function rawUid(dict: DenaturalizedDataset, tag: string): string | undefined {
-  const el = dict[tag] as (DenaturalizedDataset[string] & { _rawValue?: unknown }) | undefined;
-  const raw = Array.isArray(el?._rawValue) ? el._rawValue[0] : el?._rawValue;
-  const v = typeof raw === 'string' ? raw : el?.Value?.[0];
-  if (typeof v !== 'string') return undefined;
-  const unpadded = v.replace(/[\0 ]+$/, '');
-  return unpadded === '' ? undefined : unpadded;
-}
-
-function studyOf(ds: Record<string, unknown>, dict: DenaturalizedDataset): SourceStudy {
-  const out: SourceStudy = { studyInstanceUid: rawUid(dict, '0020000D') ?? '' };
-  const set = <K extends keyof SourceStudy>(k: K, v: SourceStudy[K] | undefined) => {
-    if (v !== undefined) out[k] = v;
-  };
-  set('accessionNumber', text(ds.AccessionNumber));
-  set('studyId', text(ds.StudyID));
-  set('studyDate', text(ds.StudyDate));
-  set('studyTime', text(ds.StudyTime));
-  set('studyDescription', text(ds.StudyDescription));
-  set('referringPhysicianName', personName(ds.ReferringPhysicianName));
-  set('patientName', personName(ds.PatientName));
-  set('patientId', text(ds.PatientID));
-  set('issuerOfPatientId', text(ds.IssuerOfPatientID));
-  set('patientBirthDate', text(ds.PatientBirthDate));
-  set('patientSex', text(ds.PatientSex));
-  return out;
-}
-
-/** Reads one Part 10 file; null when it is not DICOM or not an image slice ctgate can place (with why). */
-function readInstance(file: string, bytes: Uint8Array): { instance: Instance } | { skip: string } {
-  let dict: ReturnType<typeof dcmjs.data.DicomMessage.readFile>;
-  try {
-    const buffer = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer;
-    dict = dcmjs.data.DicomMessage.readFile(buffer);
-  } catch (e) {
-    return { skip: `not DICOM Part 10 (${(e as Error).message.split('\n')[0]})` };
-  }
-  const meta = dcmjs.data.DicomMetaDictionary.naturalizeDataset(dict.meta);
-  const ds = dcmjs.data.DicomMetaDictionary.naturalizeDataset(dict.dict);
-  const transferSyntax = text(meta.TransferSyntaxUID) ?? '1.2.840.10008.1.2';
-  const position = nums(ds.ImagePositionPatient);
-  const orientation = nums(ds.ImageOrientationPatient);
-  const spacing = nums(ds.PixelSpacing);
-  const rows = num(ds.Rows);
-  const columns = num(ds.Columns);
-  const series = rawUid(dict.dict, '0020000E');
-  if (position.length < 3 || orientation.length < 6 || spacing.length < 2 || !rows || !columns || !series || ds.PixelData === undefined) {
-    return { skip: `not an image slice (${text(ds.Modality) ?? 'no modality'}, ${text(ds.SOPClassUID) ?? 'no SOP class'}: no image plane or pixel data)` };
-  }
-  if ((num(ds.NumberOfFrames) ?? 1) > 1) return { skip: `multi-frame image (${num(ds.NumberOfFrames)} frames) is not supported` };
-  const modality = text(ds.Modality);
-  if (modality !== undefined && modality !== 'CT') return { skip: `modality ${modality}, not CT` };
-  const pd = ds.PixelData;
-  // dcmjs gives one ArrayBuffer per frame; for an encapsulated single frame, its fragments joined.
-  const first = Array.isArray(pd) ? pd[0] : pd;
-  const pixels =
-    first instanceof ArrayBuffer ? new Uint8Array(first) : ArrayBuffer.isView(first) ? new Uint8Array(first.buffer, first.byteOffset, first.byteLength) : null;
-  const sop = rawUid(dict.dict, '00080018');
-  const bitsAllocated = num(ds.BitsAllocated) ?? 16;
-  const pixelRepresentation = num(ds.PixelRepresentation) ?? 0;
-  const samplesPerPixel = num(ds.SamplesPerPixel) ?? 1;
-  const codec = TRANSFER_SYNTAXES.get(transferSyntax)?.codec;
-  return {
-    instance: {
-      file,
-      transferSyntax,
-      format: {
-        rows,
-        columns,
-        bitsAllocated,
-        bitsStored: num(ds.BitsStored),
-        pixelRepresentation,
-        samplesPerPixel,
-        photometricInterpretation: text(ds.PhotometricInterpretation),
-      },
-      lossyFlag: text(ds.LossyImageCompression) === '01',
-      standInSop: sop === undefined,
-      seriesDescription: text(ds.SeriesDescription),
-      seriesNumber: num(ds.SeriesNumber),
-      sopClassUid: text(ds.SOPClassUID) ?? '1.2.840.10008.5.1.4.1.1.2',
-      study: studyOf(ds, dict.dict),
-      pixels,
-      meta: {
-        sopInstanceUid: sop ?? standInSopInstanceUid(series, bytes),
-        seriesInstanceUid: series,
-        instanceNumber: num(ds.InstanceNumber),
-        position: position.slice(0, 3) as SliceMeta['position'],
-        orientation: orientation.slice(0, 6) as SliceMeta['orientation'],
-        pixelSpacing: spacing.slice(0, 2) as SliceMeta['pixelSpacing'],
-        rows,
-        columns,
-        // An 8-bit compressed frame (JPEG baseline) is widened to 16 bits when decoded.
-        bitsAllocated: codec && bitsAllocated === 8 ? 16 : bitsAllocated,
-        pixelRepresentation,
-        samplesPerPixel,
-        rescaleSlope: num(ds.RescaleSlope) ?? 1,
-        rescaleIntercept: num(ds.RescaleIntercept) ?? 0,
-        sliceThickness: num(ds.SliceThickness),
-        frameOfReferenceUid: rawUid(dict.dict, '00200052'),
-        gantryTilt: num(ds.GantryDetectorTilt),
-      },
-    },
-  };
-}
-
-export interface LoadedSeries {
-  volume: HuVolume;
-  study: SourceStudy;
-  seriesNumber?: number;
-  sopClassUid: string;
-  /** Slices in volume z order. */
-  slices: SliceMeta[];
-  seriesInstanceUid: string;
-  seriesDescription?: string;
-  notes: string[];
-  files: number;
-}
-
-/** Reads DICOM files (and folders), picks the series with the most slices and builds its HU volume. */
-export async function loadSeriesFromFiles(paths: string[], note: (line: string) => void = () => {}): Promise<LoadedSeries> {
-  const files = await listFiles(paths);
-  if (files.length === 0) throw new InputError(`no files found in ${paths.join(', ')}`);
-  const bySeries = new Map<string, Instance[]>();
-  const skipped = new Map<string, number>();
-  for (const file of files) {
-    const r = readInstance(file, await readFile(file));
-    if ('skip' in r) {
-      skipped.set(r.skip, (skipped.get(r.skip) ?? 0) + 1);
-      continue;
-    }
-    const list = bySeries.get(r.instance.meta.seriesInstanceUid) ?? [];
-    list.push(r.instance);
-    bySeries.set(r.instance.meta.seriesInstanceUid, list);
-  }
-  const notes: string[] = [];
-  for (const [why, n] of skipped) notes.push(`skipped ${n} file${n === 1 ? '' : 's'}: ${why}`);
-  if (bySeries.size === 0)
-    throw new InputError(`no CT image slices among ${files.length} file${files.length === 1 ? '' : 's'}${notes.length > 0 ? ` (${notes.join('; ')})` : ''}`);
-  const ranked = [...bySeries.entries()].sort((a, b) => b[1].length - a[1].length || a[0].localeCompare(b[0]));
-  const [uid, instances] = ranked[0] as [string, Instance[]];
-  const description = instances[0]?.seriesDescription;
-  if (ranked.length > 1) {
-    notes.push(
-      `${ranked.length} series found; analysing ${uid}${description ? ` ("${description}")` : ''} with the most slices (${instances.length}); not analysed: ${ranked
-        .slice(1)
-        .map(([u, l]) => `${u} (${l.length})`)
-        .join(', ')}`,
-    );
-  }
-  for (const n of notes) note(n);
-  const syntaxes = new Set(instances.map((i) => i.transferSyntax));
-  for (const ts of syntaxes) {
-    if (TRANSFER_SYNTAXES.has(ts)) continue;
-    throw new InputError(
-      `series ${uid} uses transfer syntax ${describeSyntax(ts)}, which ctgate does not read (it reads ${supportedSyntaxes()}). ` +
-        'Convert it (e.g. gdcmconv --raw), or retrieve it from the PACS with transfer-syntax=1.2.840.10008.1.2.1.',
-    );
-  }
-  const lossy = [...syntaxes].find((ts) => TRANSFER_SYNTAXES.get(ts)?.lossy);
-  const lossyFlagged = instances.find((i) => i.lossyFlag);
-  const lossyNote = lossy
-    ? lossyWarning(lossy, uid)
-    : lossyFlagged && lossyWarning(lossyFlagged.transferSyntax, uid).replace('is lossy compressed', 'was lossy compressed (LossyImageCompression 01)');
-  if (lossyNote) {
-    notes.push(lossyNote);
-    note(`warning: ${lossyNote}`);
-  }
-  const first0 = instances[0] as Instance;
-  const uidProblem = sourceUidsProblem({
-    studyInstanceUid: first0.study.studyInstanceUid,
-    seriesInstanceUid: uid,
-    frameOfReferenceUid: first0.meta.frameOfReferenceUid,
-    sopInstanceUids: instances.filter((i) => !i.standInSop).map((i) => i.meta.sopInstanceUid),
-  });
-  if (uidProblem) throw new InputError(`series ${uid}: ${uidProblem}`);
-  const standIns = instances.filter((i) => i.standInSop).length;
-  if (standIns > 0) {
-    const standInNote = `${standIns} of ${instances.length} slice file(s) have no SOPInstanceUID: the results reference them by stand-in UIDs (2.25…, from the series UID and the file's bytes), which no PACS holds`;
-    notes.push(standInNote);
-    note(`warning: ${standInNote}`);
-  }
-  let plan: ReturnType<typeof planVolume>;
-  try {
-    plan = planVolume(instances.map((i) => i.meta));
-  } catch (e) {
-    if (e instanceof VolumeError) throw new InputError(`series ${uid} does not form one volume: ${e.message}`);
-    throw e;
-  }
-  for (const w of plan.warnings) note(w);
-  const volume = allocateVolume(plan.geometry);
-  const ordered = plan.order.map((i) => instances[i] as Instance);
-  for (const [k, inst] of ordered.entries()) {
-    if (!inst.pixels) throw new InputError(`${inst.file}: no pixel data`);
-    const info = TRANSFER_SYNTAXES.get(inst.transferSyntax);
-    try {
-      const stored = info?.codec ? await decodeFrame(inst.transferSyntax, inst.pixels, inst.format) : inst.pixels;
-      fillSlice(volume, k, stored, inst.meta, info?.bigEndian === true);
-    } catch (e) {
-      if (e instanceof VolumeError) throw new InputError(e.message);
-      if (e instanceof DecodeError) throw new InputError(`${inst.file}: ${e.message}`);
-      throw e;
-    }
-    inst.pixels = null;
-  }
-  const first = ordered[0] as Instance;
-  return {
-    volume,
-    study: first.study,
-    seriesNumber: first.seriesNumber,
-    sopClassUid: first.sopClassUid,
-    slices: ordered.map((i) => i.meta),
-    seriesInstanceUid: uid,
-    seriesDescription: description,
-    notes: [...notes, ...plan.warnings],
-    files: files.length,
-  };
-}
-
-const STAGE_NAMES: Record<Stage, string> = {
+/** The model pipeline's steps as the progress lines name them. */
+const STEP_NAMES: Record<PipelineStep, string> = {
   check: 'checking the study',
   resample: 'resampling to the model grid',
   lungs: 'segmenting the lungs',
@@ -345,7 +62,7 @@ function progressPrinter(io: AnalyzeIo): { onProgress: (p: Progress) => void; en
   let open = false;
   return {
     onProgress: (p) => {
-      const label = STAGE_NAMES[p.stage];
+      const label = STEP_NAMES[p.stage];
       if (p.stage === 'lesions') {
         const line = `analyze: ${label}: tile ${p.done}/${p.total}`;
         if (io.tty) {
@@ -477,7 +194,7 @@ export async function analyzeCommand(args: string[], io: AnalyzeIo = processIo):
   try {
     series = await loadSeriesFromFiles(positionals, log);
   } catch (e) {
-    if (e instanceof InputError) {
+    if (e instanceof SeriesInputError) {
       io.err(`ctgate analyze: unusable input: ${e.message}\n`);
       return EXIT_UNUSABLE_INPUT;
     }
@@ -513,40 +230,28 @@ export async function analyzeCommand(args: string[], io: AnalyzeIo = processIo):
   }
 
   const progress = progressPrinter(io);
-  let result: PipelineResult;
+  let analysed: VolumeAnalysis;
   try {
-    result = await runPipeline(series.volume, models, { onProgress: progress.onProgress });
+    analysed = await analyzeVolume(series, models, manifest, { onProgress: progress.onProgress });
   } catch (e) {
     progress.end();
     io.err(`ctgate analyze: the analysis failed: ${(e as Error).message}\n`);
     return EXIT_USAGE;
   }
   progress.end();
+  const { result, keyImages } = analysed;
   Object.assign(timingsMs, result.timingsMs);
 
   t = performance.now();
   const keySlices: FindingsJson['keySlices'] = [];
-  const keyImages: KeyImage[] = [];
   const f = result.findings;
-  if (f && result.lesionMask) {
-    let rank = 0;
-    for (const ks of f.keySlices) {
-      rank++;
-      const meta = series.slices[ks.index] as SliceMeta;
-      const image = keyImageFileName(rank, ks.index, 'png');
-      const png = keyImagePng(series.volume, ks.index, result.lesionMask);
-      await writeFile(join(outDir, image), png);
-      keyImages.push({ sliceIndex: ks.index, sopInstanceUid: meta.sopInstanceUid, lesionAreaMm2: ks.lesionAreaMm2, png });
-      keySlices.push({
-        sliceIndex: ks.index,
-        instanceNumber: meta.instanceNumber,
-        sopInstanceUid: meta.sopInstanceUid,
-        lesionAreaMm2: ks.lesionAreaMm2,
-        image,
-      });
-    }
+  for (const [i, k] of keyImages.entries()) {
+    const image = keyImageFileName(i + 1, k.sliceIndex, 'png');
+    await writeFile(join(outDir, image), k.png);
+    const { instanceNumber } = series.slices[k.sliceIndex] as SliceMeta;
+    keySlices.push({ sliceIndex: k.sliceIndex, instanceNumber, sopInstanceUid: k.sopInstanceUid, lesionAreaMm2: k.lesionAreaMm2, image });
   }
-  timingsMs.keyImages = Math.round(performance.now() - t);
+  timingsMs.keyImages = Math.round(analysed.keyImagesMs + performance.now() - t);
 
   // What the service would send for this result: the worker's result set (results/result-set.ts), as files.
   t = performance.now();
@@ -562,16 +267,8 @@ export async function analyzeCommand(args: string[], io: AnalyzeIo = processIo):
       jobId: analyzeJobId(order),
       order,
       study: series.study,
-      series: {
-        seriesInstanceUid: series.seriesInstanceUid,
-        seriesNumber: series.seriesNumber,
-        seriesDescription: series.seriesDescription,
-        frameOfReferenceUid: series.slices[0]?.frameOfReferenceUid ?? '',
-        sopClassUid: series.sopClassUid,
-        slices: series.slices,
-        geometry: g,
-      },
-      analysis: analysisOf(result, manifest),
+      series: analysed.series,
+      analysis: analysed.analysis,
       keyImages,
       links: { dicomWebBaseUrl: `${config.publicUrl}/dicom-web` },
       ...(warning ? { patientIdentityWarning: { differ: warning.differ, notComparable: warning.notComparable.map((p) => p.field) } } : {}),

@@ -1,5 +1,5 @@
 /**
- * `ctgate demo [--once]`: the whole flow on one machine, with real peers.
+ * `ctgate demo [--once] [--via-cstore]`: the whole flow on one machine, with real peers.
  *
  *   1. starts Orthanc (PACS, DICOMweb), Medplum's FHIR engine and python-hl7's MLLP server (the EMR);
  *   2. starts ctgate: the gateway (MLLP, HTTP page, DICOMweb proxy) and a worker (models);
@@ -7,6 +7,11 @@
  *      ../shared/data (TotalSegmentator's example) when it is there;
  *   4. sends their ORM orders with mllp_send and shows the ACKs;
  *   5. waits for every job with a progress display, then prints where to look and a verdict per study.
+ *
+ * With --via-cstore (or CTGATE_DEMO_VIA_CSTORE=1) the gateway also runs ctgate's DIMSE receiver, Orthanc knows it as the
+ * modality CTGATE, and after step 3 Orthanc sends every study to ctgate by C-STORE (after a C-ECHO); the demo prints
+ * the associations, the instances received and the study index's view of each study. Which source the analysis then
+ * reads is printed too: DICOMweb from the PACS unless this build has CTGATE_STUDY_SOURCE (received studies into jobs).
  *
  * Without --once everything keeps running until Ctrl-C. With --once it stops what it started and prints a JSON
  * summary as its last line; the exit code is 0 only when every study finished.
@@ -23,21 +28,25 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
-import { loadConfig } from '../config/index.js';
+import { configKeys, loadConfig } from '../config/index.js';
+import type { DimseReceiver } from '../dimse-receive/receiver.js';
 import { readNifti } from '../imaging/nifti.js';
 import type { HuVolume } from '../imaging/volume.js';
 import { jobIdFor } from '../jobs/queue.js';
 import type { ScreeningResult } from '../jobs/screening.js';
-import { createLogger } from '../observability/log.js';
+import { createLogger, type Logger } from '../observability/log.js';
 import { writeCtSeries } from '../synthetic/dicom-writer.js';
 import { generateChestCt, type PhantomKind } from '../synthetic/phantom.js';
 import { startGateway } from './gateway.js';
 import { LocalFhirServer } from './local-peers/fhir.js';
-import { LocalOrthanc } from './local-peers/orthanc.js';
+import { freePort, LocalOrthanc } from './local-peers/orthanc.js';
 import { type Receiver, running, startReceiver } from './local-peers/oru-receiver.js';
 
 const execFileP = promisify(execFile);
 const SENDER = { application: 'DEMO-EMR', facility: 'GENHOSP' };
+/** ctgate's AE title and Orthanc's (the calling AE ctgate's receiver allows) in --via-cstore. */
+const CTGATE_AE = 'CTGATE';
+const ORTHANC_AE = 'ORTHANC';
 
 interface DemoStudy {
   label: string;
@@ -61,6 +70,8 @@ export interface DemoSummary {
     reason?: string;
   }[];
   elapsedMs: number;
+  /** With --via-cstore: what ctgate's DIMSE receiver got from Orthanc (counts and UIDs only, no PHI). */
+  dimseReceive?: DimseReceiveSummary;
   /** What the demo removed when it stopped, so that none of its patient data outlives it (names only, no PHI). */
   cleanup: {
     /** The Redis key prefix it used (new each run); every key under it was deleted (SCAN + UNLINK). */
@@ -73,6 +84,183 @@ export interface DemoSummary {
     /** What could not be removed, and how to remove it by hand. */
     problems: string[];
   };
+}
+
+export interface DimseReceiveSummary {
+  /** Orthanc's C-ECHO to ctgate's receiver succeeded. */
+  echoOk: boolean;
+  /** Associations ctgate's gate accepted and rejected (C-ECHO and C-STORE alike). */
+  associationsAccepted: number;
+  associationsRejected: number;
+  /** Files the index quarantined (not CT, unreadable). */
+  quarantined: number;
+  studies: {
+    accession: string;
+    studyInstanceUid: string;
+    /** Instances Orthanc sent (its C-STORE report), and those it could not. */
+    sent: number;
+    failed: number;
+    /** Instances ctgate's study index lists for the study, and under which accession. */
+    indexed: number;
+    indexedAccession: string | null;
+    /** The index called the study stable (nothing arrived for CTGATE_DIMSE_STABLE_S, no file unreadable). */
+    stable: boolean;
+    /** Milliseconds from the C-STORE request to Orthanc until the index called the study stable. */
+    stableAfterMs: number | null;
+  }[];
+  /** Where the analysis read the images: 'dicomweb' (WADO-RS from the PACS) or 'received' (ctgate's receive folder). */
+  analysisSource: 'dicomweb' | 'received';
+}
+
+/** The gateway's logger, counting the DIMSE receiver's association and quarantine events on the way. */
+function countingDimse(base: Logger, c: { accepted: number; rejected: number; quarantined: number }): Logger {
+  const tap = (event: string) => {
+    if (event === 'dimse.association-accepted') c.accepted++;
+    else if (event === 'dimse.association-rejected' || event === 'dimse.association-refused') c.rejected++;
+    else if (event === 'dimse.quarantined') c.quarantined++;
+  };
+  return {
+    debug: (e, f) => {
+      tap(e);
+      base.debug(e, f);
+    },
+    info: (e, f) => {
+      tap(e);
+      base.info(e, f);
+    },
+    warn: (e, f) => {
+      tap(e);
+      base.warn(e, f);
+    },
+    error: (e, f) => {
+      tap(e);
+      base.error(e, f);
+    },
+  };
+}
+
+/** A POST to the local Orthanc's REST API; the JSON answer, or an Error with Orthanc's status and message. */
+async function orthancPost(url: string, body: string, timeoutMs = 120_000): Promise<unknown> {
+  const res = await fetch(url, { method: 'POST', body, signal: AbortSignal.timeout(timeoutMs) });
+  const text = await res.text();
+  if (!res.ok) {
+    let why = text.slice(0, 200);
+    try {
+      const j = JSON.parse(text) as { Message?: string; Details?: string };
+      why = [j.Message, j.Details].filter(Boolean).join(': ') || why;
+    } catch {}
+    throw new Error(`Orthanc answered ${res.status}: ${why}`);
+  }
+  return text ? (JSON.parse(text) as unknown) : {};
+}
+
+/**
+ * --via-cstore, after the studies are in the PACS: Orthanc C-ECHOes ctgate's receiver, then sends each study by
+ * C-STORE (REST /modalities/CTGATE/store: one association per study, synchronous); then the receiver's study index
+ * is watched until it lists every instance of each study and calls it stable. Prints what happened (UIDs, accession
+ * numbers and counts only). The association counts and the analysis source are the caller's to fill in.
+ */
+async function pushToCtgate(
+  orthancUrl: string,
+  receiver: DimseReceiver,
+  stored: { study: DemoStudy; studyInstanceUid: string; instances: number }[],
+  out: (s?: string) => void,
+  checkpoint: () => void,
+): Promise<DimseReceiveSummary> {
+  out(`\n3b. Orthanc sends the studies to ctgate by C-STORE (DIMSE), as a PACS or a scanner pushing images does`);
+  const summary: DimseReceiveSummary = {
+    echoOk: false,
+    associationsAccepted: 0,
+    associationsRejected: 0,
+    quarantined: 0,
+    studies: [],
+    analysisSource: 'dicomweb',
+  };
+  const modality = `${orthancUrl}/modalities/${CTGATE_AE}`;
+  const t0 = performance.now();
+  try {
+    await orthancPost(`${modality}/echo`, '{}', 30_000);
+    summary.echoOk = true;
+    out(`   C-ECHO ${ORTHANC_AE} → ${CTGATE_AE}: ok (${Math.round(performance.now() - t0)} ms)`);
+  } catch (e) {
+    out(`   C-ECHO ${ORTHANC_AE} → ${CTGATE_AE}: FAILED (${(e as Error).message})`);
+  }
+  const began = new Map<string, number>();
+  // The index is watched while Orthanc sends (each study's time runs from its own C-STORE's start).
+  let storing = true;
+  const watch = (async () => {
+    let deadline = Number.POSITIVE_INFINITY;
+    for (;;) {
+      try {
+        checkpoint();
+      } catch {
+        return;
+      }
+      const now = performance.now();
+      for (const e of summary.studies) {
+        if (e.stable) continue;
+        const [st] = receiver.index.findStudies({ studyInstanceUid: e.studyInstanceUid });
+        if (!st) continue;
+        e.indexed = st.instances;
+        e.indexedAccession = st.accessionNumber ?? null;
+        // sent is known once Orthanc's C-STORE call returned: not stable before that.
+        if (e.sent > 0 && st.stable && st.instances >= e.sent) {
+          e.stable = true;
+          e.stableAfterMs = Math.round(now - (began.get(e.studyInstanceUid) ?? now));
+        }
+      }
+      if (!storing) {
+        if (deadline === Number.POSITIVE_INFINITY) deadline = Date.now() + 60_000;
+        if (summary.studies.every((e) => e.stable || e.sent === 0) || Date.now() > deadline) return;
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  })();
+  for (const x of stored) {
+    checkpoint();
+    const entry: DimseReceiveSummary['studies'][number] = {
+      accession: x.study.accession,
+      studyInstanceUid: x.studyInstanceUid,
+      sent: 0,
+      failed: 0,
+      indexed: 0,
+      indexedAccession: null,
+      stable: false,
+      stableAfterMs: null,
+    };
+    summary.studies.push(entry);
+    const t = performance.now();
+    began.set(x.studyInstanceUid, t);
+    try {
+      const found = (await orthancPost(`${orthancUrl}/tools/lookup`, x.studyInstanceUid, 30_000)) as { ID?: string; Type?: string }[];
+      const id = found.find((f) => f.Type === 'Study')?.ID;
+      if (!id) throw new Error('Orthanc does not know the study');
+      const r = (await orthancPost(`${modality}/store`, id)) as { InstancesCount?: number; FailedInstancesCount?: number };
+      entry.sent = r.InstancesCount ?? 0;
+      entry.failed = r.FailedInstancesCount ?? 0;
+      out(
+        `   ${x.study.accession}: Orthanc sent ${entry.sent} of ${x.instances} instance(s) in one association, ${entry.failed} failed (${((performance.now() - t) / 1000).toFixed(1)} s)`,
+      );
+    } catch (e) {
+      out(`   ${x.study.accession}: C-STORE to ctgate FAILED (${(e as Error).message})`);
+    }
+  }
+  storing = false;
+  out("   ctgate's study index (rescanned after each association): waiting until each study is stable (CTGATE_DIMSE_STABLE_S=2)");
+  await watch;
+  checkpoint();
+  for (const e of summary.studies) {
+    const [st] = receiver.index.findStudies({ studyInstanceUid: e.studyInstanceUid });
+    const series = st?.series.length ?? 0;
+    out(
+      e.stable
+        ? `   ${e.accession}: indexed ${e.indexed} instance(s) in ${series} series, accession ${e.indexedAccession ?? '(none)'}, study ${e.studyInstanceUid}; stable ${(
+            (e.stableAfterMs ?? 0) / 1000
+          ).toFixed(1)} s after its C-STORE began`
+        : `   ${e.accession}: NOT ready in ctgate's index (${e.indexed} of ${e.sent} instance(s) indexed${e.indexed ? ', not stable' : ''})`,
+    );
+  }
+  return summary;
 }
 
 function synthetic(kind: PhantomKind, seed: number): HuVolume {
@@ -254,6 +442,7 @@ class Interrupted extends Error {}
 
 export async function runDemo(args: string[]): Promise<number> {
   const once = args.includes('--once');
+  const viaCstore = args.includes('--via-cstore') || /^(1|true|yes|on)$/i.test(process.env.CTGATE_DEMO_VIA_CSTORE ?? '');
   const t0 = Date.now();
   const out = (s = '') => process.stdout.write(`${s}\n`);
   const teardown = new Teardown();
@@ -264,7 +453,9 @@ export async function runDemo(args: string[]): Promise<number> {
   const redisPrefix = demoRedisPrefix();
   const work = mkdtempSync(join(tmpdir(), 'ctgate-demo-'));
   const emrDir = join(work, 'emr-oru');
-  const dirs = [work, emrDir];
+  // --via-cstore: what ctgate's DIMSE receiver writes (received images: patient data) lives in the work folder too.
+  const receiveDir = join(work, 'dimse-receive');
+  const dirs = viaCstore ? [work, emrDir, receiveDir] : [work, emrDir];
   let redisUrl: string | undefined;
   let redisKeysDeleted = 0;
   teardown.addLast('Redis keys', async () => {
@@ -346,7 +537,12 @@ export async function runDemo(args: string[]): Promise<number> {
   try {
     out('ctgate demo — AI chest-CT screening from HL7 order to SEG, FHIR report and ORU (NOT FOR CLINICAL USE)\n');
     out('1. Starting the peers: Orthanc (PACS with DICOMweb), Medplum FHIR engine, python-hl7 MLLP server (the EMR)');
-    const orthanc = new LocalOrthanc();
+    // --via-cstore: ctgate's receiver port is chosen now, so that Orthanc starts knowing ctgate as a modality. Orthanc's
+    // own DICOM server stays off (it would listen on every interface): it only calls out.
+    const dimsePort = viaCstore ? await freePort() : 0;
+    const orthanc = new LocalOrthanc(
+      viaCstore ? { dicom: { aet: ORTHANC_AE, listen: false, modalities: { [CTGATE_AE]: [CTGATE_AE, '127.0.0.1', dimsePort] } } } : {},
+    );
     const fhir = new LocalFhirServer();
     // Added before they start, so a demo stopped while they start stops them too.
     teardown.add('PACS (Orthanc and its storage)', async () => {
@@ -367,6 +563,7 @@ export async function runDemo(args: string[]): Promise<number> {
     emr = await startReceiver({ dir: emrDir });
     checkpoint();
     out(`   PACS ${orthanc.dicomweb}   FHIR ${fhir.url}   EMR MLLP 127.0.0.1:${emr.port}`);
+    if (viaCstore) out(`   Orthanc knows ctgate as the DICOM modality ${CTGATE_AE} (AE ${CTGATE_AE}, 127.0.0.1:${dimsePort}) and calls it as ${ORTHANC_AE}`);
 
     const token = process.env.CTGATE_API_TOKEN ?? `demo-${randomBytes(12).toString('hex')}`;
     const env: NodeJS.ProcessEnv = {
@@ -387,9 +584,25 @@ export async function runDemo(args: string[]): Promise<number> {
       // The demo uses whatever Redis answers (under its own prefix); a deployment keeps the check on.
       CTGATE_REDIS_REQUIRE_AOF: process.env.CTGATE_REDIS_REQUIRE_AOF ?? 'false',
     };
+    if (viaCstore) {
+      // The gateway runs the receiver (as `ctgate serve` does with these keys); only Orthanc, from loopback, may send.
+      Object.assign(env, {
+        CTGATE_DIMSE_LISTEN_PORT: String(dimsePort),
+        CTGATE_DIMSE_LISTEN_HOST: '127.0.0.1',
+        CTGATE_DIMSE_AE_TITLE: CTGATE_AE,
+        CTGATE_DIMSE_ALLOWED_CALLERS: `${ORTHANC_AE}@127.0.0.1`,
+        CTGATE_DIMSE_RECEIVE_DIR: receiveDir,
+        CTGATE_DIMSE_STABLE_S: '2',
+      });
+      // Received studies into jobs, where this build has it (a key of the configuration); the user's choice otherwise.
+      if (configKeys.includes('CTGATE_STUDY_SOURCE') && !process.env.CTGATE_STUDY_SOURCE) env.CTGATE_STUDY_SOURCE = 'received';
+    }
+    const analysisSource: DimseReceiveSummary['analysisSource'] =
+      viaCstore && configKeys.includes('CTGATE_STUDY_SOURCE') && env.CTGATE_STUDY_SOURCE === 'received' ? 'received' : 'dicomweb';
     const gwConfig = loadConfig(env);
     redisUrl = gwConfig.redisUrl;
-    const log = createLogger(gwConfig.logLevel, gwConfig.logPhi);
+    const dimseCounts = { accepted: 0, rejected: 0, quarantined: 0 };
+    const log = countingDimse(createLogger(gwConfig.logLevel, gwConfig.logPhi), dimseCounts);
     out('\n2. Starting ctgate: the gateway (MLLP intake, web page, DICOMweb proxy) and a worker (models, SEG, FHIR, ORU)');
     const gw = await startGateway(gwConfig, log);
     teardown.add('gateway', () => gw.stop());
@@ -401,6 +614,12 @@ export async function runDemo(args: string[]): Promise<number> {
     checkpoint();
     const models = worker.ready;
     out(`   MLLP 127.0.0.1:${gw.mllp.port}   HTTP ${base}   worker pid ${worker.pid}: models ${models.models.join(', ')} on ${models.provider}`);
+    let receiver: DimseReceiver | undefined;
+    if (viaCstore) {
+      receiver = gw.dimse;
+      if (!receiver) throw new Error('the gateway did not start the DIMSE receiver');
+      out(`   DIMSE receiver ${CTGATE_AE} 127.0.0.1:${receiver.port} (C-ECHO, C-STORE of CT; calling AE ${ORTHANC_AE} from 127.0.0.1 only)`);
+    }
 
     out('\n3. Storing the studies in the PACS (STOW-RS)');
     const studies: DemoStudy[] = [
@@ -433,6 +652,7 @@ export async function runDemo(args: string[]): Promise<number> {
       });
     } else out('   (../shared/data/totalseg-ct-small not found: two studies only)');
     const pacs = orthanc.client();
+    const stored: { study: DemoStudy; studyInstanceUid: string; instances: number }[] = [];
     for (const s of studies) {
       checkpoint();
       const series = writeCtSeries(s.volume, {
@@ -447,6 +667,30 @@ export async function runDemo(args: string[]): Promise<number> {
       await pacs.store(series.files.map((f) => f.bytes));
       const [nx, ny, nz] = s.volume.geometry.size;
       out(`   ${s.accession}  ${s.label}: ${nz} slices of ${nx}×${ny}, study ${series.studyInstanceUid}`);
+      stored.push({ study: s, studyInstanceUid: series.studyInstanceUid, instances: series.files.length });
+    }
+
+    let dimseReceive: DimseReceiveSummary | undefined;
+    if (receiver) {
+      checkpoint();
+      dimseReceive = await pushToCtgate(orthanc.url, receiver, stored, out, checkpoint);
+      Object.assign(dimseReceive, {
+        associationsAccepted: dimseCounts.accepted,
+        associationsRejected: dimseCounts.rejected,
+        quarantined: dimseCounts.quarantined,
+        analysisSource,
+      });
+      out(
+        `   ctgate's gate: ${dimseCounts.accepted} association(s) accepted (the C-ECHO and one C-STORE per study), ${dimseCounts.rejected} rejected; ${dimseCounts.quarantined} file(s) quarantined`,
+      );
+      out(
+        analysisSource === 'received'
+          ? "   Analysis source: the received copy (CTGATE_STUDY_SOURCE=received): the worker reads each study from ctgate's receive folder."
+          : configKeys.includes('CTGATE_STUDY_SOURCE')
+            ? `   Analysis source: DICOMweb (CTGATE_STUDY_SOURCE=${env.CTGATE_STUDY_SOURCE}): the worker retrieves each study from the PACS by WADO-RS.`
+            : '   Analysis source: DICOMweb. The worker retrieves each study from the PACS by WADO-RS: feeding received studies\n' +
+              "   to jobs (CTGATE_STUDY_SOURCE=received) is not in this build. The received copy goes with the demo's data.",
+      );
     }
 
     out('\n4. Sending the orders (ORM^O01) with mllp_send (python-hl7)');
@@ -512,6 +756,15 @@ export async function runDemo(args: string[]): Promise<number> {
           ? `${state.toUpperCase()}${entry.reason ? `: ${entry.reason}` : ''}`
           : `${(r?.verdict ?? '?').toUpperCase()}${r?.probability != null ? ` (p = ${r.probability.toFixed(3)})` : ''}`;
       out(`   ${s.accession}  ${s.label}: ${verdict}`);
+      if (dimseReceive) {
+        const got = dimseReceive.studies.find((x) => x.accession === s.accession);
+        const received = got?.stable ? `received by C-STORE: ${got.indexed} instance(s) indexed` : 'NOT received by C-STORE';
+        out(
+          dimseReceive.analysisSource === 'received'
+            ? `      images read from ctgate's receive folder (${received})`
+            : `      images retrieved by DICOMweb (WADO-RS) from the PACS; ${received}, not used by the analysis`,
+        );
+      }
       out(`      page ${base}/jobs/${id}`);
       if (r?.studyInstanceUid) out(`      viewer ${base}/viewer/viewer?StudyInstanceUIDs=${r.studyInstanceUid}`);
       if (entry.diagnosticReport) out(`      FHIR ${fhir.url}/${entry.diagnosticReport}`);
@@ -525,7 +778,11 @@ export async function runDemo(args: string[]): Promise<number> {
     out(`   Web page: ${base}/login (token ${token})`);
     out(`   Viewer (OHIF, after the login): ${base}/viewer/ — the studies with our SEG, SR and key images`);
     summary.elapsedMs = Date.now() - t0;
-    const allDone = summary.studies.every((s) => s.state === 'completed');
+    if (dimseReceive) summary.dimseReceive = dimseReceive;
+    // --via-cstore: the receive counts too (C-ECHO, every instance sent, indexed, stable).
+    const received =
+      !dimseReceive || (dimseReceive.echoOk && dimseReceive.studies.every((x) => x.sent > 0 && x.failed === 0 && x.stable && x.indexed === x.sent));
+    const allDone = summary.studies.every((s) => s.state === 'completed') && received;
     if (!once) {
       out("\nEverything keeps running; press Ctrl-C to stop (that also removes the demo's data: PACS, EMR folder, Redis keys).");
       await new Promise<void>((r) => {

@@ -8,6 +8,7 @@ import { createApp } from '../http/app.js';
 import { JobStateStore } from '../jobs/job-state.js';
 import { createScreeningQueue, type ScreeningQueue } from '../jobs/queue.js';
 import { connectRedis, persistenceProblem, type RedisPersistence, RedisPersistenceError, redisPersistence, waitReady } from '../jobs/redis.js';
+import { studyHolds } from '../jobs/study-holds.js';
 import type { Logger } from '../observability/log.js';
 import { MetricsRecorder, registerRecorder } from '../observability/metrics.js';
 import { Intake } from '../orders/intake.js';
@@ -132,8 +133,9 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
   http.maxConnections = config.httpServer.maxConnections;
   const httpPort = (http.address() as { port: number }).port;
   log.info('http.listening', { host: config.httpHost, port: httpPort });
-  // Images pushed by C-STORE land in the receive folder; any process (a worker too) can index that folder.
-  const dimse = config.dimseReceive ? await startDimseReceiver(config.dimseReceive, log) : undefined;
+  // Images pushed by C-STORE land in the receive folder; any process (a worker too) can index that folder. Retention
+  // removes an expired study only when no unfinished job uses it (found it, names it, or waits for its accession).
+  const dimse = config.dimseReceive ? await startDimseReceiver(config.dimseReceive, log, { holds: studyHolds(queue, states) }) : undefined;
   return {
     dimse,
     mllp,

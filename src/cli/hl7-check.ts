@@ -1,8 +1,8 @@
+import type { Order } from '../domain/order.js';
+import { describeRule, type OrderIdentityField, orderIdentityFields } from '../domain/patient-identity.js';
 import { decodeMessageBytes } from '../hl7/text.js';
 import { evaluateMessage } from '../orders/evaluate.js';
 import type { Mappings } from '../orders/mappings.js';
-import type { Order } from '../orders/order.js';
-import { describeRule, type OrderIdentityField, orderIdentityFields } from '../orders/patient-identity.js';
 
 export interface CheckReport {
   accepted: boolean;

@@ -8,12 +8,12 @@ import { PacsError } from '../dicomweb/errors.js';
 import { seriesCandidates } from '../dicomweb/series-candidates.js';
 import { findStudy } from '../dicomweb/study-finder.js';
 import { readStudyPatient, type StudyPatient } from '../dicomweb/study-patient.js';
+import type { Order } from '../domain/order.js';
+import { decideIdentity, describeRule, IDENTITY_FIELDS, type IdentityField, type PatientIdentityRule } from '../domain/patient-identity.js';
 import { decodeMessageBytes } from '../hl7/text.js';
 import { DEFAULT_SERIES_RULES, loadSeriesRules, normalTiltDeg, type SeriesCandidate, SeriesRulesError, selectSeries } from '../imaging/series-selection.js';
 import { evaluateMessage } from '../orders/evaluate.js';
 import { loadMappings, MappingsError } from '../orders/mappings.js';
-import type { Order } from '../orders/order.js';
-import { decideIdentity, describeRule, IDENTITY_FIELDS, type IdentityField, type PatientIdentityRule } from '../orders/patient-identity.js';
 
 export const SERIES_EXPLAIN_USAGE = `usage:
   ctgate series explain --pacs URL [--user U --password P | --token T] (--study UID | --accession ACC)

@@ -7,6 +7,7 @@
 import { Redis } from 'ioredis';
 import { type Config, ConfigError } from '../config/index.js';
 import { DicomWebClient } from '../dicomweb/client.js';
+import { openStudyIndex } from '../dimse-receive/receiver.js';
 import { loadSeriesRules } from '../imaging/series-selection.js';
 import { ModelRegistry } from '../inference/model-registry.js';
 import { AnalysisReuseStore } from '../jobs/analysis-reuse.js';
@@ -19,6 +20,10 @@ import type { Logger } from '../observability/log.js';
 import { MetricsRecorder, registerRecorder } from '../observability/metrics.js';
 import { followMappings } from '../orders/mappings.js';
 import { OrderStore } from '../orders/store.js';
+import { DicomWebStudySource } from '../study-sources/dicomweb.js';
+import { DimseStudySource } from '../study-sources/dimse.js';
+import { ReceivedStudySource } from '../study-sources/received.js';
+import type { StudySource } from '../study-sources/source.js';
 
 export interface RunningWorker {
   stop(): Promise<void>;
@@ -42,6 +47,24 @@ function logUnhandledRejections(log: Logger): void {
   });
 }
 
+/**
+ * The study source of CTGATE_STUDY_SOURCE: the PACS over DICOMweb, the receive folder of ctgate's C-STORE receiver
+ * (its index read from disk; this process never moves or removes a received file: the receiver does), or the PACS
+ * over C-FIND and C-GET.
+ */
+async function openStudySource(config: Config, pacs: DicomWebClient, log: Logger): Promise<StudySource> {
+  const s = config.worker.studySource;
+  if (s.kind === 'received') return new ReceivedStudySource(await openStudyIndex(s, log, { readOnly: true }), log);
+  if (s.kind === 'dimse') {
+    const peer = { ...s.pacs, label: 'the PACS (DIMSE)' };
+    if (s.retrieve === 'get') return new DimseStudySource(peer);
+    // C-MOVE lands in the receive folder of ctgate's receiver (the gateway's); read here, never moved or removed.
+    const index = await openStudyIndex({ dir: s.receiveDir, stableSeconds: s.stableSeconds, retentionHours: s.retentionHours }, log, { readOnly: true });
+    return new DimseStudySource(peer, { move: { destinationAe: s.moveDestinationAe, index } });
+  }
+  return new DicomWebStudySource(pacs);
+}
+
 export async function startWorker(config: Config, log: Logger, opts: { gpu?: boolean } = {}): Promise<RunningWorker> {
   logUnhandledRejections(log);
   const pacsConfig = config.pacs;
@@ -58,6 +81,7 @@ export async function startWorker(config: Config, log: Logger, opts: { gpu?: boo
   log.info('models.loaded', { models: set.manifest.modelIds, provider: set.models.executionProvider });
 
   const pacs = new DicomWebClient({ url: pacsConfig.url, auth: pacsConfig.auth, timeoutMs: pacsConfig.timeoutMs, retries: 2 });
+  const studySource = await openStudySource(config, pacs, log);
   const redis = connectRedis(config.redisUrl, config.redisTimeoutMs);
   // Its calls fail while Redis is away (the runner retries them); the event itself is only noise then.
   redis.on('error', (e: Error) => log.debug('redis.error', { error: e.message }));
@@ -75,6 +99,7 @@ export async function startWorker(config: Config, log: Logger, opts: { gpu?: boo
     states,
     orders,
     pacs,
+    studySource,
     models: registry,
     seriesRules,
     writers: { seg: segWriter(pacs, config.results), fhir: fhirWriter(config, log), oru: oruWriter(config, log) },
@@ -111,7 +136,7 @@ export async function startWorker(config: Config, log: Logger, opts: { gpu?: boo
     log,
   });
   await worker.waitUntilReady();
-  log.info('worker.ready', { concurrency: w.concurrency, queue: config.queueName });
+  log.info('worker.ready', { concurrency: w.concurrency, queue: config.queueName, studySource: studySource.kind });
   return {
     registry,
     stop: async () => {

@@ -113,7 +113,33 @@ export interface WorkerConfig {
   retrieveConcurrency: number;
   /** Share the analysis of an unchanged series across orders with the same model versions (jobs/analysis-reuse.ts). */
   analysisReuse: boolean;
+  /** Where jobs find and read the order's study (src/study-sources). */
+  studySource: StudySourceConfig;
 }
+
+/**
+ * CTGATE_STUDY_SOURCE: dicomweb (default) — the PACS over QIDO-RS/WADO-RS (CTGATE_PACS_URL); received — the studies
+ * pushed to ctgate's C-STORE receiver, read from its folder (CTGATE_DIMSE_RECEIVE_DIR, stable after
+ * CTGATE_DIMSE_STABLE_S), which a worker may read without running the receiver itself; dimse — a PACS without
+ * DICOMweb, over C-FIND and C-GET (CTGATE_PACS_DIMSE_HOST, _PORT, _CALLED_AE, _TIMEOUT_S).
+ */
+export type StudySourceConfig =
+  | { kind: 'dicomweb' }
+  | { kind: 'received'; dir: string; stableSeconds: number; retentionHours: number }
+  /** A PACS without DICOMweb: C-FIND and C-GET (DCMTK findscu, getscu) as CTGATE_DICOM_AE_TITLE. */
+  | {
+      kind: 'dimse';
+      pacs: { host: string; port: number; calledAe: string; callingAe: string; timeoutS: number };
+      /**
+       * get: C-GET into a private temporary folder; move: C-MOVE to ctgate's own C-STORE receiver (AE title
+       * `moveDestinationAe`), whose folder `receiveDir` the worker then reads.
+       */
+      retrieve: 'get' | 'move';
+      moveDestinationAe: string;
+      receiveDir: string;
+      stableSeconds: number;
+      retentionHours: number;
+    };
 
 /**
  * Bearer access tokens (JWTs) from the hospital's single sign-on (Keycloak, Entra ID, Okta), accepted beside the
@@ -569,6 +595,17 @@ const fields = {
   stageBackoffMaxMs: { env: 'CTGATE_STAGE_BACKOFF_MAX_MS', file: 'stageBackoffMaxMs', parse: int(10, 86_400_000), default: 300_000 },
   retrieveConcurrency: { env: 'CTGATE_RETRIEVE_CONCURRENCY', file: 'retrieveConcurrency', parse: int(1, 64), default: 4 },
   analysisReuse: { env: 'CTGATE_ANALYSIS_REUSE', file: 'analysisReuse', parse: bool, default: true },
+  studySource: {
+    env: 'CTGATE_STUDY_SOURCE',
+    file: 'studySource',
+    parse: oneOf(['dicomweb', 'received', 'dimse'] as const),
+    default: 'dicomweb' as 'dicomweb' | 'received' | 'dimse',
+  },
+  pacsDimseHost: { env: 'CTGATE_PACS_DIMSE_HOST', file: 'pacsDimseHost', parse: str },
+  pacsDimsePort: { env: 'CTGATE_PACS_DIMSE_PORT', file: 'pacsDimsePort', parse: int(1, 65535), default: 104 },
+  pacsDimseCalledAe: { env: 'CTGATE_PACS_DIMSE_CALLED_AE', file: 'pacsDimseCalledAe', parse: aeTitle },
+  pacsDimseTimeoutS: { env: 'CTGATE_PACS_DIMSE_TIMEOUT_S', file: 'pacsDimseTimeoutS', parse: int(1, 3600), default: 30 },
+  pacsDimseRetrieve: { env: 'CTGATE_PACS_DIMSE_RETRIEVE', file: 'pacsDimseRetrieve', parse: oneOf(['get', 'move'] as const), default: 'get' as 'get' | 'move' },
 } satisfies Record<string, Field<unknown>>;
 
 type Fields = typeof fields;
@@ -637,6 +674,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       stageBackoffMaxMs: x.stageBackoffMaxMs,
       retrieveConcurrency: x.retrieveConcurrency,
       analysisReuse: x.analysisReuse,
+      studySource: studySourceConfig(x),
     },
     publicUrl: x.publicUrl ?? `http://${x.httpHost.includes(':') ? `[${x.httpHost}]` : x.httpHost}:${x.httpPort}`,
     fhir: fhirConfig(x),
@@ -749,6 +787,43 @@ function resultsConfig(x: Values): ResultsConfig {
       ...(tls ? { tls } : {}),
     },
   };
+}
+
+function studySourceConfig(x: Values): StudySourceConfig {
+  if (x.studySource !== 'dimse') {
+    // A PACS DIMSE peer configured but not used would leave studies looked for over DICOMweb without a word.
+    const given = (
+      [
+        ['CTGATE_PACS_DIMSE_HOST', x.pacsDimseHost],
+        ['CTGATE_PACS_DIMSE_CALLED_AE', x.pacsDimseCalledAe],
+        ['CTGATE_PACS_DIMSE_RETRIEVE', x.pacsDimseRetrieve === 'move' ? 'move' : undefined],
+      ] as const
+    ).find(([, v]) => v !== undefined);
+    if (given) throw new ConfigError('CTGATE_STUDY_SOURCE', `dimse when ${given[0]} is set`, x.studySource);
+  }
+  if (x.studySource === 'dimse') {
+    const why = 'when CTGATE_STUDY_SOURCE is dimse';
+    return {
+      kind: 'dimse',
+      pacs: {
+        host: need(x.pacsDimseHost, 'CTGATE_PACS_DIMSE_HOST', `the PACS host for C-FIND and C-GET ${why}`),
+        port: x.pacsDimsePort,
+        calledAe: need(x.pacsDimseCalledAe, 'CTGATE_PACS_DIMSE_CALLED_AE', `the PACS AE title ${why}`),
+        callingAe: x.dicomAeTitle,
+        timeoutS: x.pacsDimseTimeoutS,
+      },
+      retrieve: x.pacsDimseRetrieve,
+      // The C-MOVE destination is ctgate's own receiver, under the AE title it answers to.
+      moveDestinationAe: x.dimseAeTitle ?? x.dicomAeTitle,
+      receiveDir: x.dimseReceiveDir,
+      stableSeconds: x.dimseStableS,
+      retentionHours: x.dimseRetentionHours,
+    };
+  }
+  if (x.studySource === 'received') {
+    return { kind: 'received', dir: x.dimseReceiveDir, stableSeconds: x.dimseStableS, retentionHours: x.dimseRetentionHours };
+  }
+  return { kind: 'dicomweb' };
 }
 
 function dimseReceiveConfig(x: Values): DimseReceiveConfig | undefined {

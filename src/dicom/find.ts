@@ -178,3 +178,61 @@ export async function findSeries(peer: DimsePeer, studyInstanceUid: string): Pro
     })
     .filter((s) => s.seriesInstanceUid !== '');
 }
+
+/** The study attributes derived objects repeat, as a STUDY-level C-FIND answers them (absent ones left out). */
+export interface FoundSourceStudy {
+  studyInstanceUid: string;
+  accessionNumber?: string;
+  studyId?: string;
+  studyDate?: string;
+  studyTime?: string;
+  studyDescription?: string;
+  referringPhysicianName?: string;
+  patientName?: string;
+  patientId?: string;
+  issuerOfPatientId?: string;
+  patientBirthDate?: string;
+  patientSex?: string;
+}
+
+/** The study's attributes for the results (SEG, SR, KOS repeat them); null when the PACS does not list it. */
+export async function findSourceStudy(peer: DimsePeer, studyInstanceUid: string): Promise<FoundSourceStudy | null> {
+  const keys = {
+    StudyInstanceUID: studyInstanceUid,
+    AccessionNumber: '',
+    StudyID: '',
+    StudyDate: '',
+    StudyTime: '',
+    StudyDescription: '',
+    ReferringPhysicianName: '',
+    PatientName: '',
+    PatientID: '',
+    IssuerOfPatientID: '',
+    PatientBirthDate: '',
+    PatientSex: '',
+  };
+  const a = (await cFind(peer, 'STUDY', keys)).find((x) => text(x, 'StudyInstanceUID') === studyInstanceUid);
+  if (!a) return null;
+  const s: FoundSourceStudy = { studyInstanceUid };
+  const set = <K extends keyof FoundSourceStudy>(k: K, v: FoundSourceStudy[K] | undefined) => {
+    if (v !== undefined) s[k] = v;
+  };
+  set('accessionNumber', text(a, 'AccessionNumber'));
+  set('studyId', text(a, 'StudyID'));
+  set('studyDate', text(a, 'StudyDate'));
+  set('studyTime', text(a, 'StudyTime'));
+  set('studyDescription', text(a, 'StudyDescription'));
+  set('referringPhysicianName', text(a, 'ReferringPhysicianName'));
+  set('patientName', text(a, 'PatientName'));
+  set('patientId', text(a, 'PatientID'));
+  set('issuerOfPatientId', text(a, 'IssuerOfPatientID'));
+  set('patientBirthDate', text(a, 'PatientBirthDate'));
+  set('patientSex', text(a, 'PatientSex'));
+  return s;
+}
+
+/** The SOP Instance UIDs of one series (IMAGE-level C-FIND). */
+export async function findInstanceUids(peer: DimsePeer, studyInstanceUid: string, seriesInstanceUid: string): Promise<string[]> {
+  const answers = await cFind(peer, 'IMAGE', { StudyInstanceUID: studyInstanceUid, SeriesInstanceUID: seriesInstanceUid, SOPInstanceUID: '' });
+  return answers.map((a) => text(a, 'SOPInstanceUID') ?? '').filter((u) => u !== '');
+}

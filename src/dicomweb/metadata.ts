@@ -1,5 +1,5 @@
+import type { SourceStudy } from '../domain/study.js';
 import type { SliceMeta } from '../imaging/slices.js';
-import type { SourceStudy } from '../results/context.js';
 import { type DicomJson, num, nums, str, TAG } from './dicom-json.js';
 
 export class MetadataError extends Error {

@@ -13,7 +13,7 @@ import type { DimseReceiveConfig } from '../config/index.js';
 import type { Logger } from '../observability/log.js';
 import { type Gate, startGate } from './gate.js';
 import { storescpArgs, writeProfile } from './storescp.js';
-import { StudyIndex } from './study-index.js';
+import { type StudyHolds, StudyIndex } from './study-index.js';
 
 export interface DimseReceiver {
   port: number;
@@ -24,7 +24,7 @@ export interface DimseReceiver {
 
 export interface ReceiverOptions {
   /** Whether a job holds a study (retention never removes it then). Default: none held. */
-  holds?: (studyInstanceUid: string) => boolean | Promise<boolean>;
+  holds?: StudyHolds;
   /** How often the folder is scanned besides after each association (ms). */
   scanMs?: number;
   /** How often retention runs (ms). */
@@ -33,10 +33,18 @@ export interface ReceiverOptions {
 
 /**
  * The index of the receive folder for a process that does not receive (a worker): read from disk, rescanned by
- * `scan()`; it never removes anything unless its caller runs `sweep()`.
+ * `scan()`; it never removes anything unless its caller runs `sweep()`, and with `readOnly` it never moves a file to
+ * quarantine either (the receiver's own index does that).
  */
-export async function openStudyIndex(config: DimseReceiveConfig, log: Logger): Promise<StudyIndex> {
-  const index = new StudyIndex({ dir: resolve(config.dir), stableMs: config.stableSeconds * 1000, retentionMs: config.retentionHours * 3600_000 }, log);
+export async function openStudyIndex(
+  config: Pick<DimseReceiveConfig, 'dir' | 'stableSeconds' | 'retentionHours'>,
+  log: Logger,
+  opts: { readOnly?: boolean } = {},
+): Promise<StudyIndex> {
+  const index = new StudyIndex(
+    { dir: resolve(config.dir), stableMs: config.stableSeconds * 1000, retentionMs: config.retentionHours * 3600_000, readOnly: opts.readOnly === true },
+    log,
+  );
   await index.init();
   await index.scan();
   return index;

@@ -34,6 +34,19 @@ export interface ReceivedSeries {
   instances: number;
 }
 
+/**
+ * What series selection needs of a received series beyond ReceivedSeries: the instance attributes of its first
+ * instance read (ImageType, SliceThickness, ImageOrientationPatient, ConvolutionKernel) and every instance's
+ * ImagePositionPatient (to measure the slice spacing).
+ */
+export interface ReceivedSeriesDetail extends ReceivedSeries {
+  imageType: string[];
+  sliceThickness?: number;
+  orientation?: number[];
+  kernel?: string;
+  positions: number[][];
+}
+
 export interface ReceivedStudy {
   studyInstanceUid: string;
   accessionNumber?: string;
@@ -60,6 +73,7 @@ interface FileEntry {
   seriesInstanceUid: string;
   sopInstanceUid: string;
   instanceNumber?: number;
+  position?: number[];
 }
 
 interface Pending {
@@ -70,11 +84,22 @@ interface Pending {
   sinceMs: number;
 }
 
+interface SeriesEntry {
+  modality: string;
+  seriesNumber?: number;
+  seriesDescription?: string;
+  imageType: string[];
+  sliceThickness?: number;
+  orientation?: number[];
+  kernel?: string;
+  files: Map<string, FileEntry>;
+}
+
 interface StudyEntry {
   studyInstanceUid: string;
   accessionNumber?: string;
   patient: ReceivedPatient;
-  series: Map<string, { modality: string; seriesNumber?: number; seriesDescription?: string; files: Map<string, FileEntry> }>;
+  series: Map<string, SeriesEntry>;
   folders: Set<string>;
   lastArrivalMs: number;
 }
@@ -84,10 +109,21 @@ export interface StudyIndexOptions {
   dir: string;
   stableMs: number;
   retentionMs: number;
-  /** Whether a job holds the study (its files must stay). Default: none held. */
-  holds?: (studyInstanceUid: string) => boolean | Promise<boolean>;
+  /**
+   * Whether a job holds the study (its files must stay); it is given the study's AccessionNumber too (a job whose
+   * order carries it may still be waiting for it). Default: none held.
+   */
+  holds?: StudyHolds;
+  /**
+   * Leave unreadable, non-CT and invalid files where they are instead of moving them to quarantine: for an index a
+   * worker reads beside the receiver (the receiver's own index quarantines). Default false.
+   */
+  readOnly?: boolean;
   now?: () => number;
 }
+
+/** Whether a job holds a received study; `accessionNumber` is the study's, when its files carry one. */
+export type StudyHolds = (studyInstanceUid: string, study: { accessionNumber?: string }) => boolean | Promise<boolean>;
 
 export interface ScanResult {
   added: number;
@@ -121,6 +157,19 @@ function num(a: Header, key: string): number | undefined {
   const s = text(a, key);
   const n = s === undefined ? Number.NaN : Number(s);
   return Number.isFinite(n) ? n : undefined;
+}
+
+/** Every value of a multi-valued element, as numbers; undefined unless there are `n` finite ones at least. */
+function numbers(a: Header, key: string, n: number): number[] | undefined {
+  const v = a[key];
+  const list = (Array.isArray(v) ? v : v === undefined || v === null ? [] : [v]).map((x) => Number(x));
+  return list.length >= n && list.slice(0, n).every(Number.isFinite) ? list.slice(0, n) : undefined;
+}
+
+function texts(a: Header, key: string): string[] {
+  const v = a[key];
+  const list = Array.isArray(v) ? v : v === undefined || v === null ? [] : [v];
+  return list.map((x) => String(x).trim()).filter((x) => x !== '');
 }
 
 const ENCAPSULATED_END = Buffer.from([0xfe, 0xff, 0xdd, 0xe0, 0, 0, 0, 0]);
@@ -163,11 +212,27 @@ export function readHeader(bytes: Buffer): Header {
   return h;
 }
 
+/** The patient attributes of a data set read by readHeader (absent ones left out). */
+export function patientFromHeader(h: Header): ReceivedPatient {
+  const p: ReceivedPatient = {};
+  const id = text(h, 'PatientID');
+  const issuer = text(h, 'IssuerOfPatientID');
+  const name = text(h, 'PatientName');
+  const birth = text(h, 'PatientBirthDate');
+  if (id !== undefined) p.patientId = id;
+  if (issuer !== undefined) p.issuerOfPatientId = issuer;
+  if (name !== undefined) p.patientName = name;
+  if (birth !== undefined) p.patientBirthDate = birth;
+  return p;
+}
+
 export class StudyIndex {
   readonly studiesDir: string;
   readonly quarantineDir: string;
   private readonly files = new Map<string, FileEntry>();
   private readonly pending = new Map<string, Pending>();
+  /** readOnly: files that would have gone to quarantine, left where they are and not read again. */
+  private readonly ignored = new Set<string>();
   private readonly studies = new Map<string, StudyEntry>();
   private readonly now: () => number;
   private scanning: Promise<ScanResult> | undefined;
@@ -236,6 +301,7 @@ export class StudyIndex {
           continue;
         }
         seen.add(path);
+        if (this.ignored.has(path)) continue;
         const known = this.files.get(path);
         if (known && known.size === st.size && known.mtimeMs === st.mtimeMs) continue;
         if (known) this.drop(known);
@@ -252,6 +318,7 @@ export class StudyIndex {
       }
     }
     for (const path of this.pending.keys()) if (!seen.has(path)) this.pending.delete(path);
+    for (const path of this.ignored) if (!seen.has(path)) this.ignored.delete(path);
     return result;
   }
 
@@ -297,18 +364,14 @@ export class StudyIndex {
       seriesInstanceUid: seriesUid,
       sopInstanceUid: sopUid,
       instanceNumber: num(h, 'InstanceNumber'),
+      position: numbers(h, 'ImagePositionPatient', 3),
     };
     let study = this.studies.get(studyUid);
     if (!study) {
       study = {
         studyInstanceUid: studyUid,
         accessionNumber: text(h, 'AccessionNumber'),
-        patient: {
-          patientId: text(h, 'PatientID'),
-          issuerOfPatientId: text(h, 'IssuerOfPatientID'),
-          patientName: text(h, 'PatientName'),
-          patientBirthDate: text(h, 'PatientBirthDate'),
-        },
+        patient: patientFromHeader(h),
         series: new Map(),
         folders: new Set(),
         lastArrivalMs: 0,
@@ -317,7 +380,16 @@ export class StudyIndex {
     }
     let series = study.series.get(seriesUid);
     if (!series) {
-      series = { modality, seriesNumber: num(h, 'SeriesNumber'), seriesDescription: text(h, 'SeriesDescription'), files: new Map() };
+      series = {
+        modality,
+        seriesNumber: num(h, 'SeriesNumber'),
+        seriesDescription: text(h, 'SeriesDescription'),
+        imageType: texts(h, 'ImageType').map((t) => t.toUpperCase()),
+        sliceThickness: num(h, 'SliceThickness'),
+        orientation: numbers(h, 'ImageOrientationPatient', 6),
+        kernel: text(h, 'ConvolutionKernel'),
+        files: new Map(),
+      };
       study.series.set(seriesUid, series);
     }
     series.files.set(path, entry);
@@ -338,6 +410,10 @@ export class StudyIndex {
   }
 
   private async quarantine(path: string, reason: string, sopClassUid: string | undefined): Promise<void> {
+    if (this.o.readOnly) {
+      this.ignored.add(path);
+      return;
+    }
     const to = join(this.quarantineDir, `${this.now()}-${basename(path)}`);
     try {
       await rename(path, to);
@@ -392,6 +468,40 @@ export class StudyIndex {
       .map((s) => this.summary(s));
   }
 
+  /** A series with what selection needs (see ReceivedSeriesDetail); undefined when the index does not know it. */
+  seriesDetail(studyInstanceUid: string, seriesInstanceUid: string): ReceivedSeriesDetail | undefined {
+    const x = this.studies.get(studyInstanceUid)?.series.get(seriesInstanceUid);
+    if (!x) return undefined;
+    const files = [...x.files.values()];
+    return {
+      seriesInstanceUid,
+      modality: x.modality,
+      ...(x.seriesNumber !== undefined ? { seriesNumber: x.seriesNumber } : {}),
+      ...(x.seriesDescription !== undefined ? { seriesDescription: x.seriesDescription } : {}),
+      instances: files.length,
+      imageType: [...x.imageType],
+      ...(x.sliceThickness !== undefined ? { sliceThickness: x.sliceThickness } : {}),
+      ...(x.orientation ? { orientation: [...x.orientation] } : {}),
+      ...(x.kernel !== undefined ? { kernel: x.kernel } : {}),
+      positions: files.flatMap((f) => (f.position ? [f.position] : [])),
+    };
+  }
+
+  /**
+   * Whether a job holds the study (retention keeps it then); false when no `holds` was given. Throws what `holds`
+   * throws (sweep treats that as held).
+   */
+  async holds(studyInstanceUid: string): Promise<boolean> {
+    if (!this.o.holds) return false;
+    return this.o.holds(studyInstanceUid, { accessionNumber: this.studies.get(studyInstanceUid)?.accessionNumber });
+  }
+
+  /** The SOP Instance UIDs of one series' files; empty when the index does not know it. */
+  seriesInstanceUids(studyInstanceUid: string, seriesInstanceUid: string): string[] {
+    const series = this.studies.get(studyInstanceUid)?.series.get(seriesInstanceUid);
+    return series ? [...series.files.values()].map((f) => f.sopInstanceUid) : [];
+  }
+
   /** The files of one series, by InstanceNumber (then path); empty when the index does not know it. */
   seriesFiles(studyInstanceUid: string, seriesInstanceUid: string): string[] {
     const series = this.studies.get(studyInstanceUid)?.series.get(seriesInstanceUid);
@@ -412,7 +522,7 @@ export class StudyIndex {
       if (s.lastArrivalMs > cutoff) continue;
       let held: boolean;
       try {
-        held = this.o.holds ? await this.o.holds(s.studyInstanceUid) : false;
+        held = await this.holds(s.studyInstanceUid);
       } catch (e) {
         // Not knowing is holding: never drop a study a job may still need.
         this.log.warn('dimse.retention-hold-unknown', { error: (e as Error).message });

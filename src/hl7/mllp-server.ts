@@ -3,7 +3,8 @@ import net from 'node:net';
 import tls from 'node:tls';
 import type { MllpConfig } from '../config/index.js';
 import type { Logger } from '../observability/log.js';
-import { METRICS, type MetricsSink, noMetrics } from '../observability/metrics.js';
+import { METRICS } from '../observability/metric-names.js';
+import { type MetricsSink, noMetrics } from '../observability/recorder.js';
 import { MllpDecoder } from './mllp-framing.js';
 
 /** encodeFrame(ack) as one string: the same bytes (VT, the ACK as UTF-8, FS CR), written without copying buffers. */

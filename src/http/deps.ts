@@ -1,4 +1,4 @@
-/** What the HTTP side is built from (createApp in app.ts); each router takes it. */
+/** What the HTTP side is built from (createApp in app.ts); each router takes the part it uses (RouterDeps). */
 import type { Redis } from 'ioredis';
 import type { Config } from '../config/index.js';
 import type { DicomWebClient } from '../dicomweb/client.js';
@@ -25,3 +25,6 @@ export interface HttpDeps {
   log: Logger;
   reloadMappings: () => void;
 }
+
+/** What every router needs to check its callers (authOf). Each router takes this and only the rest it uses. */
+export type RouterDeps<K extends keyof HttpDeps = never> = Pick<HttpDeps, 'auth' | 'apiToken' | 'log' | K>;

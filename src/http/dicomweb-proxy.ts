@@ -6,7 +6,7 @@ import Router from '@koa/router';
 import type { Context } from 'koa';
 import type { PacsConfig } from '../config/index.js';
 import { authOf, requireUser } from './auth.js';
-import type { HttpDeps } from './deps.js';
+import type { RouterDeps } from './deps.js';
 import { checkTarget, PROXY_PREFIX } from './proxy/paths.js';
 import { ReplaceStream } from './proxy/rewrite.js';
 import { proxyAgents, staleSocket } from './proxy/upstream.js';
@@ -102,7 +102,7 @@ function basicOrBearer(auth: PacsConfig['auth']): string | undefined {
   return undefined;
 }
 
-export function dicomWebProxy(deps: HttpDeps, opts: ProxyOptions = {}): Router {
+export function dicomWebProxy(deps: RouterDeps<'config'>, opts: ProxyOptions = {}): Router {
   const router = new Router({ sensitive: true });
   const pacs = deps.config.pacs;
   const maxStow = opts.maxStowBytes ?? pacs?.proxyMaxStowBytes ?? DEFAULT_MAX_STOW;

@@ -7,14 +7,15 @@
 import Router from '@koa/router';
 import type { Middleware } from 'koa';
 import { type JobState, STAGES, type StageName } from '../jobs/job-state.js';
-import { EXPOSITION_CONTENT_TYPE, type MetricFamily, readSharedMetrics, recorderFor, renderExposition, type ScalarFamily } from '../observability/metrics.js';
+import { EXPOSITION_CONTENT_TYPE, type MetricFamily, renderExposition, type ScalarFamily } from '../observability/exposition.js';
 import { checkReadiness, ModelFilesCheck } from '../observability/readiness.js';
+import { readSharedMetrics, recorderFor } from '../observability/recorder.js';
 import { authOf, requireBearer } from './auth.js';
-import type { HttpDeps } from './deps.js';
+import type { RouterDeps } from './deps.js';
 
 const QUEUE_STATES = ['waiting', 'active', 'delayed', 'prioritized', 'waiting-children', 'completed', 'failed'] as const;
 
-export function opsRoutes(deps: HttpDeps): Router {
+export function opsRoutes(deps: RouterDeps<'config' | 'queue' | 'redis' | 'states'>): Router {
   const router = new Router({ sensitive: true });
   const auth = requireBearer(authOf(deps));
   const models = new ModelFilesCheck(deps.config.worker.modelsManifest);

@@ -24,7 +24,7 @@ import { dirname, extname, join, normalize, sep } from 'node:path';
 import Router from '@koa/router';
 import type { Context } from 'koa';
 import { authOf, requireUser } from './auth.js';
-import type { HttpDeps } from './deps.js';
+import type { RouterDeps } from './deps.js';
 import { PROXY_PREFIX } from './proxy/paths.js';
 
 export const VIEWER_PREFIX = '/viewer';
@@ -135,7 +135,7 @@ export interface ViewerOptions {
   dist?: string;
 }
 
-export function viewerRoutes(deps: HttpDeps, opts: ViewerOptions = {}): Router {
+export function viewerRoutes(deps: RouterDeps<'config'>, opts: ViewerOptions = {}): Router {
   const router = new Router({ sensitive: true });
   const dist = opts.dist ?? ohifDist();
   /** The .js/.css files rewritten (ten in 3.13, ≈ 25 MB), and those that need nothing. */

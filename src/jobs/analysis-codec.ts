@@ -4,7 +4,8 @@
  * running the models again. The lesion mask is bit-packed and deflated (a sparse 512×512×300 mask is a few kB).
  */
 import { deflateRawSync, inflateRawSync } from 'node:zlib';
-import type { Analysis, KeyImage, ResultContext, SourceSeries, SourceStudy } from '../results/context.js';
+import type { SourceStudy } from '../domain/study.js';
+import type { Analysis, KeyImage, ResultContext, SourceSeries } from '../results/context.js';
 
 /** A ResultContext without the order (the order lives in the job's data and may be updated by an XO). */
 export type AnalysisCheckpoint = Omit<ResultContext, 'order'>;

@@ -1,27 +1,12 @@
-import { createHash } from 'node:crypto';
 import { type Job, Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
-import type { Order } from '../orders/order.js';
+import type { ScreeningJobData } from '../domain/job.js';
 
-/** What a screening job carries: the order as parsed at intake. */
-export interface ScreeningJobData {
-  order: Order;
-  receivedAt: string;
-  /** Sender's MSH-10 of the message that created (or last updated) the job. */
-  messageControlId: string;
-}
+/** The job's data and id live in src/domain/job.ts; re-exported for the code that reads them with the queue. */
+export { jobIdFor, type ScreeningJobData } from '../domain/job.js';
 
 export type ScreeningQueue = Queue<ScreeningJobData>;
 export type ScreeningJob = Job<ScreeningJobData>;
-
-/**
- * The job id is a hash of sender + placer order number: stable across resends, and free of PHI so it
- * can appear in logs, URLs and metrics.
- */
-export function jobIdFor(sender: { application: string; facility: string }, placerOrderNumber: string): string {
-  const h = createHash('sha256').update(`${sender.application}\u0000${sender.facility}\u0000${placerOrderNumber}`).digest('hex');
-  return `ord-${h.slice(0, 32)}`;
-}
 
 export function createScreeningQueue(connection: Redis, name: string, prefix: string): ScreeningQueue {
   const queue = new Queue<ScreeningJobData>(name, {

@@ -3,7 +3,7 @@
  * a network blip): RedisUnavailableError once it has stayed away longer than `limitMs`. Other errors pass at once.
  */
 import type { Logger } from '../observability/log.js';
-import { isRedisConnectionError } from './redis.js';
+import { isRedisConnectionError } from '../redis/connection.js';
 import { RedisUnavailableError } from './stage-errors.js';
 
 export interface RedisRetry {

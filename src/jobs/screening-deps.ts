@@ -6,6 +6,7 @@ import type { Logger } from '../observability/log.js';
 import type { MetricsSink } from '../observability/metrics.js';
 import type { PatientIdentityRule } from '../orders/patient-identity.js';
 import type { ResultContext, ResultLinks } from '../results/context.js';
+import type { StudySource } from '../study-sources/source.js';
 import type { AnalysisReuseStore } from './analysis-reuse.js';
 import type { StageOutputs } from './job-state.js';
 import type { CheckpointStore } from './stage-operator.js';
@@ -46,7 +47,13 @@ export interface ScreeningSettings extends StageRunnerSettings {
 
 export interface ScreeningDeps extends StageRunnerDeps {
   states: CheckpointStore;
+  /** The PACS over DICOMweb: where the results go (and the study source when studySource is absent). */
   pacs: DicomWebClient;
+  /**
+   * Where wait-for-study and retrieve find and read the order's study (src/study-sources): the PACS over DICOMweb, or
+   * the studies received by C-STORE. Absent: the PACS over DICOMweb (deps.pacs).
+   */
+  studySource?: StudySource;
   models: ModelRegistry;
   seriesRules: SeriesRules;
   writers: ResultWriters;

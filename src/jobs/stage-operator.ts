@@ -7,9 +7,9 @@
  * outages, progress, skip-to and the hand-over itself.
  */
 import type { RetrievedSeries } from '../dicomweb/retrieve.js';
+import type { ScreeningJobData } from '../domain/job.js';
 import type { AnalysisCheckpoint } from './analysis-codec.js';
 import type { Fence, JobState, JobStateStore, StageName, StageOutputs } from './job-state.js';
-import type { ScreeningJobData } from './queue.js';
 
 /** The slice of a BullMQ job the runner uses (a fake one in unit tests). */
 export interface JobHandle {

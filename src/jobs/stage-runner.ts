@@ -18,11 +18,13 @@
  *   skip-to.
  */
 import { DelayedError, UnrecoverableError } from 'bullmq';
+import type { OrderStatus } from '../domain/order.js';
 import type { Logger } from '../observability/log.js';
-import { errorPeer, METRICS, type MetricsSink, noMetrics } from '../observability/metrics.js';
-import type { OrderStatus } from '../orders/store.js';
+import { errorPeer, METRICS } from '../observability/metric-names.js';
+import { type MetricsSink, noMetrics } from '../observability/recorder.js';
+import { isRedisConnectionError } from '../redis/connection.js';
 import { type ErrorPeer, type Fence, type JobState, LockLostError, newJobState, type StageName } from './job-state.js';
-import { isJobGoneError, isRedisConnectionError } from './redis.js';
+import { isJobGoneError } from './redis.js';
 import { retryWhileRedisDown } from './redis-outage.js';
 import { backoffMs, classifyError, JobGoneError, PatientIdentityError, RedisUnavailableError, StageFailure, withTimeout } from './stage-errors.js';
 import {

@@ -6,8 +6,8 @@
  */
 import { type Job, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
+import type { ScreeningJobData } from '../domain/job.js';
 import type { Logger } from '../observability/log.js';
-import type { ScreeningJobData } from './queue.js';
 import type { ScreeningResult, ScreeningRunner } from './screening.js';
 
 export interface ScreeningWorkerOptions {

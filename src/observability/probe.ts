@@ -10,7 +10,7 @@
  */
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig } from '../config/index.js';
-import { connectRedis, waitReady } from '../jobs/redis.js';
+import { connectRedis, waitReady } from '../redis/connection.js';
 import { ALL_CHECKS, type CheckName, checkReadiness, ModelFilesCheck } from './readiness.js';
 
 async function probe(argv: string[]): Promise<number> {

@@ -8,7 +8,7 @@ import { readFile, stat } from 'node:fs/promises';
 import type { Redis } from 'ioredis';
 import type { FhirConfig, PacsConfig } from '../config/index.js';
 import { type Manifest, ManifestError, parseManifest, sha256File } from '../inference/manifest.js';
-import { persistenceProblem, redisPersistence } from '../jobs/redis.js';
+import { persistenceProblem, redisPersistence } from '../redis/persistence.js';
 
 export type CheckStatus = 'ok' | 'fail' | 'not configured';
 

@@ -1,6 +1,7 @@
+import { jobIdFor } from '../domain/job.js';
 import { type AckCode, type AckError, ackCodeFor, ackPlan, HL7_ERROR } from '../hl7/ack.js';
 import { type MshHeader, namespaceOf } from '../hl7/header.js';
-import { jobIdFor, NOT_STARTED } from '../jobs/queue.js';
+import { NOT_STARTED } from '../jobs/queue.js';
 import type { EvaluatedOrder, Evaluation } from './evaluate.js';
 import type { JobChange, JobState, LedgerEntry, LedgerFacts, LedgerQuery, MessageEntry, NewJob, ResendMarker } from './ledger.js';
 import { messageKeyFor } from './ledger.js';

@@ -1,9 +1,9 @@
+import { actionFor, type Order, type OrderAction } from '../domain/order.js';
 import type { AckError } from '../hl7/ack.js';
 import { type MshHeader, namespaceOf, readHeader } from '../hl7/header.js';
 import { Hl7ParseError, type ParseOptions, parseMessage } from '../hl7/message.js';
 import { type ChestCtDecision, decideChestCt, extractOrders, OrderError, SUPPORTED_MESSAGES } from './extract.js';
 import type { Mappings } from './mappings.js';
-import { actionFor, type Order, type OrderAction } from './order.js';
 
 export interface EvaluatedOrder {
   order: Order;

@@ -1,8 +1,8 @@
+import { NON_IMAGING_DETAILS, type NonImagingDetail, type Order } from '../domain/order.js';
 import type { AckError } from '../hl7/ack.js';
 import { namespaceOf } from '../hl7/header.js';
 import type { ParsedMessage, Segment } from '../hl7/message.js';
 import type { FieldName, Mappings } from './mappings.js';
-import { NON_IMAGING_DETAILS, type NonImagingDetail, type Order } from './order.js';
 
 /** HL7 table 0119 order control codes (v2.5.1). */
 const ORDER_CONTROL_CODES = new Set(

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
+import type { ScreeningJobData } from '../domain/job.js';
 import type { AckCode } from '../hl7/ack.js';
-import type { ScreeningJobData } from '../jobs/queue.js';
 import type { OrderRecord, StoredMessage } from './store.js';
 
 /** The answer given to a message, kept under its sender + MSH-10 so that a resend gets the same answer. */

@@ -1,7 +1,7 @@
 import { statSync } from 'node:fs';
 import { z } from 'zod';
 import { readYamlDocument, regexPattern as regex } from '../config/yaml-file.js';
-import { DEFAULT_PATIENT_IDENTITY_RULE, IDENTITY_CHECKS, type PatientIdentityRule } from './patient-identity.js';
+import { DEFAULT_PATIENT_IDENTITY_RULE, IDENTITY_CHECKS, type PatientIdentityRule } from '../domain/patient-identity.js';
 
 const fieldPath = z.string().regex(/^[A-Z][A-Z0-9]{2}-\d{1,3}(\.\d{1,2})?$/, 'a field path like OBR-18 or OBR-4.2');
 const code = z.object({ system: z.string().min(1).optional(), code: z.string().min(1), display: z.string().optional() }).strict();

@@ -1,7 +1,7 @@
 import { Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { ScreeningJobData, ScreeningQueue } from '../jobs/queue.js';
-import { Failed, groupCommit } from '../jobs/redis.js';
+import { Failed, groupCommit } from '../redis/group-commit.js';
 import type { NewJob } from './ledger.js';
 
 /** A key to SET (with a TTL) only alongside the jobs it belongs with. */

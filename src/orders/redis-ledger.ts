@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { ChainableCommander, Redis } from 'ioredis';
 import type { ScreeningQueue } from '../jobs/queue.js';
-import { groupCommit } from '../jobs/redis.js';
+import { groupCommit } from '../redis/group-commit.js';
 import { DAY, type OrderKeys, orderKeys } from './keys.js';
 import type { JobChange, LedgerEntry, LedgerFacts, LedgerQuery, MessageEntry, OrderLedger, ResendMarker } from './ledger.js';
 import { type IntakeChannel, intakeChannel, type KeyWrite } from './redis-ledger-channel.js';

@@ -1,7 +1,7 @@
 import type { Redis } from 'ioredis';
+import type { Order, OrderStatus } from '../domain/order.js';
 import type { AckCode } from '../hl7/ack.js';
 import { type OrderKeys, orderKeys } from './keys.js';
-import type { Order } from './order.js';
 
 export type MessageKind = 'dead-letter' | 'ignored';
 
@@ -26,7 +26,7 @@ export interface StoredMessage {
 
 export type StoredMessageSummary = Omit<StoredMessage, 'raw'>;
 
-export type OrderStatus = 'queued' | 'cancelled' | 'cancel-requested';
+export type { OrderStatus };
 
 export interface OrderRecord {
   jobId: string;

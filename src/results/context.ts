@@ -4,30 +4,16 @@
  * service, `ctgate analyze` and the tests produce byte-for-byte the same outputs from the same inputs.
  */
 import { createHash } from 'node:crypto';
+import type { Order } from '../domain/order.js';
+import type { SourceStudy } from '../domain/study.js';
 import type { SliceMeta } from '../imaging/slices.js';
 import type { Geometry } from '../imaging/volume.js';
 import { type Category, DEFAULT_MIN_OPACITY_ML } from '../inference/findings.js';
 import type { Manifest } from '../inference/manifest.js';
 import type { PipelineResult } from '../inference/pipeline.js';
-import type { Order } from '../orders/order.js';
 
-/** Patient and study attributes of the source CT, as the PACS holds them (the SEG must repeat them exactly). */
-export interface SourceStudy {
-  studyInstanceUid: string;
-  accessionNumber?: string;
-  studyId?: string;
-  /** DICOM DA (YYYYMMDD) and TM as stored. */
-  studyDate?: string;
-  studyTime?: string;
-  studyDescription?: string;
-  referringPhysicianName?: string;
-  patientName?: string;
-  patientId?: string;
-  issuerOfPatientId?: string;
-  patientBirthDate?: string;
-  /** DICOM CS: M, F, O or empty. */
-  patientSex?: string;
-}
+/** SourceStudy lives in src/domain/study.ts; re-exported for src/study-sources, which imports it from here. */
+export type { SourceStudy };
 
 export interface SourceSeries {
   seriesInstanceUid: string;

@@ -18,15 +18,16 @@ import { endianness } from 'node:os';
 import { join } from 'node:path';
 import type { NaturalizedDataset } from 'dcmjs';
 import { formatDs } from '../dicom/ds.js';
+import { part10WithPixelSpace } from '../dicom/part10.js';
+import { SOP_CLASS } from '../dicom/sop-classes.js';
 import { deterministicUid, randomUid } from '../dicom/uid.js';
 import type { HuVolume } from '../imaging/volume.js';
 import { voxelToPatient } from '../imaging/volume.js';
-import { part10WithPixelSpace } from '../results/part10.js';
 
 export { writeMasks } from './masks.js';
 export { deterministicUid, formatDs, randomUid };
 
-export const CT_IMAGE_STORAGE = '1.2.840.10008.5.1.4.1.1.2';
+export const CT_IMAGE_STORAGE = SOP_CLASS.ctImage;
 export const EXPLICIT_VR_LITTLE_ENDIAN = '1.2.840.10008.1.2.1';
 const IMPLEMENTATION_VERSION_NAME = 'CTGATE_SYN_1';
 

@@ -1,7 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { Redis } from 'ioredis';
-import { deleteByPrefix } from '../../src/jobs/redis.js';
+import { deleteByPrefix } from '../../src/redis/connection.js';
 
 export const REDIS_URL = process.env.CTGATE_REDIS_URL ?? 'redis://127.0.0.1:6379';
 

@@ -3,12 +3,13 @@
  * "analysis" mask. Result-writer tests (SEG, FHIR, ORU) use it together with the CT series files, which they can
  * store in Orthanc so that the SEG's references point at real instances.
  */
+
+import type { Order } from '../../src/domain/order.js';
 import type { SliceMeta } from '../../src/imaging/slices.js';
 import { type Geometry, voxelToPatient } from '../../src/imaging/volume.js';
 import { keySlices, measureLesions } from '../../src/inference/findings.js';
 import { keyImagePng } from '../../src/inference/key-images.js';
 import { LEFT_LUNG, RIGHT_LUNG } from '../../src/inference/lungs.js';
-import type { Order } from '../../src/orders/order.js';
 import type { ResultContext } from '../../src/results/context.js';
 import { CT_IMAGE_STORAGE, type CtSeries, writeCtSeries } from '../../src/synthetic/dicom-writer.js';
 import { generateChestCt, type PhantomKind } from '../../src/synthetic/phantom.js';

@@ -2,11 +2,12 @@
  * In-memory stand-ins for what the stage runner and ScreeningRunner use around Redis and BullMQ: the checkpoint
  * store, the order status, the BullMQ job. For unit tests without Redis.
  */
+
+import type { OrderStatus } from '../../src/domain/order.js';
 import type { AnalysisCheckpoint } from '../../src/jobs/analysis-codec.js';
 import type { Fence, JobState } from '../../src/jobs/job-state.js';
 import type { ScreeningJobData } from '../../src/jobs/queue.js';
 import type { CheckpointStore, JobHandle } from '../../src/jobs/stage-operator.js';
-import type { OrderStatus } from '../../src/orders/store.js';
 import { sampleOrder } from './result-context.js';
 
 /** An error ioredis gives while Redis is unreachable. */

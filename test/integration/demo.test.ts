@@ -2,6 +2,7 @@
  * `ctgate demo --once`, as a newcomer runs it (npm run demo -- --once without the set-up): every peer started by
  * the demo itself, three studies through the whole flow, and the JSON summary as the last line. And what it
  * leaves behind: nothing with patient data (its folders and its Redis keys go when it ends, or at Ctrl-C).
+ * With --via-cstore: Orthanc pushes every study to ctgate's DIMSE receiver, which answers C-ECHO and indexes them.
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -102,6 +103,65 @@ describe('ctgate demo --once', () => {
     assert.deepEqual(await keysUnder(cleanup.redisPrefix), []);
     // A site's prefix in the environment is never the demo's (the demo deletes every key under its own).
     assert.deepEqual(await keysUnder(prefix), []);
+  });
+
+  it('--via-cstore: Orthanc sends every study to ctgate by C-STORE; the receiver answers C-ECHO, indexes each study and says which source the analysis read', async () => {
+    await requireRedis();
+    const child = spawn(process.execPath, ['bin/ctgate.mjs', 'demo', '--once', '--via-cstore'], {
+      env: { ...process.env, CTGATE_DEMO_TIMEOUT_MS: '240000' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => {
+      stdout += d;
+    });
+    child.stderr.on('data', (d) => {
+      stderr += d;
+    });
+    const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+    assert.equal(code, 0, `${stdout}\n${stderr}`);
+    const summary = JSON.parse(stdout.trim().split('\n').pop() as string) as DemoSummary;
+    const r = summary.dimseReceive;
+    assert.ok(r, 'the summary reports the DIMSE receive');
+    assert.equal(r.echoOk, true);
+    assert.equal(r.associationsRejected, 0);
+    assert.equal(r.quarantined, 0);
+    // The C-ECHO, then one association per study.
+    assert.equal(r.associationsAccepted, summary.studies.length + 1);
+    assert.deepEqual(
+      r.studies.map((s) => s.accession),
+      summary.studies.map((s) => s.accession),
+    );
+    for (const s of r.studies) {
+      assert.ok(s.sent > 0, `${s.accession}: Orthanc sent its instances`);
+      assert.equal(s.failed, 0, s.accession);
+      assert.equal(s.indexed, s.sent, `${s.accession}: every instance sent is in ctgate's index`);
+      assert.equal(s.indexedAccession, s.accession, `${s.accession}: indexed under its accession`);
+      assert.match(s.studyInstanceUid, /^2\.25\.\d+$/);
+      assert.equal(s.stable, true, `${s.accession}: stable in the index`);
+    }
+    assert.ok(['dicomweb', 'received'].includes(r.analysisSource));
+    assert.match(stdout, r.analysisSource === 'received' ? /Analysis source: the received copy/ : /Analysis source: DICOMweb/);
+    assert.match(stdout, /C-ECHO ORTHANC → CTGATE: ok/);
+    // The flow itself is unchanged: the same verdicts, reports and ORUs.
+    const byAcc = new Map(summary.studies.map((s) => [s.accession, s]));
+    assert.equal(byAcc.get('DEMO-ACC-1')?.verdict, 'positive');
+    assert.equal(byAcc.get('DEMO-ACC-2')?.verdict, 'negative');
+    assert.ok(summary.studies.every((s) => s.state === 'completed' && s.oruAcked));
+    // What the receive section prints carries UIDs, accession numbers and counts, no patient name or ID.
+    const section = stdout.split('3b. ')[1]?.split('4. Sending')[0] ?? '';
+    assert.match(section, /DEMO-ACC-1: indexed \d+ instance\(s\) in 1 series/);
+    assert.doesNotMatch(section, /DEMO\^|DEMO-MRN/);
+    // The received copy is patient data: it goes with the demo's folders.
+    const { cleanup } = summary;
+    assert.deepEqual(cleanup.problems, []);
+    assert.ok(
+      cleanup.dirs.some((d) => d.endsWith('dimse-receive')),
+      `the receive folder is listed: ${cleanup.dirs.join(', ')}`,
+    );
+    assertFoldersGone(cleanup.dirs);
+    assert.deepEqual(await keysUnder(cleanup.redisPrefix), []);
   });
 
   it('removes its folders and Redis keys when stopped with Ctrl-C (SIGINT) in the middle of the run', async () => {

@@ -3,10 +3,6 @@ import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { checkMessage } from '../../src/cli/hl7-check.js';
 import { patientFromJson } from '../../src/dicomweb/study-patient.js';
-import { parseMessage } from '../../src/hl7/message.js';
-import { decodeMessageBytes } from '../../src/hl7/text.js';
-import { extractOrders } from '../../src/orders/extract.js';
-import { loadMappings, MappingsError, parseMappings } from '../../src/orders/mappings.js';
 import {
   comparePatientIdentity,
   DEFAULT_PATIENT_IDENTITY_RULE,
@@ -15,7 +11,11 @@ import {
   type OrderPatient,
   type PatientIdentityRule,
   sameName,
-} from '../../src/orders/patient-identity.js';
+} from '../../src/domain/patient-identity.js';
+import { parseMessage } from '../../src/hl7/message.js';
+import { decodeMessageBytes } from '../../src/hl7/text.js';
+import { extractOrders } from '../../src/orders/extract.js';
+import { loadMappings, MappingsError, parseMappings } from '../../src/orders/mappings.js';
 
 const mappings = loadMappings('mappings/orders.yaml');
 

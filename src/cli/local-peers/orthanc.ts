@@ -22,8 +22,25 @@ export async function freePort(): Promise<number> {
  * Orthanc's DICOM (DIMSE) server, on a free port (Orthanc 1.10 binds all interfaces; tests talk to it over loopback).
  * Its defaults here: the called AE title is checked, echo and store are allowed from any AE (find only with alwaysAllowFind).
  */
+/** Orthanc's object form of a DicomModalities entry: the peer, and which DIMSE requests it may make (default all). */
+export interface OrthancModality {
+  AET: string;
+  Host: string;
+  Port: number;
+  AllowEcho?: boolean;
+  AllowFind?: boolean;
+  AllowGet?: boolean;
+  AllowMove?: boolean;
+  AllowStore?: boolean;
+}
+
 export interface OrthancDicomOptions {
   aet?: string;
+  /**
+   * Orthanc's own DICOM server (SCP) on a free port (default true). false keeps it off (Orthanc 1.10 would bind every
+   * interface) while Orthanc still calls out as `aet` to the `modalities` (REST /modalities/<name>/echo, /store).
+   */
+  listen?: boolean;
   checkCalledAet?: boolean;
   alwaysAllowEcho?: boolean;
   alwaysAllowStore?: boolean;
@@ -32,8 +49,11 @@ export interface OrthancDicomOptions {
    * an association from any calling AE, so a peer that should reject unknown AEs must leave it off).
    */
   alwaysAllowFind?: boolean;
-  /** DicomModalities: name → [AE title, host, port] of the peers Orthanc knows. */
-  modalities?: Record<string, [string, string, number]>;
+  /**
+   * DicomModalities: name → [AE title, host, port] of the peers Orthanc knows, or Orthanc's object form with what each
+   * may do (e.g. `{ AET, Host, Port, AllowGet: false }`: a peer that may C-FIND but not C-GET).
+   */
+  modalities?: Record<string, [string, string, number] | OrthancModality>;
   /** Orthanc refuses a new patient's instances (C-STORE 0xa700, storage full) once this many patients are stored and protected. */
   maximumPatientCount?: number;
 }
@@ -51,7 +71,11 @@ export class LocalOrthanc {
   dicomPort = 0;
   log = '';
 
-  constructor(private readonly opts: { user?: string; password?: string; stableAgeSeconds?: number; dicom?: OrthancDicomOptions } = {}) {}
+  /**
+   * `dicomweb: false` starts it with the DICOMweb plugin disabled (`"DicomWeb": {"Enable": false}`): a PACS that
+   * answers DIMSE (C-ECHO, C-FIND, C-GET, C-MOVE, C-STORE) and its own REST API only, as many do.
+   */
+  constructor(private readonly opts: { user?: string; password?: string; stableAgeSeconds?: number; dicom?: OrthancDicomOptions; dicomweb?: boolean } = {}) {}
 
   /** Its AE title when the DICOM server is on. */
   get dicomAet(): string {
@@ -84,7 +108,7 @@ export class LocalOrthanc {
     this.dir = mkdtempSync(join(tmpdir(), 'ctgate-orthanc-'));
     this.port = await freePort();
     const d = this.opts.dicom;
-    if (d) this.dicomPort = await freePort();
+    if (d && d.listen !== false) this.dicomPort = await freePort();
     const auth = Boolean(this.opts.user);
     const config = {
       Name: 'ctgate-test-pacs',
@@ -96,11 +120,11 @@ export class LocalOrthanc {
       RemoteAccessAllowed: false,
       AuthenticationEnabled: auth,
       RegisteredUsers: auth ? { [this.opts.user as string]: this.opts.password ?? '' } : {},
-      DicomServerEnabled: d !== undefined,
+      DicomServerEnabled: d !== undefined && d.listen !== false,
       ...(d
         ? {
             DicomAet: this.dicomAet,
-            DicomPort: this.dicomPort,
+            ...(this.dicomPort ? { DicomPort: this.dicomPort } : {}),
             DicomCheckCalledAet: d.checkCalledAet ?? true,
             DicomAlwaysAllowEcho: d.alwaysAllowEcho ?? true,
             DicomAlwaysAllowStore: d.alwaysAllowStore ?? true,
@@ -112,7 +136,7 @@ export class LocalOrthanc {
       UnknownSopClassAccepted: true,
       StableAge: this.opts.stableAgeSeconds ?? 2,
       StorageCompression: false,
-      DicomWeb: { Enable: true, Root: '/dicom-web/', StudiesMetadata: 'Full', SeriesMetadata: 'Full' },
+      DicomWeb: { Enable: this.opts.dicomweb !== false, Root: '/dicom-web/', StudiesMetadata: 'Full', SeriesMetadata: 'Full' },
     };
     mkdirSync(join(this.dir, 'tmp'));
     writeFileSync(join(this.dir, 'orthanc.json'), JSON.stringify(config));

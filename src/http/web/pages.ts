@@ -13,7 +13,7 @@ import type { JobState } from '../../jobs/job-state.js';
 import type { ScreeningJob } from '../../jobs/queue.js';
 import { authOf, readCookie, requireUser, safeNextPath, sessionCookie, sessionCookieName, staticTokenUser } from '../auth.js';
 import { refuseAndClose, tooManyFailures } from '../auth-limits.js';
-import type { HttpDeps } from '../deps.js';
+import type { RouterDeps } from '../deps.js';
 import { credentialFingerprint } from '../sessions.js';
 import type { Html } from './html.js';
 import { SliceCache, SliceOutOfRange } from './slices.js';
@@ -131,7 +131,7 @@ function rowOf(job: ScreeningJob, state: string, cp: JobState | null): JobRow {
   };
 }
 
-export function webPages(deps: HttpDeps, opts: WebOptions = {}): Router {
+export function webPages(deps: RouterDeps<'config' | 'pacs' | 'queue' | 'states'>, opts: WebOptions = {}): Router {
   const router = new Router({ sensitive: true });
   const auth = authOf(deps);
   const sessions = auth.sessions;

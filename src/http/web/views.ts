@@ -2,9 +2,10 @@
  * The pages as pure functions of what they show (no I/O): the job list, the study page with its slice viewer,
  * the login form and error pages. Every value from an order goes through `html`, which escapes it.
  */
+
+import type { Order } from '../../domain/order.js';
 import type { JobState, StageName } from '../../jobs/job-state.js';
 import { STAGES } from '../../jobs/job-state.js';
-import type { Order } from '../../orders/order.js';
 import type { Analysis } from '../../results/context.js';
 import { type Html, html, raw } from './html.js';
 

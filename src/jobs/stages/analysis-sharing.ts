@@ -4,8 +4,7 @@
  * stored.
  */
 import { CTGATE_VERSION } from '../../config/version.js';
-import { str, TAG } from '../../dicomweb/dicom-json.js';
-import { METRICS } from '../../observability/metrics.js';
+import { METRICS } from '../../observability/metric-names.js';
 import type { ModelRef, ResultContext, ReusedFrom } from '../../results/context.js';
 import type { AnalysisCheckpoint } from '../analysis-codec.js';
 import { type AnalysisReuseStore, reuseKey, seriesFingerprint } from '../analysis-reuse.js';
@@ -13,6 +12,7 @@ import type { JobState, StageOutputs } from '../job-state.js';
 import type { ScreeningDeps } from '../screening-deps.js';
 import type { JobHandle, StageContext } from '../stage-operator.js';
 import type { ChosenSeries } from './series-choice.js';
+import { studySourceOf } from './study-source.js';
 
 export interface SharedAnalysis {
   analysis: AnalysisCheckpoint;
@@ -41,7 +41,7 @@ export async function shareOrClaim(
   if (!reuse) return null;
   const { job, state } = ctx;
   const { studyUid, series } = chosen;
-  const sops = (await deps.pacs.searchInstances(studyUid, series.seriesInstanceUid)).map((i) => str(i, TAG.SOPInstanceUID) ?? '').filter(Boolean);
+  const sops = await studySourceOf(deps).instanceUids(studyUid, series.seriesInstanceUid);
   if (sops.length === 0 || sops.length < series.numberOfInstances) {
     deps.log.info('job.reuse-unknown-content', { jobId: job.id, listed: sops.length, instances: series.numberOfInstances });
     return null;

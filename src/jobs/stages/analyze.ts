@@ -5,17 +5,14 @@
  * Takes: the series volume (pulled again after a resume, see HANDOVER_FALLBACKS). Reads: wait-for-study's study.
  * Gives: the analysis, saved with this stage's checkpoint.
  */
-import { sourceStudyFromJson } from '../../dicomweb/metadata.js';
-import { keyImagePng } from '../../inference/key-images.js';
-import { runPipeline } from '../../inference/pipeline.js';
-import { METRICS } from '../../observability/metrics.js';
-import { analysisOf, type SourceStudy } from '../../results/context.js';
+import { SOP_CLASS } from '../../dicom/sop-classes.js';
+import type { SourceStudy } from '../../domain/study.js';
+import { METRICS } from '../../observability/metric-names.js';
+import { analyzeVolume } from '../../results/analyze-volume.js';
 import type { AnalysisCheckpoint } from '../analysis-codec.js';
 import type { ScreeningDeps } from '../screening-deps.js';
 import type { Operator, StageContext, StageDone } from '../stage-operator.js';
-
-/** CT Image Storage: the SOP class the results reference. */
-const CT_IMAGE_STORAGE = '1.2.840.10008.5.1.4.1.1.2';
+import { studySourceOf } from './study-source.js';
 
 export class Analyze implements Operator<'analyze', 'series', 'analysis'> {
   readonly name = 'analyze';
@@ -32,39 +29,22 @@ export class Analyze implements Operator<'analyze', 'series', 'analysis'> {
     const lease = await this.deps.models.lease();
     try {
       const { models, manifest } = lease.set;
-      const modelStart = performance.now();
-      const result = await runPipeline(retrieved.volume, models, {
-        keySliceCount: this.deps.settings.keySliceCount,
-        onProgress: (p) => ctx.progress(p.total > 0 ? p.done / p.total : 0, p.stage),
-      });
-      this.deps.metrics?.observe(METRICS.modelDuration, { provider: result.executionProvider }, (performance.now() - modelStart) / 1000);
-      const slices = retrieved.slices;
-      const first = slices[0];
-      const mask = result.lesionMask;
-      const analysis: AnalysisCheckpoint = {
-        jobId: job.id,
-        study,
-        series: {
+      const first = retrieved.slices[0];
+      const { result, analysis, series, keyImages, modelMs } = await analyzeVolume(
+        {
+          volume: retrieved.volume,
+          slices: retrieved.slices,
           seriesInstanceUid: first?.seriesInstanceUid ?? '',
           seriesNumber,
           seriesDescription,
-          frameOfReferenceUid: first?.frameOfReferenceUid ?? '',
-          sopClassUid: CT_IMAGE_STORAGE,
-          slices,
-          geometry: retrieved.volume.geometry,
+          sopClassUid: SOP_CLASS.ctImage, // the SOP class the results reference
         },
-        analysis: analysisOf(result, manifest),
-        keyImages:
-          mask && result.findings
-            ? result.findings.keySlices.map((k) => ({
-                sliceIndex: k.index,
-                sopInstanceUid: slices[k.index]?.sopInstanceUid ?? '',
-                lesionAreaMm2: k.lesionAreaMm2,
-                png: keyImagePng(retrieved.volume, k.index, mask),
-              }))
-            : [],
-        links: this.deps.links(job.id),
-      };
+        models,
+        manifest,
+        { keySliceCount: this.deps.settings.keySliceCount, onProgress: (p) => ctx.progress(p.total > 0 ? p.done / p.total : 0, p.stage) },
+      );
+      this.deps.metrics?.observe(METRICS.modelDuration, { provider: result.executionProvider }, modelMs / 1000);
+      const checkpoint: AnalysisCheckpoint = { jobId: job.id, study, series, analysis, keyImages, links: this.deps.links(job.id) };
       const output = {
         verdict: result.verdict,
         category: result.category,
@@ -73,16 +53,17 @@ export class Analyze implements Operator<'analyze', 'series', 'analysis'> {
         executionProvider: result.executionProvider,
         ...(result.reason ? { reason: result.reason } : {}),
       };
-      return { output, gives: { analysis } };
+      return { output, gives: { analysis: checkpoint } };
     } finally {
       lease.release();
     }
   }
 
-  /** The study's attributes as the PACS holds them (the results repeat them exactly); its UID alone if not listed. */
-  private async sourceStudy(studyUid: string): Promise<SourceStudy> {
-    const studies = await this.deps.pacs.searchStudies({ StudyInstanceUID: studyUid });
-    const studyJson = studies.find((s) => sourceStudyFromJson(s).studyInstanceUid === studyUid);
-    return studyJson ? sourceStudyFromJson(studyJson) : { studyInstanceUid: studyUid };
+  /**
+   * The study's attributes as the study source holds them (the PACS, or the received files; the results repeat them
+   * exactly); its UID alone if not listed.
+   */
+  private sourceStudy(studyUid: string): Promise<SourceStudy> {
+    return studySourceOf(this.deps).sourceStudy(studyUid);
   }
 }

@@ -2,13 +2,13 @@
  * The order's patient against the study's (or the chosen series') DICOM patient under the sender's rule
  * (orders/patient-identity.ts), for wait-for-study and retrieve.
  */
-import { readStudyPatient } from '../../dicomweb/study-patient.js';
 import { METRICS } from '../../observability/metrics.js';
 import { DEFAULT_PATIENT_IDENTITY_RULE, decideIdentity, describeRule } from '../../orders/patient-identity.js';
 import type { PatientIdentityRecord } from '../job-state.js';
 import type { ScreeningDeps } from '../screening-deps.js';
 import { PatientIdentityError, StageFailure } from '../stage-errors.js';
 import type { JobHandle } from '../stage-operator.js';
+import { studySourceOf } from './study-source.js';
 
 /**
  * Returns the record for the checkpoint when the job may go on (a match, mode off, or mode warn), throws
@@ -21,8 +21,9 @@ export async function checkPatient(deps: ScreeningDeps, job: JobHandle, studyUid
   const rule = deps.patientIdentity?.(order.sender.facility) ?? DEFAULT_PATIENT_IDENTITY_RULE;
   const words = describeRule(rule);
   if (rule.mode === 'off') return { outcome: 'not-compared', action: 'proceed', rule: words, compared: [], differ: [], notComparable: [] };
-  const patient = await readStudyPatient(deps.pacs, studyUid, seriesUid);
-  if (!patient) throw new StageFailure(`the PACS no longer lists the ${seriesUid ? 'series' : 'study'} (patient identity check)`, true);
+  const source = studySourceOf(deps);
+  const patient = await source.patient(studyUid, seriesUid);
+  if (!patient) throw new StageFailure(`${source.holder} no longer lists the ${seriesUid ? 'series' : 'study'} (patient identity check)`, true);
   const d = decideIdentity(order.patient, patient, rule, sender);
   const c = d.comparison;
   const record: PatientIdentityRecord = {

@@ -1,13 +1,16 @@
-/** The study's series the selection rules pick, and pulling it into a volume (retrieve, and its recover after a resume). */
-import { retrieveVolume } from '../../dicomweb/retrieve.js';
-import { seriesCandidates } from '../../dicomweb/series-candidates.js';
+/**
+ * The study's series the selection rules pick, and pulling it into a volume (retrieve, and its recover after a
+ * resume), from the job's study source (src/study-sources: WADO-RS, or the files received by C-STORE).
+ */
+
+import { sourceUidsProblem } from '../../dicom/source-uids.js';
 import { lossyWarning, TRANSFER_SYNTAXES } from '../../imaging/pixel-codecs.js';
 import { type SeriesCandidate, selectSeries } from '../../imaging/series-selection.js';
-import { sourceUidsProblem } from '../../results/source-uids.js';
 import type { JobState, StageOutputs } from '../job-state.js';
 import type { ScreeningDeps } from '../screening-deps.js';
 import { StageFailure } from '../stage-errors.js';
 import type { JobHandle, SeriesVolume } from '../stage-operator.js';
+import { studySourceOf } from './study-source.js';
 
 export interface ChosenSeries {
   studyUid: string;
@@ -20,7 +23,7 @@ export interface ChosenSeries {
 export async function chooseSeries(deps: ScreeningDeps, state: JobState): Promise<ChosenSeries> {
   const studyUid = state.outputs['wait-for-study']?.studyInstanceUid;
   if (!studyUid) throw new StageFailure('no study recorded by wait-for-study', false);
-  const candidates = await seriesCandidates(deps.pacs, studyUid);
+  const candidates = await studySourceOf(deps).seriesCandidates(studyUid);
   const selection = selectSeries(candidates, deps.seriesRules);
   if (!selection.chosen) throw new StageFailure(`no series fits the selection rules: ${selection.reason ?? 'no series'}`, false);
   const chosen = selection.chosen;
@@ -28,7 +31,7 @@ export async function chooseSeries(deps: ScreeningDeps, state: JobState): Promis
   return { studyUid, series: chosen, reason: rank };
 }
 
-/** Pulls the chosen series; its UIDs must be ones the results can carry unchanged (src/results/source-uids.ts). */
+/** Pulls the chosen series; its UIDs must be ones the results can carry unchanged (src/dicom/source-uids.ts). */
 export async function pullSeries(
   deps: ScreeningDeps,
   job: JobHandle,
@@ -36,7 +39,7 @@ export async function pullSeries(
   onProgress?: (done: number, total: number) => void,
 ): Promise<{ series: SeriesVolume; output: NonNullable<StageOutputs['retrieve']> }> {
   const { studyUid, series, reason } = chosen;
-  const r = await retrieveVolume(deps.pacs, studyUid, series.seriesInstanceUid, { concurrency: deps.settings.retrieveConcurrency, onProgress });
+  const r = await studySourceOf(deps).loadSeries(studyUid, series.seriesInstanceUid, { concurrency: deps.settings.retrieveConcurrency, onProgress });
   deps.log.debug('job.series-chosen', { jobId: job.id, series: series.seriesInstanceUid });
   const uidProblem = sourceUidsProblem({
     studyInstanceUid: studyUid,

@@ -1,4 +1,4 @@
-import type { Order } from '../../orders/order.js';
+import type { Order } from '../../domain/order.js';
 import type { ResultContext } from '../context.js';
 import type { FhirMappings, TemplateVars } from './mappings.js';
 

@@ -1,5 +1,5 @@
 import type { BundleEntry, CodeableConcept, Coding, Identifier, ServiceRequest } from 'fhir/r4.js';
-import type { Order } from '../../orders/order.js';
+import type { Order } from '../../domain/order.js';
 import { type BuildInput, FhirMappingError, templateVars } from './input.js';
 import type { FhirMappings } from './mappings.js';
 import { IDENTIFIER_TYPE } from './terminology.js';

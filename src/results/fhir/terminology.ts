@@ -3,6 +3,7 @@
  * not a site's choice, so it lives here rather than in mappings/results.yaml.
  */
 import type { Coding } from 'fhir/r4.js';
+import { SOP_CLASS } from '../../dicom/sop-classes.js';
 
 export const SYSTEM = {
   v2IdentifierType: 'http://terminology.hl7.org/CodeSystem/v2-0203',
@@ -53,4 +54,4 @@ export const MODALITY_SR = c(SYSTEM.dicom, 'SR', 'SR Document');
 export const MODALITY_KO = c(SYSTEM.dicom, 'KO', 'Key Object Selection');
 
 /** DICOM Segmentation Storage SOP Class. */
-export const SEGMENTATION_STORAGE = '1.2.840.10008.5.1.4.1.1.66.4';
+export const SEGMENTATION_STORAGE = SOP_CLASS.segmentation;

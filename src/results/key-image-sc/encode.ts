@@ -18,18 +18,20 @@
  */
 
 import type { NaturalizedDataset } from 'dcmjs';
+import { codeItem } from '../../dicom/code.js';
 import { formatDs } from '../../dicom/ds.js';
+import { writePart10 } from '../../dicom/part10.js';
+import { SOP_CLASS } from '../../dicom/sop-classes.js';
 import { deterministicUid } from '../../dicom/uid.js';
 import { decodePng } from '../../imaging/png.js';
 import { type ModelRef, type ResultContext, sourceSeriesKey } from '../context.js';
 import { type DerivedObjectOptions, derivedHeader, MANUFACTURER, softwareVersions } from '../derived-header.js';
-import { writePart10 } from '../part10.js';
-import { CODES, codeItem } from '../seg/codes.js';
+import { CODES } from '../seg/codes.js';
 import { dicomDateTime } from '../seg/datetime.js';
 import { lesionModel } from '../seg/encode.js';
 import { drawLabel, placeLabel } from './label.js';
 
-export const SECONDARY_CAPTURE_IMAGE_STORAGE = '1.2.840.10008.5.1.4.1.1.7';
+export const SECONDARY_CAPTURE_IMAGE_STORAGE = SOP_CLASS.secondaryCapture;
 export const KEY_IMAGE_SERIES_DESCRIPTION = 'AI key images (NOT FOR CLINICAL USE)';
 /** Modality of the key-image series: OT (other), as secondary captures of a workstation carry. */
 export const KEY_IMAGE_MODALITY = 'OT';

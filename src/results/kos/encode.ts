@@ -19,17 +19,18 @@
  */
 
 import type { NaturalizedDataset } from 'dcmjs';
+import { type Code, codeItem } from '../../dicom/code.js';
+import { writePart10WithoutPixels } from '../../dicom/part10.js';
+import { SOP_CLASS } from '../../dicom/sop-classes.js';
 import { deterministicUid } from '../../dicom/uid.js';
 import { type ModelRef, type ResultContext, sourceSeriesKey } from '../context.js';
 import { type DerivedObjectOptions, derivedHeader, MANUFACTURER, referencedRequest, softwareVersions } from '../derived-header.js';
 import { keyImageUids, SECONDARY_CAPTURE_IMAGE_STORAGE } from '../key-image-sc/encode.js';
-import { writePart10WithoutPixels } from '../part10.js';
-import { type Code, codeItem } from '../seg/codes.js';
 import { dicomDateTime } from '../seg/datetime.js';
 import { lesionModel } from '../seg/encode.js';
 import { SR_CODES } from '../sr/codes.js';
 
-export const KEY_OBJECT_SELECTION_STORAGE = '1.2.840.10008.5.1.4.1.1.88.59';
+export const KEY_OBJECT_SELECTION_STORAGE = SOP_CLASS.keyObjectSelection;
 export const KOS_SERIES_DESCRIPTION = 'AI key image selection (NOT FOR CLINICAL USE)';
 export const KOS_MODALITY = 'KO';
 

@@ -7,10 +7,11 @@
  * Results are preliminary (OBR-25 and every OBX-11 = P): no physician has confirmed them.
  */
 import { createHash } from 'node:crypto';
+import type { Code } from '../../dicom/code.js';
+import type { Order } from '../../domain/order.js';
 import { escapeHl7, hl7Timestamp } from '../../hl7/ack.js';
-import type { Order } from '../../orders/order.js';
 import { identityNote, type ResultContext, resultCategory, sharedAnalysisNote } from '../context.js';
-import { type Coded, IMPRESSION, OBSERVATION, SYSTEM, UNIT } from './codes.js';
+import { IMPRESSION, OBSERVATION, SYSTEM, UNIT } from './codes.js';
 
 export interface OruOptions {
   /** MSH-3/MSH-4 (namespace ids). */
@@ -49,7 +50,7 @@ function comp(...parts: (string | undefined)[]): string {
   return out.join('^');
 }
 
-const coded = (c: Coded): string => comp(c.code, c.text, c.system);
+const coded = (c: Code): string => comp(c.value, c.meaning, c.scheme);
 
 /**
  * A segment from already-encoded fields keyed by field number (MSH: from MSH-2, the encoding characters, since
@@ -111,7 +112,7 @@ function conclusion(ctx: ResultContext): string {
 }
 
 /** The coded impression (and its abnormal flag) of an assessable study, per category; the SR writes the same code. */
-export function impression(ctx: ResultContext): { value: Coded; flag: string } | undefined {
+export function impression(ctx: ResultContext): { value: Code; flag: string } | undefined {
   switch (resultCategory(ctx.analysis)) {
     case 'covid-19-like':
       return { value: IMPRESSION.covidPneumonia, flag: 'A' };
@@ -126,11 +127,11 @@ export function impression(ctx: ResultContext): { value: Coded; flag: string } |
 
 interface Obx {
   type: 'CE' | 'ST' | 'TX' | 'NM' | 'RP';
-  id: Coded;
+  id: Code;
   subId?: string;
   /** Already encoded (components joined, text escaped). */
   value: string;
-  units?: Coded;
+  units?: Code;
   flag?: string;
 }
 
@@ -143,7 +144,7 @@ function observations(ctx: ResultContext): Obx[] {
   if (a.verdict === 'not-assessable') {
     out.push({ type: 'ST', id: OBSERVATION.notAssessableReason, value: esc(a.reason || 'not given') });
   } else {
-    const num = (id: Coded, n: number | null | undefined, digits: number, units?: Coded) => {
+    const num = (id: Code, n: number | null | undefined, digits: number, units?: Code) => {
       const v = fmt(n, digits);
       if (v !== undefined) out.push({ type: 'NM', id, value: v, units });
     };

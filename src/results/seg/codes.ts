@@ -13,11 +13,7 @@
  *   of reference): as in dcmqi's and highdicom's SEGs (e.g. shared/data/dcmqi-ct-3slice/seg/liver.dcm).
  * - DCM 109102 "Processing Equipment" (CID 7005 Contributing Equipment Purposes of Reference).
  */
-export interface Code {
-  value: string;
-  scheme: string;
-  meaning: string;
-}
+import type { Code } from '../../dicom/code.js';
 
 export const CODES = {
   morphologicallyAbnormalStructure: { value: '49755003', scheme: 'SCT', meaning: 'Morphologically Abnormal Structure' },
@@ -27,12 +23,3 @@ export const CODES = {
   sourceImageForProcessing: { value: '121322', scheme: 'DCM', meaning: 'Source image for image processing operation' },
   processingEquipment: { value: '109102', scheme: 'DCM', meaning: 'Processing Equipment' },
 } as const satisfies Record<string, Code>;
-
-/**
- * A Code as a naturalized DICOM code sequence item (Code Sequence Macro). A value longer than 16 characters (Code
- * Value is SH), e.g. a SNOMED CT extension concept id, goes in Long Code Value (UC) instead (PS3.3 8.1).
- */
-export function codeItem(c: Code): Record<string, string> {
-  const value: Record<string, string> = c.value.length > 16 ? { LongCodeValue: c.value } : { CodeValue: c.value };
-  return { ...value, CodingSchemeDesignator: c.scheme, CodeMeaning: c.meaning };
-}

@@ -13,16 +13,18 @@
  */
 
 import type { NaturalizedDataset } from 'dcmjs';
+import { type Code, codeItem } from '../../dicom/code.js';
 import { formatDs } from '../../dicom/ds.js';
+import { writePart10 } from '../../dicom/part10.js';
+import { SOP_CLASS } from '../../dicom/sop-classes.js';
 import { deterministicUid } from '../../dicom/uid.js';
 import { type ModelRef, type ResultContext, sourceSeriesKey } from '../context.js';
 import { type DerivedObjectOptions, derivedHeader, MANUFACTURER, softwareVersions } from '../derived-header.js';
-import { writePart10 } from '../part10.js';
 import { countBits, packFrames } from './bits.js';
-import { CODES, type Code, codeItem } from './codes.js';
+import { CODES } from './codes.js';
 import { dicomDateTime } from './datetime.js';
 
-export const SEGMENTATION_STORAGE = '1.2.840.10008.5.1.4.1.1.66.4';
+export const SEGMENTATION_STORAGE = SOP_CLASS.segmentation;
 export const SEG_SERIES_DESCRIPTION = 'AI lesion segmentation (NOT FOR CLINICAL USE)';
 /** Orange: sRGB (255, 160, 0) in DICOM's scaled CIELab (PS3.3 C.10.7.1.1). */
 const LESION_CIELAB = [48368, 39717, 53000];

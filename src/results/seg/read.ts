@@ -5,8 +5,8 @@
  * functional groups, as the standard allows.
  */
 import dcmjs from 'dcmjs';
+import type { Code } from '../../dicom/code.js';
 import { unpackFrame } from './bits.js';
-import type { Code } from './codes.js';
 import { SEGMENTATION_STORAGE } from './encode.js';
 
 type Item = Record<string, unknown>;

@@ -21,14 +21,11 @@
  *   threshold or why a study was not assessable: those use ctgate's local scheme 99CTG with the same codes as the
  *   ORU, declared in the Coding Scheme Identification Sequence.
  */
-import { type Coded, OBSERVATION, SYSTEM } from '../oru/codes.js';
-import type { Code } from '../seg/codes.js';
+import type { Code } from '../../dicom/code.js';
+import { OBSERVATION, SYSTEM } from '../oru/codes.js';
 
 /** ctgate's local coding scheme (the ORU's "99CTG"), declared in the SR's Coding Scheme Identification Sequence. */
 export const LOCAL_SCHEME = { designator: SYSTEM.local, name: 'ctgate local codes', organization: 'ctgate' } as const;
-
-/** An ORU code (HL7 coding-system names SCT, DCM and 99CTG are also the DICOM designators) as a DICOM Code. */
-export const fromCoded = (c: Coded): Code => ({ value: c.code, scheme: c.system, meaning: c.text });
 
 export const SR_CODES = {
   imagingMeasurementReport: { value: '126000', scheme: 'DCM', meaning: 'Imaging Measurement Report' },
@@ -73,10 +70,10 @@ export const SR_CODES = {
 
 /** Local concepts, the same as the ORU's OBX-3 (share of lung volume with lesion; laterality is a modifier here). */
 export const LOCAL_CODES = {
-  lungInvolvement: fromCoded(OBSERVATION.involvementTotal),
-  probability: fromCoded(OBSERVATION.probability),
-  threshold: fromCoded(OBSERVATION.threshold),
-  notAssessableReason: fromCoded(OBSERVATION.notAssessableReason),
+  lungInvolvement: OBSERVATION.involvementTotal,
+  probability: OBSERVATION.probability,
+  threshold: OBSERVATION.threshold,
+  notAssessableReason: OBSERVATION.notAssessableReason,
 } as const satisfies Record<string, Code>;
 
 /** UCUM units. */

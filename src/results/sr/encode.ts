@@ -43,19 +43,21 @@
  */
 
 import type { NaturalizedDataset } from 'dcmjs';
+import { type Code, codeItem } from '../../dicom/code.js';
 import { formatDs } from '../../dicom/ds.js';
+import { writePart10WithoutPixels } from '../../dicom/part10.js';
+import { SOP_CLASS } from '../../dicom/sop-classes.js';
 import { deterministicUid } from '../../dicom/uid.js';
 import { type ModelRef, type ResultContext, sourceSeriesKey } from '../context.js';
 import { type DerivedObjectOptions, derivedHeader, MANUFACTURER, referencedRequest, softwareVersions } from '../derived-header.js';
 import { impression } from '../oru/encode.js';
-import { writePart10WithoutPixels } from '../part10.js';
-import { CODES, type Code, codeItem } from '../seg/codes.js';
+import { CODES } from '../seg/codes.js';
 import { dicomDateTime } from '../seg/datetime.js';
 import { lesionModel, SEGMENTATION_STORAGE } from '../seg/encode.js';
-import { SR_CODES as C, fromCoded, LOCAL_CODES, LOCAL_SCHEME, SR_UNITS as U } from './codes.js';
+import { SR_CODES as C, LOCAL_CODES, LOCAL_SCHEME, SR_UNITS as U } from './codes.js';
 import { largestLesionOutline } from './outline.js';
 
-export const COMPREHENSIVE_3D_SR_STORAGE = '1.2.840.10008.5.1.4.1.1.88.34';
+export const COMPREHENSIVE_3D_SR_STORAGE = SOP_CLASS.comprehensive3dSr;
 export const SR_SERIES_DESCRIPTION = 'AI measurements (NOT FOR CLINICAL USE)';
 export const SR_MODALITY = 'SR';
 
@@ -268,7 +270,7 @@ export function encodeSr(ctx: ResultContext, seg: SegReference | undefined, opts
       ...algorithm(classifier, [`operating threshold ${formatDs(analysis.threshold)}`]),
       ...(analysis.probability === null ? [] : [num(LOCAL_CODES.probability, analysis.probability, U.noUnits)]),
       num(LOCAL_CODES.threshold, analysis.threshold, U.noUnits),
-      ...(imp ? [code('CONTAINS', C.impression, fromCoded(imp.value))] : []),
+      ...(imp ? [code('CONTAINS', C.impression, imp.value)] : []),
     ]);
     content.push(container('CONTAINS', C.imagingMeasurements, [lesionGroup, ...keySliceGroups, classificationGroup]));
   } else {

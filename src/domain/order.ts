@@ -46,6 +46,12 @@ export interface Order {
   };
 }
 
+/**
+ * The order's lifecycle as the hospital sees it (its record, written by the intake): queued (a job exists for it),
+ * cancel-requested (a cancel arrived while its job was running; the job stops at its next stage), cancelled.
+ */
+export type OrderStatus = 'queued' | 'cancelled' | 'cancel-requested';
+
 /** Order controls that act on a job; any other valid ORC-1 is acknowledged and recorded as ignored. */
 export const ACTIONABLE_CONTROLS = ['NW', 'CA', 'DC', 'OC', 'XO'] as const;
 export type OrderAction = 'create' | 'cancel' | 'update' | 'none';

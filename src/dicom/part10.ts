@@ -1,5 +1,6 @@
+/** DICOM Part 10 files (explicit VR little endian) as dcmjs writes them, for ctgate's results and the synthetic CT writer. */
 import dcmjs, { type NaturalizedDataset } from 'dcmjs';
-import { deterministicUid } from '../dicom/uid.js';
+import { deterministicUid } from './uid.js';
 
 const EXPLICIT_VR_LITTLE_ENDIAN = '1.2.840.10008.1.2.1';
 let implementationClassUid: string | undefined;
