@@ -28,6 +28,11 @@ Classifier 0.3 (--sars, issue 17): adds REAL negatives and positives from one so
   validation COVID-19 slices AND >= 0.90 on the other validation positives (held-out pseudo-label volumes and slices,
   phantom covid studies); specificity is whatever that leaves on the validation negatives.
   --cross-source: no COVID-SemiSeg slice at all (sars-cov-2-ct-slices + phantoms only), to test on COVID-SemiSeg.
+Whole real volumes (--volume DIR=LABEL, repeatable; DIR written by dump-volume.ts with the service's own
+  preprocessing): each batch adds one positive and one negative whole-volume stack (a contiguous 10-16 of the 32
+  slices, augmented), scored as deployed (max over slices); the training pseudo-label volumes join as positive stacks,
+  and half the positive stacks come from the --volume positives (same source as the negatives). --init-cls fine-tunes
+  an earlier classifier. Evaluated on 2026-12-05 and not shipped (MODEL_CARD.md).
 """
 import argparse
 import io
@@ -301,9 +306,44 @@ def with_nodules(item, rng):
 CLS_AUG_EXTRA = False
 
 
-def train_cls(pos, neg_real, neg_nodule, neg_phantom, args, rng, sars_pos=(), sars_neg=()):
+def load_volume_stack(d):
+    """A dump-volume.ts output: the classifier's input for one real volume exactly as the service made it."""
+    with open(os.path.join(d, 'meta.json')) as f:
+        meta = json.load(f)
+    x = np.fromfile(os.path.join(d, 'classifier-input.f32'), dtype='<f4').reshape(meta['classifierShape'])
+    return {'name': os.path.basename(os.path.normpath(d)), 'x': x, 'meta': meta}
+
+
+VOLUME_SUBSTACK = (10, 16)  # slices of the 32 per volume sample: the max over them still spans apex or base often
+
+
+def volume_sample(vol, rng):
+    """A whole-volume stack [2, D, 96, 96], augmented (flip, contrast/offset/noise, a mask channel a little eroded
+    or dilated, a contiguous sub-stack of at least half the slices); the max over its slices is what the service
+    scores, so a negative volume teaches every slice of it, apices and bases included, to stay low."""
+    x = vol['x'].copy()
+    d = x.shape[1]
+    n = rng.randint(min(VOLUME_SUBSTACK), min(max(VOLUME_SUBSTACK), d) + 1)
+    z0 = rng.randint(0, d - n + 1)
+    ct, m = x[0, z0:z0 + n], x[1, z0:z0 + n]
+    if rng.rand() < 0.5:
+        ct, m = ct[:, :, ::-1], m[:, :, ::-1]
+    ct = intensity(np.ascontiguousarray(ct), rng)
+    r = rng.rand()
+    if r < 0.25:
+        m = F.max_pool3d(torch.from_numpy(np.ascontiguousarray(m))[None, None], (1, 3, 3), 1, (0, 1, 1))[0, 0].numpy()
+    elif r < 0.5:
+        m = -F.max_pool3d(-torch.from_numpy(np.ascontiguousarray(m))[None, None], (1, 3, 3), 1, (0, 1, 1))[0, 0].numpy()
+    return np.stack([ct, np.ascontiguousarray(m, dtype=np.float32)])
+
+
+def train_cls(pos, neg_real, neg_nodule, neg_phantom, args, rng, sars_pos=(), sars_neg=(), volumes=()):
     torch.manual_seed(args.seed + 1)
     model = SliceResNet()
+    if args.init_cls:
+        # Fine-tuning: start from an earlier classifier (its ONNX contract and architecture are unchanged).
+        model.load_state_dict(torch.load(args.init_cls))
+        log(f'classifier initialised from {args.init_cls}')
     log(f'classifier: {count_params(model):,} parameters; positives {len(pos)}, real negatives {len(neg_real)} '
         f'(+ {len(neg_nodule)} of them with pasted nodules), phantom negatives {len(neg_phantom)}; '
         f'sars-cov-2-ct-slices positives {len(sars_pos)}, negatives {len(sars_neg)}')
@@ -330,6 +370,21 @@ def train_cls(pos, neg_real, neg_nodule, neg_phantom, args, rng, sars_pos=(), sa
         x = torch.from_numpy(np.stack(xs))[:, :, None]
         y = torch.tensor(ys)[:, None]
         loss = F.binary_cross_entropy_with_logits(model(x), y)
+        if volumes:
+            # Whole real volumes, one positive and one negative per iteration (label-balanced), scored as deployed.
+            vl = 0.0
+            for label in (1, 0):
+                group = [v for v in volumes if v['label'] == label]
+                # half the positives from the real DICOM volumes (same source as the negatives), half from the rest
+                dicom = [v for v in group if v.get('source') == 'dicom']
+                if label == 1 and dicom and len(dicom) < len(group) and rng.rand() < 0.5:
+                    group = dicom
+                elif label == 1 and dicom and len(dicom) < len(group):
+                    group = [v for v in group if v.get('source') != 'dicom']
+                if group:
+                    xv = torch.from_numpy(volume_sample(group[rng.randint(len(group))], rng))[None]
+                    vl = vl + F.binary_cross_entropy_with_logits(model(xv), torch.tensor([[float(label)]]))
+            loss = loss + args.volume_weight * vl
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -375,6 +430,10 @@ def main():
     ap.add_argument('--cross-source', action='store_true', help='no COVID-SemiSeg slice in the classifier data (cross-source check)')
     ap.add_argument('--min-sens', type=float, default=0.95)
     ap.add_argument('--min-spec', type=float, default=0.98, help='--sars: specificity floor on the validation non-COVID-19 slices')
+    ap.add_argument('--volume', action='append', default=[], metavar='DIR=LABEL',
+                    help='a real whole volume (dump-volume.ts output) as a training stack, label 1 COVID-19 / 0 not; repeatable')
+    ap.add_argument('--init-cls', default=None, help='cls.pt of an earlier run: fine-tune it instead of training from scratch')
+    ap.add_argument('--volume-weight', type=float, default=0.5, help='--volume: weight of the volume loss beside the slice batch')
     ap.add_argument('--sars-share', type=float, default=0.67, help='--sars: share of each batch from sars-cov-2-ct-slices')
     args = ap.parse_args()
     global CLS_AUG_EXTRA
@@ -454,7 +513,22 @@ def main():
                 it['mask'] = it['pred']
         log(f'sars-cov-2-ct-slices: train {len(split["train"])} images ({len(sars_pos)} + {len(sars_neg)} inputs), '
             f'validation {len(sars_val)} ({time.time() - t:.0f} s)')
-    cls, cls_losses, cls_s = train_cls(pos, neg_real, neg_nod, neg_ph, args, rng, sars_pos, sars_neg)
+    volumes = []
+    for spec in args.volume:
+        d, label = spec.rsplit('=', 1)
+        volumes.append({**load_volume_stack(d), 'label': int(label), 'source': 'dicom'})
+    if volumes:
+        # The training pseudo-label volumes as positive stacks too, so that "a whole volume" is not a negative-only input.
+        t = time.time()
+        for v in sorted({it['volume'] for it in pseudo}):
+            sl = [it for it in pseudo if it['volume'] == v]
+            probs = predict_slices(seg, [it['ct'] for it in sl])
+            x = study_input([it['ct'] for it in sl], [(p[0] >= 0.5).astype(np.float32) for p in probs])[0].numpy()
+            volumes.append({'name': v, 'x': x, 'label': 1, 'source': 'pseudo'})
+        log(f'{sum(v["source"] == "pseudo" for v in volumes)} pseudo-label volumes as positive stacks ({time.time() - t:.0f} s)')
+    if volumes:
+        log('real training volumes: ' + ', '.join(f"{v['name']} ({v['label']})" for v in volumes))
+    cls, cls_losses, cls_s = train_cls(pos, neg_real, neg_nod, neg_ph, args, rng, sars_pos, sars_neg, volumes)
     torch.save(cls.state_dict(), os.path.join(args.work, 'cls.pt'))
 
     # Threshold on validation data, scored per study as deployed.
@@ -515,6 +589,8 @@ def main():
         'cls': {'iters': args.cls_iters, 'batch': args.cls_batch, 'params': count_params(cls), 'positives': len(pos),
                 'negativesReal': len(neg_real), 'negativesNodules': len(neg_nod), 'negativesPhantom': len(neg_ph),
                 'sarsPositives': len(sars_pos), 'sarsNegatives': len(sars_neg),
+                'volumes': [{'name': v['name'], 'label': v['label']} for v in volumes], 'volumeWeight': args.volume_weight,
+                'initialisedFrom': args.init_cls,
                 'lossFirst': float(np.mean(cls_losses[:50])), 'lossLast': float(np.mean(cls_losses[-50:])), 'seconds': cls_s},
         'data': {'doctorTrain': doc_train_names, 'doctorTest': doc_test_names, 'pseudoVolumesTrain': [v for v in vols if v not in VAL_VOLUMES],
                  'pseudoVolumesValidation': list(VAL_VOLUMES), 'pseudoSlicesTrain': len(pseudo), 'phantomSlices': len(phantoms),

@@ -25,8 +25,10 @@ const USAGE = `usage:
   ctgate hl7 check FILE [--mappings F]
                                     dry run: the order a message yields, or why it is rejected
                                     (exit 0: yields an order; 2: would be NAKed)
-  ctgate demo [--once]              the whole flow with local peers: studies in a PACS, orders over MLLP, results
-                                    (SEG, FHIR report, ORU); --once stops after and prints a JSON summary
+  ctgate demo [--once] [--via-cstore]
+                                    the whole flow with local peers: studies in a PACS, orders over MLLP, results
+                                    (SEG, FHIR report, ORU); --once stops after and prints a JSON summary;
+                                    --via-cstore: the PACS sends the studies to ctgate by C-STORE
   ctgate synth --out DIR --seed N --kind covid|lobar-pneumonia|nodule|old-lesion|healthy [--size X,Y,Z] [--spacing X,Y,Z]
                                     write a synthetic chest-CT series (DICOM) with its ground-truth masks
   ctgate series explain --pacs URL (--study UID | --accession ACC) [--user U --password P | --token T] [--rules F] [--json]
