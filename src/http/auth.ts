@@ -4,6 +4,7 @@ import type { NamedToken, Permission } from '../config/permissions.js';
 import type { Logger } from '../observability/log.js';
 import { type AuthFailureLimiter, refuseAndClose, tooManyFailures } from './auth-limits.js';
 import { type BearerTokenVerifier, looksLikeJwt, OidcForbiddenError, type OidcIdentity, OidcTokenError, OidcUnavailableError } from './oidc.js';
+import { UID_PATTERN } from './proxy/paths.js';
 import { credentialFingerprint, type SessionStore } from './sessions.js';
 
 export { secureCookies } from './sessions.js';
@@ -240,13 +241,16 @@ export interface UserAuthOptions {
   loginPath?: string;
 }
 
+/** The viewer opening up to 8 studies by UID, the one query a login may come back to. */
+const VIEWER_NEXT = new RegExp(`^/viewer/viewer\\?StudyInstanceUIDs=${UID_PATTERN}(?:,${UID_PATTERN}){0,7}$`);
+
 /**
  * A local path to come back to after the login (paths only, no query: the pages keep no PHI in URLs anyway), or
  * the viewer opening studies by UID (`/viewer/viewer?StudyInstanceUIDs=1.2.3,1.2.4`), the one query kept.
  */
 export function safeNextPath(p: unknown): string | undefined {
   if (typeof p !== 'string' || p.length > 512) return undefined;
-  if (/^\/viewer\/viewer\?StudyInstanceUIDs=[0-9.]{1,64}(?:,[0-9.]{1,64}){0,7}$/.test(p)) return p;
+  if (VIEWER_NEXT.test(p)) return p;
   return /^\/(?![/\\])[A-Za-z0-9._~\-/]*$/.test(p) && !p.includes('//') ? p : undefined;
 }
 

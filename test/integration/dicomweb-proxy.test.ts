@@ -118,6 +118,8 @@ describe('DICOMweb proxy pieces', () => {
       '/dicom-web/studies/1.2.3/series/4.5/instances/6.7/frames/1/rendered',
       '/dicom-web/studies/1.2.3/series/4.5/instances/6.7/bulk/7fe00010',
       '/dicom-web/studies/1.2.3/series/4.5/instances/6.7/bulk/00081115/1/0020000e',
+      // a UUID study UID as published by some archives (COVID-CT-MD); ctgate's results keep it byte for byte
+      '/dicom-web/studies/4bae1d63-eb4e-4386-bd1b-68e8ba379989/series',
     ]) {
       const t = checkTarget(p);
       assert.ok(t.ok, `${p}: ${t.ok ? '' : t.reason}`);
@@ -264,6 +266,7 @@ describe('DICOMweb proxy /dicom-web (real Orthanc, real gateway)', () => {
       '/dicom-web/system',
       '/dicom-web/tools/find',
       '/dicom-web/studies/abc',
+      '/dicom-web/studies/4bae1d63-eb4e-4386-bd1b-68e8ba379989-0/series',
       `/dicom-web/studies/${uid65}`,
       `/dicom-web/studies/${st}/series/${se}/instances/1.2/frames/1;2`,
       `/dicom-web/studies/${st}/series/${se}/instances/1.2/frames/`,

@@ -67,7 +67,15 @@ describe('web: session cookie and ids', () => {
   it('takes only local paths as the page to return to after the login', () => {
     assert.equal(safeNextPath('/jobs/ord-1'), '/jobs/ord-1');
     assert.equal(safeNextPath('/viewer/viewer?StudyInstanceUIDs=1.2.3,2.25.4'), '/viewer/viewer?StudyInstanceUIDs=1.2.3,2.25.4');
-    for (const bad of ['/viewer/viewer?StudyInstanceUIDs=1.2&x=1', '/viewer/viewer?StudyInstanceUIDs=javascript:1', '/viewer/x?StudyInstanceUIDs=1.2']) {
+    // A UUID study UID as some archives publish them (COVID-CT-MD): results stay in that study, so the viewer opens it.
+    const uuidStudy = '/viewer/viewer?StudyInstanceUIDs=4bae1d63-eb4e-4386-bd1b-68e8ba379989';
+    assert.equal(safeNextPath(uuidStudy), uuidStudy);
+    for (const bad of [
+      '/viewer/viewer?StudyInstanceUIDs=1.2&x=1',
+      '/viewer/viewer?StudyInstanceUIDs=javascript:1',
+      '/viewer/x?StudyInstanceUIDs=1.2',
+      '/viewer/viewer?StudyInstanceUIDs=4bae1d63-eb4e-4386-bd1b-68e8ba37998z',
+    ]) {
       assert.equal(safeNextPath(bad), undefined, bad);
     }
     for (const bad of ['//evil.example/x', '/\\evil.example', 'https://evil.example/', '/jobs?x=1', '/a//b', 'jobs', 42, undefined]) {

@@ -6,7 +6,12 @@
 
 export const PROXY_PREFIX = '/dicom-web';
 
-const UID = '[0-9.]{1,64}';
+/**
+ * A UID as DICOM defines it, or a UUID string: some archives publish studies under UUIDs (e.g. COVID-CT-MD), and
+ * ctgate keeps source UIDs byte for byte, so its results sit in such a study and the viewer must reach them.
+ */
+export const UID_PATTERN = '(?:[0-9.]{1,64}|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})';
+const UID = UID_PATTERN;
 const FRAMES = '\\d{1,6}(?:,\\d{1,6}){0,4095}';
 const RENDER = '(?:/(?:rendered|thumbnail))?';
 /** Bulk data as Orthanc names it (`…/bulk/7fe00010`, nested `…/bulk/00081115/1/0020000e`), and `bulkdata/…`. */
