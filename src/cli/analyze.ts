@@ -14,7 +14,7 @@ import { type LoadedSeries, loadSeriesFromFiles, SeriesInputError } from '../dic
 import type { Order } from '../domain/order.js';
 import type { SliceMeta } from '../imaging/slices.js';
 import { loadManifest, ManifestError } from '../inference/manifest.js';
-import type { PipelineResult, Stage as PipelineStep, Progress } from '../inference/pipeline.js';
+import type { PipelineResult, Progress, Step } from '../inference/pipeline.js';
 import { createOnnxModels, type ExecutionProvider, parseExecutionProviders } from '../inference/session.js';
 import { loadMappings } from '../orders/mappings.js';
 import { analyzeVolume, type VolumeAnalysis } from '../results/analyze-volume.js';
@@ -47,7 +47,7 @@ const processIo: AnalyzeIo = { out: (t) => process.stdout.write(t), err: (t) => 
 export { type LoadedSeries, loadSeriesFromFiles };
 
 /** The model pipeline's steps as the progress lines name them. */
-const STEP_NAMES: Record<PipelineStep, string> = {
+const STEP_NAMES: Record<Step, string> = {
   check: 'checking the study',
   resample: 'resampling to the model grid',
   lungs: 'segmenting the lungs',

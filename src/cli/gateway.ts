@@ -7,13 +7,14 @@ import { type MllpServer, startMllpServer } from '../hl7/mllp-server.js';
 import { createApp } from '../http/app.js';
 import { JobStateStore } from '../jobs/job-state.js';
 import { createScreeningQueue, type ScreeningQueue } from '../jobs/queue.js';
-import { connectRedis, persistenceProblem, type RedisPersistence, RedisPersistenceError, redisPersistence, waitReady } from '../jobs/redis.js';
 import { studyHolds } from '../jobs/study-holds.js';
 import type { Logger } from '../observability/log.js';
-import { MetricsRecorder, registerRecorder } from '../observability/metrics.js';
+import { MetricsRecorder, registerRecorder } from '../observability/recorder.js';
 import { Intake } from '../orders/intake.js';
 import { loadMappings } from '../orders/mappings.js';
 import { OrderStore } from '../orders/store.js';
+import { connectRedis, waitReady } from '../redis/connection.js';
+import { persistenceProblem, type RedisPersistence, RedisPersistenceError, redisPersistence } from '../redis/persistence.js';
 
 export interface Gateway {
   mllp: MllpServer;

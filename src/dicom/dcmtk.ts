@@ -221,7 +221,9 @@ export interface SocketTool {
 export function runToolOnSocket(program: string, args: string[], socket: Socket, killAfterMs: number): SocketTool {
   const t0 = performance.now();
   let out = '';
-  const child = spawn(program, args, { stdio: [socket, socket, 'pipe'], env: dcmtkEnv() });
+  // Without TCP_NODELAY: on the Unix socket it is handed, DCMTK's setsockopt(TCP_NODELAY) fails and storescp -id
+  // ends the association at once (the gate already turns Nagle off on its TCP side).
+  const child = spawn(program, args, { stdio: [socket, socket, 'pipe'] });
   child.stderr?.on('data', (d: Buffer) => {
     out = (out + d.toString('utf8')).slice(-20_000);
   });

@@ -9,7 +9,9 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import dcmjs from 'dcmjs';
+import type { SourceStudy } from '../domain/study.js';
 import { associationFailure, commonArgs, DIMSE_PEER, DimseError, type DimsePeer, runTool, scrub } from './dcmtk.js';
+import { definedOnly } from './defined.js';
 
 /** A study as a STUDY-level C-FIND answers it. */
 export interface FoundStudy {
@@ -126,19 +128,17 @@ export async function findStudies(peer: DimsePeer, match: { studyInstanceUid?: s
     NumberOfStudyRelatedInstances: '',
   });
   return answers
-    .map((a) => {
-      const s: FoundStudy = { studyInstanceUid: text(a, 'StudyInstanceUID') ?? '' };
-      const set = <K extends keyof FoundStudy>(k: K, v: FoundStudy[K] | undefined) => {
-        if (v !== undefined) s[k] = v;
-      };
-      set('accessionNumber', text(a, 'AccessionNumber'));
-      set('patientId', text(a, 'PatientID'));
-      set('issuerOfPatientId', text(a, 'IssuerOfPatientID'));
-      set('patientName', text(a, 'PatientName'));
-      set('patientBirthDate', text(a, 'PatientBirthDate'));
-      set('numberOfStudyRelatedInstances', numberOf(a, 'NumberOfStudyRelatedInstances'));
-      return s;
-    })
+    .map((a) =>
+      definedOnly<FoundStudy>({
+        studyInstanceUid: text(a, 'StudyInstanceUID') ?? '',
+        accessionNumber: text(a, 'AccessionNumber'),
+        patientId: text(a, 'PatientID'),
+        issuerOfPatientId: text(a, 'IssuerOfPatientID'),
+        patientName: text(a, 'PatientName'),
+        patientBirthDate: text(a, 'PatientBirthDate'),
+        numberOfStudyRelatedInstances: numberOf(a, 'NumberOfStudyRelatedInstances'),
+      }),
+    )
     .filter((s) => s.studyInstanceUid !== '');
 }
 
@@ -163,40 +163,23 @@ export async function findSeries(peer: DimsePeer, studyInstanceUid: string): Pro
   return answers
     .map((a) => {
       const orientation = values(a, 'ImageOrientationPatient').map(Number);
-      const s: FoundSeries = { seriesInstanceUid: text(a, 'SeriesInstanceUID') ?? '', imageType: values(a, 'ImageType').map((v) => v.toUpperCase()) };
-      const set = <K extends keyof FoundSeries>(k: K, v: FoundSeries[K] | undefined) => {
-        if (v !== undefined) s[k] = v;
-      };
-      set('modality', text(a, 'Modality'));
-      set('seriesNumber', numberOf(a, 'SeriesNumber'));
-      set('seriesDescription', text(a, 'SeriesDescription'));
-      set('numberOfSeriesRelatedInstances', numberOf(a, 'NumberOfSeriesRelatedInstances'));
-      set('sliceThickness', numberOf(a, 'SliceThickness'));
-      set('orientation', orientation.length >= 6 && orientation.every(Number.isFinite) ? orientation.slice(0, 6) : undefined);
-      set('kernel', text(a, 'ConvolutionKernel'));
-      return s;
+      return definedOnly<FoundSeries>({
+        seriesInstanceUid: text(a, 'SeriesInstanceUID') ?? '',
+        imageType: values(a, 'ImageType').map((v) => v.toUpperCase()),
+        modality: text(a, 'Modality'),
+        seriesNumber: numberOf(a, 'SeriesNumber'),
+        seriesDescription: text(a, 'SeriesDescription'),
+        numberOfSeriesRelatedInstances: numberOf(a, 'NumberOfSeriesRelatedInstances'),
+        sliceThickness: numberOf(a, 'SliceThickness'),
+        orientation: orientation.length >= 6 && orientation.every(Number.isFinite) ? orientation.slice(0, 6) : undefined,
+        kernel: text(a, 'ConvolutionKernel'),
+      });
     })
     .filter((s) => s.seriesInstanceUid !== '');
 }
 
-/** The study attributes derived objects repeat, as a STUDY-level C-FIND answers them (absent ones left out). */
-export interface FoundSourceStudy {
-  studyInstanceUid: string;
-  accessionNumber?: string;
-  studyId?: string;
-  studyDate?: string;
-  studyTime?: string;
-  studyDescription?: string;
-  referringPhysicianName?: string;
-  patientName?: string;
-  patientId?: string;
-  issuerOfPatientId?: string;
-  patientBirthDate?: string;
-  patientSex?: string;
-}
-
-/** The study's attributes for the results (SEG, SR, KOS repeat them); null when the PACS does not list it. */
-export async function findSourceStudy(peer: DimsePeer, studyInstanceUid: string): Promise<FoundSourceStudy | null> {
+/** The study's attributes for the results (SEG, SR, KOS repeat them; absent ones left out); null when the PACS does not list it. */
+export async function findSourceStudy(peer: DimsePeer, studyInstanceUid: string): Promise<SourceStudy | null> {
   const keys = {
     StudyInstanceUID: studyInstanceUid,
     AccessionNumber: '',
@@ -213,22 +196,20 @@ export async function findSourceStudy(peer: DimsePeer, studyInstanceUid: string)
   };
   const a = (await cFind(peer, 'STUDY', keys)).find((x) => text(x, 'StudyInstanceUID') === studyInstanceUid);
   if (!a) return null;
-  const s: FoundSourceStudy = { studyInstanceUid };
-  const set = <K extends keyof FoundSourceStudy>(k: K, v: FoundSourceStudy[K] | undefined) => {
-    if (v !== undefined) s[k] = v;
-  };
-  set('accessionNumber', text(a, 'AccessionNumber'));
-  set('studyId', text(a, 'StudyID'));
-  set('studyDate', text(a, 'StudyDate'));
-  set('studyTime', text(a, 'StudyTime'));
-  set('studyDescription', text(a, 'StudyDescription'));
-  set('referringPhysicianName', text(a, 'ReferringPhysicianName'));
-  set('patientName', text(a, 'PatientName'));
-  set('patientId', text(a, 'PatientID'));
-  set('issuerOfPatientId', text(a, 'IssuerOfPatientID'));
-  set('patientBirthDate', text(a, 'PatientBirthDate'));
-  set('patientSex', text(a, 'PatientSex'));
-  return s;
+  return definedOnly<SourceStudy>({
+    studyInstanceUid,
+    accessionNumber: text(a, 'AccessionNumber'),
+    studyId: text(a, 'StudyID'),
+    studyDate: text(a, 'StudyDate'),
+    studyTime: text(a, 'StudyTime'),
+    studyDescription: text(a, 'StudyDescription'),
+    referringPhysicianName: text(a, 'ReferringPhysicianName'),
+    patientName: text(a, 'PatientName'),
+    patientId: text(a, 'PatientID'),
+    issuerOfPatientId: text(a, 'IssuerOfPatientID'),
+    patientBirthDate: text(a, 'PatientBirthDate'),
+    patientSex: text(a, 'PatientSex'),
+  });
 }
 
 /** The SOP Instance UIDs of one series (IMAGE-level C-FIND). */

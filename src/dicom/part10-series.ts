@@ -13,6 +13,7 @@ import type { SourceStudy } from '../domain/study.js';
 import { DecodeError, decodeFrame, describeSyntax, lossyWarning, type PixelFormat, supportedSyntaxes, TRANSFER_SYNTAXES } from '../imaging/pixel-codecs.js';
 import { allocateVolume, fillSlice, planVolume, type SliceMeta, VolumeError, type VolumePlan } from '../imaging/slices.js';
 import type { HuVolume } from '../imaging/volume.js';
+import { definedOnly } from './defined.js';
 import { sourceUidsProblem, standInSopInstanceUid } from './source-uids.js';
 
 /** The input cannot be analysed (no slices, an unknown transfer syntax, UIDs that cannot be carried, no one volume). */
@@ -91,22 +92,20 @@ function rawUid(dict: DenaturalizedDataset, tag: string): string | undefined {
 }
 
 export function studyOf(ds: Record<string, unknown>, dict: DenaturalizedDataset): SourceStudy {
-  const out: SourceStudy = { studyInstanceUid: rawUid(dict, '0020000D') ?? '' };
-  const set = <K extends keyof SourceStudy>(k: K, v: SourceStudy[K] | undefined) => {
-    if (v !== undefined) out[k] = v;
-  };
-  set('accessionNumber', text(ds.AccessionNumber));
-  set('studyId', text(ds.StudyID));
-  set('studyDate', text(ds.StudyDate));
-  set('studyTime', text(ds.StudyTime));
-  set('studyDescription', text(ds.StudyDescription));
-  set('referringPhysicianName', personName(ds.ReferringPhysicianName));
-  set('patientName', personName(ds.PatientName));
-  set('patientId', text(ds.PatientID));
-  set('issuerOfPatientId', text(ds.IssuerOfPatientID));
-  set('patientBirthDate', text(ds.PatientBirthDate));
-  set('patientSex', text(ds.PatientSex));
-  return out;
+  return definedOnly<SourceStudy>({
+    studyInstanceUid: rawUid(dict, '0020000D') ?? '',
+    accessionNumber: text(ds.AccessionNumber),
+    studyId: text(ds.StudyID),
+    studyDate: text(ds.StudyDate),
+    studyTime: text(ds.StudyTime),
+    studyDescription: text(ds.StudyDescription),
+    referringPhysicianName: personName(ds.ReferringPhysicianName),
+    patientName: personName(ds.PatientName),
+    patientId: text(ds.PatientID),
+    issuerOfPatientId: text(ds.IssuerOfPatientID),
+    patientBirthDate: text(ds.PatientBirthDate),
+    patientSex: text(ds.PatientSex),
+  });
 }
 
 /** Reads one Part 10 file; null when it is not DICOM or not an image slice ctgate can place (with why). */

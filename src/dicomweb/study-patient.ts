@@ -1,6 +1,6 @@
 /**
  * The patient of a study as the PACS holds it: PatientID, IssuerOfPatientID, PatientName, PatientBirthDate, read
- * over QIDO-RS for the patient identity check (orders/patient-identity.ts compares them with the order's PID).
+ * over QIDO-RS for the patient identity check (domain/patient-identity.ts compares them with the order's PID).
  *
  * PatientID, PatientName and PatientBirthDate are default attributes of a study-level QIDO answer (PS3.18 §10.6.3.3);
  * IssuerOfPatientID is not, so it is asked for with `includefield` (one field per request: see study-finder.ts).

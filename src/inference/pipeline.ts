@@ -66,11 +66,13 @@ export interface PipelineModels {
   executionProvider: string;
 }
 
-export type Stage = 'check' | 'resample' | 'lungs' | 'lesions' | 'classify' | 'findings';
+/** The pipeline's steps, in order (steps of the analyze stage, not stages of a job). */
+export type Step = 'check' | 'resample' | 'lungs' | 'lesions' | 'classify' | 'findings';
 
 export interface Progress {
-  stage: Stage;
-  /** Units done and total within the stage (tiles for 'lesions'; 0/1 → 1/1 for the others). */
+  /** The step (the key stays `stage`: the analyze stage passes it on as its progress detail). */
+  stage: Step;
+  /** Units done and total within the step (tiles for 'lesions'; 0/1 → 1/1 for the others). */
   done: number;
   total: number;
 }
@@ -144,7 +146,7 @@ export interface PipelineResult {
   modelGrid: Geometry | null;
   models: string[];
   executionProvider: string;
-  timingsMs: Partial<Record<Stage, number>>;
+  timingsMs: Partial<Record<Step, number>>;
   warnings: string[];
 }
 
@@ -370,7 +372,7 @@ const yieldToLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 export async function runPipeline(volume: HuVolume, models: PipelineModels, opts: PipelineOptions = {}): Promise<PipelineResult> {
   const timingsMs: PipelineResult['timingsMs'] = {};
   const warnings: string[] = [];
-  const progress = (stage: Stage, done: number, total: number) => opts.onProgress?.({ stage, done, total });
+  const progress = (step: Step, done: number, total: number) => opts.onProgress?.({ stage: step, done, total });
   const g = volume.geometry;
   const nz = g.size[2];
 

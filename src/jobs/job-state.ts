@@ -17,7 +17,7 @@ export type StageName = (typeof STAGES)[number];
 export type ErrorPeer = 'pacs' | 'pacs-dimse' | 'fhir' | 'emr-oru' | 'model' | 'internal';
 
 /**
- * The patient identity check of a study (or of the chosen series) against the order (orders/patient-identity.ts):
+ * The patient identity check of a study (or of the chosen series) against the order (domain/patient-identity.ts):
  * DICOM attribute names only, never values, so it may sit in the checkpoint the API shows without PHI.
  */
 export interface PatientIdentityRecord {

@@ -2,9 +2,6 @@ import { type Job, Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { ScreeningJobData } from '../domain/job.js';
 
-/** The job's data and id live in src/domain/job.ts; re-exported for the code that reads them with the queue. */
-export { jobIdFor, type ScreeningJobData } from '../domain/job.js';
-
 export type ScreeningQueue = Queue<ScreeningJobData>;
 export type ScreeningJob = Job<ScreeningJobData>;
 

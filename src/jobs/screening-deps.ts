@@ -1,10 +1,10 @@
 /** What a ScreeningRunner and its stages (stages/*) are built from: peers, writers, settings. */
 import type { DicomWebClient } from '../dicomweb/client.js';
+import type { PatientIdentityRule } from '../domain/patient-identity.js';
 import type { SeriesRules } from '../imaging/series-selection.js';
 import type { ModelRegistry } from '../inference/model-registry.js';
 import type { Logger } from '../observability/log.js';
-import type { MetricsSink } from '../observability/metrics.js';
-import type { PatientIdentityRule } from '../orders/patient-identity.js';
+import type { MetricsSink } from '../observability/recorder.js';
 import type { ResultContext, ResultLinks } from '../results/context.js';
 import type { StudySource } from '../study-sources/source.js';
 import type { AnalysisReuseStore } from './analysis-reuse.js';
@@ -60,7 +60,7 @@ export interface ScreeningDeps extends StageRunnerDeps {
   links: (jobId: string) => ResultLinks;
   settings: ScreeningSettings;
   log: Logger;
-  /** Stage durations, model time, outcomes and peer errors (shared through Redis; see observability/metrics.ts). */
+  /** Stage durations, model time, outcomes and peer errors (shared through Redis; see observability/recorder.ts). */
   metrics?: MetricsSink;
   /** Shares the analysis of an unchanged series across orders (jobs/analysis-reuse.ts); absent: every order runs the models. */
   reuse?: AnalysisReuseStore;

@@ -16,7 +16,7 @@ export class StageFailure extends Error {
 }
 
 /**
- * The study (or the chosen series) is not the order's patient under the sender's rule (orders/patient-identity.ts).
+ * The study (or the chosen series) is not the order's patient under the sender's rule (domain/patient-identity.ts).
  * Not retried within the job: the job fails at once (the dead letter), naming the fields, never their values, and
  * can be retried from the API once the PACS or the mappings are fixed.
  */

@@ -1,7 +1,9 @@
 /**
  * Recording metrics: each process keeps its increments in memory and adds them to one Redis hash,
  * `<prefix>:metrics`, about once a second (one MULTI of HINCRBY/HINCRBYFLOAT per flush, never a round trip per event).
- * A gateway's GET /metrics reads that hash at scrape time, so one scrape shows the whole site.
+ * A gateway's GET /metrics reads that hash (plus the queue's job counts) at scrape time, so one scrape shows the whole
+ * site however many gateway and worker processes it runs. Counters only grow; ctgate never resets them (delete the hash
+ * to start over; Prometheus treats that as a counter reset).
  */
 import type { Redis } from 'ioredis';
 import { bucketFor, counterField, familiesFromHash, type MetricFamily, metricsKey } from './exposition.js';

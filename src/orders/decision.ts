@@ -3,7 +3,7 @@ import { type AckCode, type AckError, ackCodeFor, ackPlan, HL7_ERROR } from '../
 import { type MshHeader, namespaceOf } from '../hl7/header.js';
 import { NOT_STARTED } from '../jobs/queue.js';
 import type { EvaluatedOrder, Evaluation } from './evaluate.js';
-import type { JobChange, JobState, LedgerEntry, LedgerFacts, LedgerQuery, MessageEntry, NewJob, ResendMarker } from './ledger.js';
+import type { JobChange, LedgerEntry, LedgerFacts, LedgerQuery, MessageEntry, NewJob, QueueState, ResendMarker } from './ledger.js';
 import { messageKeyFor } from './ledger.js';
 import type { OrderRecord } from './store.js';
 
@@ -119,7 +119,7 @@ export function decideIntake(input: DecisionInput): IntakeDecision {
   try {
     effects = ev.orders.map((o, i) => {
       const jobId = query.orders[i]?.jobId ?? jobIdFor(o.order.sender, o.order.placerOrderNumber);
-      return effectOf(o, h, jobId, facts.records.get(jobId) ?? null, facts.jobStates.get(jobId) ?? 'missing', at);
+      return effectOf(o, h, jobId, facts.records.get(jobId) ?? null, facts.queueStates.get(jobId) ?? 'missing', at);
     });
   } catch (e) {
     if (!(e instanceof Rejection)) throw e;
@@ -136,7 +136,7 @@ function withEvent(record: OrderRecord, event: HistoryEvent, status = record.sta
 }
 
 /** One order's effect. `jobId` is jobIdFor(order.sender, order.placerOrderNumber); throws a Rejection. */
-function effectOf(ev: EvaluatedOrder, h: MshHeader, jobId: string, record: OrderRecord | null, state: JobState, at: string): OrderEffect {
+function effectOf(ev: EvaluatedOrder, h: MshHeader, jobId: string, record: OrderRecord | null, state: QueueState, at: string): OrderEffect {
   const { order } = ev;
   if (!ev.chestCt.chestCt) return { kind: 'ignore', note: `not a chest CT (${ev.chestCt.because})` };
   if (ev.action === 'none') return { kind: 'ignore', note: `order control ${order.orderControl} is recorded, not acted on` };
@@ -158,7 +158,7 @@ function effectOf(ev: EvaluatedOrder, h: MshHeader, jobId: string, record: Order
 }
 
 /** `event`: the cancel's history event, its note left to fill. */
-function cancelEffect(jobId: string, record: OrderRecord, state: JobState, event: HistoryEvent): OrderEffect {
+function cancelEffect(jobId: string, record: OrderRecord, state: QueueState, event: HistoryEvent): OrderEffect {
   if (record.status === 'cancelled') return { kind: 'cancel', jobId, record, removeJob: false, outcome: 'duplicate', note: 'already cancelled' };
   if (NOT_STARTED.has(state) || state === 'missing') {
     const next = withEvent(record, { ...event, note: 'cancelled before start' }, 'cancelled');

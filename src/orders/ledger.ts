@@ -9,13 +9,13 @@ export interface ResendMarker {
   text: string;
 }
 
-/** A job's state as the queue names it ('waiting', 'active', 'completed', …), or 'missing' when it has none. */
-export type JobState = string;
+/** A job's queue state as BullMQ names it ('waiting', 'active', 'completed', …), or 'missing' when it has none. */
+export type QueueState = string;
 
 /** What the intake asks the ledger before it decides about a message. */
 export interface LedgerQuery {
   messageKey: string;
-  /** One per order of the message; `jobState`: the job's state is needed too (cancel, update) when it has a record. */
+  /** One per order of the message; `jobState`: the job's queue state is needed too (cancel, update) when it has a record. */
   orders: { jobId: string; jobState: boolean }[];
 }
 
@@ -24,11 +24,11 @@ export interface LedgerFacts {
   /** The answer already given to this sender + MSH-10, if any. When set, nothing else is read. */
   seen: ResendMarker | null;
   records: Map<string, OrderRecord>;
-  /** For the orders asked with `jobState` that have a record: their job's state. */
-  jobStates: Map<string, JobState>;
+  /** For the orders asked with `jobState` that have a record: their job's queue state. */
+  queueStates: Map<string, QueueState>;
 }
 
-export const NO_FACTS: LedgerFacts = { seen: null, records: new Map(), jobStates: new Map() };
+export const NO_FACTS: LedgerFacts = { seen: null, records: new Map(), queueStates: new Map() };
 
 /** A job to add: its id is deterministic, so adding it again is a no-op. */
 export interface NewJob {

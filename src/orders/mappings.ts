@@ -14,7 +14,7 @@ const fieldMap = z
   })
   .strict();
 
-/** Per sender (or for all): how the order's patient is compared with the study's (orders/patient-identity.ts). */
+/** Per sender (or for all): how the order's patient is compared with the study's (domain/patient-identity.ts). */
 const patientIdentity = z
   .object({
     compare: z

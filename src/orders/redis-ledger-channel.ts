@@ -1,6 +1,7 @@
 import { Job } from 'bullmq';
 import type { Redis } from 'ioredis';
-import type { ScreeningJobData, ScreeningQueue } from '../jobs/queue.js';
+import type { ScreeningJobData } from '../domain/job.js';
+import type { ScreeningQueue } from '../jobs/queue.js';
 import { Failed, groupCommit } from '../redis/group-commit.js';
 import type { NewJob } from './ledger.js';
 

@@ -39,7 +39,7 @@ export class RedisOrderLedger implements OrderLedger {
     return new RedisOrderLedger(store.redis, queue, store.prefix, store.ttl);
   }
 
-  /** The resend marker and the order records in one round trip; job states only for a message not seen before. */
+  /** The resend marker and the order records in one round trip; queue states only for a message not seen before. */
   async read(query: LedgerQuery): Promise<LedgerFacts> {
     const ids = query.orders.map((o) => o.jobId);
     const values = await this.channel.read([this.keys.seen(query.messageKey), ...ids.map((id) => this.keys.order(id))]);
@@ -49,13 +49,13 @@ export class RedisOrderLedger implements OrderLedger {
       if (v) records.set(id, JSON.parse(v) as OrderRecord);
     });
     const seen = values[0] ? (JSON.parse(values[0]) as ResendMarker) : null;
-    const jobStates = new Map<string, string>();
+    const queueStates = new Map<string, string>();
     if (!seen) {
       const asked = query.orders.filter((o) => o.jobState && records.has(o.jobId));
       const states = await Promise.all(asked.map(async (o) => [o.jobId, (await (await this.queue.getJob(o.jobId))?.getState()) ?? 'missing'] as const));
-      for (const [jobId, state] of states) jobStates.set(jobId, state);
+      for (const [jobId, state] of states) queueStates.set(jobId, state);
     }
-    return { seen, records, jobStates };
+    return { seen, records, queueStates };
   }
 
   async record(entry: LedgerEntry): Promise<void> {

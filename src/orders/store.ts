@@ -26,8 +26,6 @@ export interface StoredMessage {
 
 export type StoredMessageSummary = Omit<StoredMessage, 'raw'>;
 
-export type { OrderStatus };
-
 export interface OrderRecord {
   jobId: string;
   status: OrderStatus;

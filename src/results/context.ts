@@ -12,9 +12,6 @@ import { type Category, DEFAULT_MIN_OPACITY_ML } from '../inference/findings.js'
 import type { Manifest } from '../inference/manifest.js';
 import type { PipelineResult } from '../inference/pipeline.js';
 
-/** SourceStudy lives in src/domain/study.ts; re-exported for src/study-sources, which imports it from here. */
-export type { SourceStudy };
-
 export interface SourceSeries {
   seriesInstanceUid: string;
   seriesNumber?: number;

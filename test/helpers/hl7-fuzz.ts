@@ -16,11 +16,11 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { setImmediate as tick } from 'node:timers/promises';
 import { Worker } from 'node:worker_threads';
+import { jobIdFor } from '../../src/domain/job.js';
 import { ackCodeFor, ackPlan, buildAck } from '../../src/hl7/ack.js';
 import { type MshHeader, readHeader } from '../../src/hl7/header.js';
 import { CR, encodeFrame, type FrameEvent, FS, MllpDecoder, VT } from '../../src/hl7/mllp-framing.js';
 import { decodeMessageBytes } from '../../src/hl7/text.js';
-import { jobIdFor } from '../../src/jobs/queue.js';
 import { type Evaluation, evaluateMessage } from '../../src/orders/evaluate.js';
 import type { Mappings } from '../../src/orders/mappings.js';
 import { MllpClient } from './hl7.js';

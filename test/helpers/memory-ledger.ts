@@ -1,11 +1,11 @@
-import type { ScreeningJobData } from '../../src/jobs/queue.js';
-import type { JobState, LedgerEntry, LedgerFacts, LedgerQuery, MessageEntry, OrderLedger, ResendMarker } from '../../src/orders/ledger.js';
+import type { ScreeningJobData } from '../../src/domain/job.js';
+import type { LedgerEntry, LedgerFacts, LedgerQuery, MessageEntry, OrderLedger, QueueState, ResendMarker } from '../../src/orders/ledger.js';
 import type { OrderRecord } from '../../src/orders/store.js';
 
 interface LedgerState {
   seen: Map<string, ResendMarker>;
   records: Map<string, OrderRecord>;
-  jobs: Map<string, { data: ScreeningJobData; state: JobState }>;
+  jobs: Map<string, { data: ScreeningJobData; state: QueueState }>;
   messages: MessageEntry[];
 }
 
@@ -48,14 +48,14 @@ export class MemoryLedger implements OrderLedger {
     if (failure) throw failure;
     const seen = this.state.seen.get(query.messageKey) ?? null;
     const records = new Map<string, OrderRecord>();
-    const jobStates = new Map<string, JobState>();
+    const queueStates = new Map<string, QueueState>();
     for (const { jobId, jobState } of query.orders) {
       const r = this.state.records.get(jobId);
       if (!r) continue;
       records.set(jobId, r);
-      if (jobState && !seen) jobStates.set(jobId, this.state.jobs.get(jobId)?.state ?? 'missing');
+      if (jobState && !seen) queueStates.set(jobId, this.state.jobs.get(jobId)?.state ?? 'missing');
     }
-    return { seen, records, jobStates };
+    return { seen, records, queueStates };
   }
 
   async record(entry: LedgerEntry): Promise<void> {

@@ -3,10 +3,10 @@
  * store, the order status, the BullMQ job. For unit tests without Redis.
  */
 
+import type { ScreeningJobData } from '../../src/domain/job.js';
 import type { OrderStatus } from '../../src/domain/order.js';
 import type { AnalysisCheckpoint } from '../../src/jobs/analysis-codec.js';
 import type { Fence, JobState } from '../../src/jobs/job-state.js';
-import type { ScreeningJobData } from '../../src/jobs/queue.js';
 import type { CheckpointStore, JobHandle } from '../../src/jobs/stage-operator.js';
 import { sampleOrder } from './result-context.js';
 

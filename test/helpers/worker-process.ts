@@ -6,8 +6,8 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
+import { jobIdFor, type ScreeningJobData } from '../../src/domain/job.js';
 import { JobStateStore } from '../../src/jobs/job-state.js';
-import { jobIdFor, type ScreeningJobData } from '../../src/jobs/queue.js';
 import { writeCtSeries } from '../../src/synthetic/dicom-writer.js';
 import { generateChestCt, type PhantomKind } from '../../src/synthetic/phantom.js';
 import type { TestOrthanc } from './orthanc.js';

@@ -5,7 +5,7 @@ import { once } from 'node:events';
 import { describe, it } from 'node:test';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
-import { jobIdFor } from '../../src/jobs/queue.js';
+import { jobIdFor } from '../../src/domain/job.js';
 import { TEST_TOKEN } from '../helpers/gateway.js';
 import { ackField, mllpSend, orm } from '../helpers/hl7.js';
 import { deleteKeys, REDIS_URL, requireRedis } from '../helpers/redis.js';

@@ -16,7 +16,7 @@ import { DimseError, type DimsePeer } from '../../src/dicom/dcmtk.js';
 import { str, TAG } from '../../src/dicomweb/dicom-json.js';
 import { classifyError } from '../../src/jobs/screening.js';
 import { segWriter } from '../../src/jobs/writers.js';
-import { errorPeer } from '../../src/observability/metrics.js';
+import { errorPeer } from '../../src/observability/metric-names.js';
 import { freePort, TestOrthanc } from '../helpers/orthanc.js';
 import { syntheticResult } from '../helpers/result-context.js';
 

@@ -8,11 +8,11 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { jobIdFor } from '../../src/domain/job.js';
 import { ackPlan } from '../../src/hl7/ack.js';
 import { readHeader } from '../../src/hl7/header.js';
 import { encodeFrame, FS, MllpDecoder, VT } from '../../src/hl7/mllp-framing.js';
 import { decodeMessageBytes } from '../../src/hl7/text.js';
-import { jobIdFor } from '../../src/jobs/queue.js';
 import { evaluateMessage } from '../../src/orders/evaluate.js';
 import { loadMappings } from '../../src/orders/mappings.js';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { jobIdFor } from '../../src/jobs/queue.js';
+import { jobIdFor } from '../../src/domain/job.js';
 import { createLogger } from '../../src/observability/log.js';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { ackField, MllpClient, mllpSend, orm } from '../helpers/hl7.js';

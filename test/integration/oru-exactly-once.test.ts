@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { type Receiver, running, startReceiver } from '../../src/cli/local-peers/oru-receiver.js';
-import { jobIdFor } from '../../src/jobs/queue.js';
+import { jobIdFor } from '../../src/domain/job.js';
 import { TestOrthanc } from '../helpers/orthanc.js';
 import { deleteKeys, REDIS_URL, requireRedis } from '../helpers/redis.js';
 import { sampleOrder } from '../helpers/result-context.js';

@@ -18,7 +18,7 @@ import { loadConfig } from '../../src/config/index.js';
 import { type DimsePeer, storeFiles } from '../../src/dicom/dcmtk.js';
 import { str, TAG } from '../../src/dicomweb/dicom-json.js';
 import type { StudyIndex } from '../../src/dimse-receive/study-index.js';
-import { jobIdFor } from '../../src/jobs/queue.js';
+import { jobIdFor } from '../../src/domain/job.js';
 import { silentLogger } from '../../src/observability/log.js';
 import { writeCtSeries, writeSeriesToDir } from '../../src/synthetic/dicom-writer.js';
 import { generateChestCt } from '../../src/synthetic/phantom.js';

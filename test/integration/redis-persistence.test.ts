@@ -11,7 +11,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { jobIdFor } from '../../src/jobs/queue.js';
+import { jobIdFor } from '../../src/domain/job.js';
 import { startTestGateway, TEST_TOKEN } from '../helpers/gateway.js';
 import { ackField, MllpClient, mllpSend, orm } from '../helpers/hl7.js';
 import { freePort } from '../helpers/orthanc.js';

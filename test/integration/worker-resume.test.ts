@@ -10,7 +10,7 @@ import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { jobIdFor } from '../../src/jobs/queue.js';
+import { jobIdFor } from '../../src/domain/job.js';
 import { freePort } from '../helpers/orthanc.js';
 import { OwnRedis } from '../helpers/redis.js';
 import { sampleOrder } from '../helpers/result-context.js';

@@ -12,8 +12,8 @@ import { type Receiver, running, startReceiver } from '../../src/cli/local-peers
 import { startWorker } from '../../src/cli/worker.js';
 import { loadConfig } from '../../src/config/index.js';
 import { str, TAG } from '../../src/dicomweb/dicom-json.js';
+import { jobIdFor } from '../../src/domain/job.js';
 import { loadManifest } from '../../src/inference/manifest.js';
-import { jobIdFor } from '../../src/jobs/queue.js';
 import { silentLogger } from '../../src/observability/log.js';
 import type { OrderRecord } from '../../src/orders/store.js';
 import { TestFhirServer } from '../helpers/fhir.js';

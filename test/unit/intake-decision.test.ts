@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { jobIdFor } from '../../src/jobs/queue.js';
+import { jobIdFor } from '../../src/domain/job.js';
+import type { OrderStatus } from '../../src/domain/order.js';
 import { decideIntake, type IntakeDecision, ledgerQueryFor } from '../../src/orders/decision.js';
 import { evaluateMessage } from '../../src/orders/evaluate.js';
-import { type JobState, type LedgerEntry, type LedgerFacts, messageKeyFor, NO_FACTS, type ResendMarker } from '../../src/orders/ledger.js';
+import { type LedgerEntry, type LedgerFacts, messageKeyFor, NO_FACTS, type QueueState, type ResendMarker } from '../../src/orders/ledger.js';
 import { loadMappings } from '../../src/orders/mappings.js';
-import type { OrderRecord, OrderStatus } from '../../src/orders/store.js';
+import type { OrderRecord } from '../../src/orders/store.js';
 import { orm } from '../helpers/hl7.js';
 
 const mappings = loadMappings('mappings/orders.yaml');
@@ -44,8 +45,8 @@ function existing(placer: string, status: OrderStatus = 'queued'): OrderRecord {
   return { ...r, status };
 }
 
-function knowing(record: OrderRecord, state?: JobState, seen: ResendMarker | null = null): LedgerFacts {
-  return { seen, records: new Map([[record.jobId, record]]), jobStates: new Map(state ? [[record.jobId, state]] : []) };
+function knowing(record: OrderRecord, state?: QueueState, seen: ResendMarker | null = null): LedgerFacts {
+  return { seen, records: new Map([[record.jobId, record]]), queueStates: new Map(state ? [[record.jobId, state]] : []) };
 }
 
 function accepted(d: IntakeDecision) {
@@ -243,7 +244,7 @@ describe('intake decision: orders recorded, not acted on', () => {
 });
 
 describe('intake decision: cancels', () => {
-  const cancel = (placer: string, state: JobState | undefined, status: OrderStatus = 'queued', control = 'CA') => {
+  const cancel = (placer: string, state: QueueState | undefined, status: OrderStatus = 'queued', control = 'CA') => {
     const record = existing(placer, status);
     return { record, d: accepted(decide(orm({ controlId: `C-${placer}`, placer, control }), { facts: knowing(record, state) })) };
   };

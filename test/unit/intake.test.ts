@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { jobIdFor } from '../../src/jobs/queue.js';
+import { jobIdFor } from '../../src/domain/job.js';
 import { silentLogger } from '../../src/observability/log.js';
 import { Intake, type IntakeResult } from '../../src/orders/intake.js';
 import { loadMappings } from '../../src/orders/mappings.js';

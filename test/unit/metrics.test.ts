@@ -1,19 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { Redis } from 'ioredis';
-import {
-  bucketFor,
-  counterField,
-  errorPeer,
-  escapeHelp,
-  escapeLabelValue,
-  familiesFromHash,
-  formatValue,
-  METRICS,
-  type MetricDef,
-  MetricsRecorder,
-  renderExposition,
-} from '../../src/observability/metrics.js';
+import { bucketFor, counterField, escapeHelp, escapeLabelValue, familiesFromHash, formatValue, renderExposition } from '../../src/observability/exposition.js';
+import { errorPeer, METRICS, type MetricDef } from '../../src/observability/metric-names.js';
+import { MetricsRecorder } from '../../src/observability/recorder.js';
 
 /** A Redis stand-in for MULTI/HINCRBY/HINCRBYFLOAT/EXEC on one hash. */
 function fakeRedis(opts: { failNext?: () => boolean } = {}) {

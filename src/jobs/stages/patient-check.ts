@@ -1,9 +1,10 @@
 /**
  * The order's patient against the study's (or the chosen series') DICOM patient under the sender's rule
- * (orders/patient-identity.ts), for wait-for-study and retrieve.
+ * (domain/patient-identity.ts), for wait-for-study and retrieve.
  */
-import { METRICS } from '../../observability/metrics.js';
-import { DEFAULT_PATIENT_IDENTITY_RULE, decideIdentity, describeRule } from '../../orders/patient-identity.js';
+
+import { DEFAULT_PATIENT_IDENTITY_RULE, decideIdentity, describeRule } from '../../domain/patient-identity.js';
+import { METRICS } from '../../observability/metric-names.js';
 import type { PatientIdentityRecord } from '../job-state.js';
 import type { ScreeningDeps } from '../screening-deps.js';
 import { PatientIdentityError, StageFailure } from '../stage-errors.js';
