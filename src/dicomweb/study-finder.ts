@@ -157,6 +157,30 @@ export type WaitResult =
   /** unusable: the query cannot identify a study (returned at once, waiting cannot help). */
   | { status: 'timeout' | 'ambiguous' | 'unusable'; reason: string; polls: number; waitedMs: number };
 
+/** What one look at a source says about the order's study. */
+export type Lookup =
+  | {
+      status: 'found';
+      studyInstanceUid: string;
+      matchedBy: MatchedBy;
+      instances: number;
+      /** The source's own view of completeness (e.g. no file still being written); true when it has none. */
+      settled: boolean;
+      /** Why it is not settled, for the timeout reason. */
+      unsettled?: string;
+    }
+  | { status: 'not-found'; reason: string }
+  | { status: 'ambiguous'; reason: string }
+  | { status: 'unusable'; reason: string };
+
+export interface PollingLookup {
+  /** Who answers, for the timeout reason: "the PACS", "ctgate's C-STORE receiver". */
+  holder: string;
+  look(q: StudyQuery): Promise<Lookup>;
+  /** The message of a problem to poll through (the next look may not have it); undefined: let it propagate. */
+  transient(e: unknown): string | undefined;
+}
+
 const defaultSleep = (ms: number, signal?: AbortSignal) =>
   new Promise<void>((resolve, reject) => {
     if (signal?.aborted) return reject(signal.reason);
@@ -172,13 +196,13 @@ const defaultSleep = (ms: number, signal?: AbortSignal) =>
   });
 
 /**
- * Polls until the study exists and its instance count has not changed for `stableMs`, with the wait between polls
- * growing from pollMs to maxPollMs while nothing changes (and back to pollMs when the count moves). Returns
- * 'timeout' at the deadline, 'ambiguous' as soon as the query matches several studies and 'unusable' at once for a
- * query that cannot identify a study, each with a reason. Retryable PacsErrors (PACS down, 5xx, timeouts; the client
- * has already retried them) are polled through until the deadline; the others (4xx: auth, bad URL) propagate.
+ * Polls any lookup (the PACS's QIDO here; ctgate's receive folder or C-FIND in src/study-sources) until the study
+ * exists, holds at least one instance, keeps the same count for `stableMs` and is settled by the source's own
+ * account; the wait between looks grows from pollMs to maxPollMs while nothing changes (and back to pollMs when the
+ * count moves). 'timeout' at the deadline, 'ambiguous' / 'unusable' at once, each with a reason. Problems the lookup
+ * calls transient are polled through until the deadline; the others propagate.
  */
-export async function waitForStableStudy(source: StudySource, q: StudyQuery, opts: WaitOptions): Promise<WaitResult> {
+export async function pollUntilStable(lookup: PollingLookup, q: StudyQuery, opts: WaitOptions): Promise<WaitResult> {
   const now = opts.now ?? Date.now;
   const sleep = opts.sleep ?? ((ms: number) => defaultSleep(ms, opts.signal));
   const maxPoll = Math.max(opts.pollMs, opts.maxPollMs ?? opts.pollMs * 8);
@@ -194,7 +218,7 @@ export async function waitForStableStudy(source: StudySource, q: StudyQuery, opt
     const t = now();
     let event: PollEvent;
     try {
-      const found = await findStudy(source, q, opts);
+      const found = await lookup.look(q);
       if (found.status === 'ambiguous' || found.status === 'unusable') {
         opts.onPoll?.({ poll: polls, elapsedMs: now() - start, status: found.status });
         return { status: found.status, reason: found.reason, polls, waitedMs: now() - start };
@@ -204,34 +228,32 @@ export async function waitForStableStudy(source: StudySource, q: StudyQuery, opt
         last = undefined;
         event = { poll: polls, elapsedMs: t - start, status: found.status };
       } else {
-        const count = await studyInstanceCount(source, found.studyInstanceUid, found.study);
+        const count = found.instances;
         if (!last || last.uid !== found.studyInstanceUid || last.count !== count) {
           last = { uid: found.studyInstanceUid, count, since: t };
           interval = opts.pollMs;
         }
         const stableFor = t - last.since;
         event = { poll: polls, elapsedMs: t - start, status: 'found', studyInstanceUid: last.uid, instances: count, stableForMs: stableFor };
-        if (count > 0 && stableFor >= opts.stableMs) {
+        if (count > 0 && stableFor >= opts.stableMs && found.settled) {
           opts.onPoll?.(event);
           return { status: 'ready', studyInstanceUid: last.uid, instances: count, matchedBy: found.matchedBy, polls, waitedMs: now() - start };
         }
-        lastProblem = `the study was still changing (${count} instances, unchanged for ${stableFor} ms of the ${opts.stableMs} ms required)`;
+        lastProblem = !found.settled
+          ? `the study was still arriving (${count} instances; ${found.unsettled ?? 'not settled'})`
+          : `the study was still changing (${count} instances, unchanged for ${stableFor} ms of the ${opts.stableMs} ms required)`;
       }
     } catch (e) {
-      if (!(e instanceof PacsError) || !e.retryable) throw e;
-      lastProblem = `the PACS did not answer: ${e.message}`;
-      event = { poll: polls, elapsedMs: t - start, status: 'not-found', error: e.message };
+      const message = lookup.transient(e);
+      if (message === undefined) throw e;
+      lastProblem = `${lookup.holder} did not answer: ${message}`;
+      event = { poll: polls, elapsedMs: t - start, status: 'not-found', error: message };
     }
     const after = now();
     const remaining = deadline - after;
     if (remaining <= 0) {
       opts.onPoll?.(event);
-      return {
-        status: 'timeout',
-        reason: `gave up after ${after - start} ms and ${polls} poll(s): ${lastProblem}`,
-        polls,
-        waitedMs: after - start,
-      };
+      return { status: 'timeout', reason: `gave up after ${after - start} ms and ${polls} poll(s): ${lastProblem}`, polls, waitedMs: after - start };
     }
     // Wake when stability would be reached if nothing changes, and never sleep past the deadline (one last poll there).
     let wait = interval;
@@ -242,4 +264,19 @@ export async function waitForStableStudy(source: StudySource, q: StudyQuery, opt
     await sleep(wait);
     interval = Math.min(maxPoll, interval * factor);
   }
+}
+
+/**
+ * Polls the PACS until the study exists and its instance count has not changed for `stableMs` (pollUntilStable's
+ * rules). Retryable PacsErrors (PACS down, 5xx, timeouts; the client has already retried them) are polled through
+ * until the deadline; the others (4xx: auth, bad URL) propagate.
+ */
+export function waitForStableStudy(source: StudySource, q: StudyQuery, opts: WaitOptions): Promise<WaitResult> {
+  const look = async (query: StudyQuery): Promise<Lookup> => {
+    const found = await findStudy(source, query, opts);
+    if (found.status !== 'found') return found;
+    const instances = await studyInstanceCount(source, found.studyInstanceUid, found.study);
+    return { status: 'found', studyInstanceUid: found.studyInstanceUid, matchedBy: found.matchedBy, instances, settled: true };
+  };
+  return pollUntilStable({ holder: 'the PACS', look, transient: (e) => (e instanceof PacsError && e.retryable ? e.message : undefined) }, q, opts);
 }

@@ -19,13 +19,13 @@ import { findInstanceUids, findSeries, findSourceStudy, findStudies, matchValueP
 import { cGetSeries, cMoveSeries } from '../dicom/get.js';
 import { loadSeriesFiles, SeriesInputError } from '../dicom/part10-series.js';
 import type { RetrievedSeries, RetrieveOptions } from '../dicomweb/retrieve.js';
-import type { StudyQuery, WaitOptions, WaitResult } from '../dicomweb/study-finder.js';
+import { type Lookup, pollUntilStable, type StudyQuery, type WaitOptions, type WaitResult } from '../dicomweb/study-finder.js';
 import type { StudyPatient } from '../dicomweb/study-patient.js';
 import type { StudyIndex } from '../dimse-receive/study-index.js';
 import type { SourceStudy } from '../domain/study.js';
 import { TRANSFER_SYNTAXES } from '../imaging/pixel-codecs.js';
 import type { SeriesCandidate } from '../imaging/series-selection.js';
-import { type Lookup, pollUntilStable, type StudySource, StudySourceError } from './source.js';
+import { type StudySource, StudySourceError } from './source.js';
 
 const unique = (xs: string[]) => [...new Set(xs)];
 
@@ -47,6 +47,7 @@ export class DimseStudySource implements StudySource {
   waitForStudy(q: StudyQuery, opts: WaitOptions): Promise<WaitResult> {
     return pollUntilStable(
       {
+        holder: this.holder,
         look: (query) => this.look(query),
         transient: (e) => (e instanceof DimseError && e.retryable ? e.message : undefined),
       },

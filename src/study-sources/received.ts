@@ -14,14 +14,14 @@ import { loadSeriesFiles, readInstance, SeriesInputError } from '../dicom/part10
 import { TAG } from '../dicomweb/dicom-json.js';
 import type { RetrievedSeries, RetrieveOptions } from '../dicomweb/retrieve.js';
 import { medianSpacing } from '../dicomweb/series-candidates.js';
-import type { StudyQuery, WaitOptions, WaitResult } from '../dicomweb/study-finder.js';
+import { type Lookup, pollUntilStable, type StudyQuery, type WaitOptions, type WaitResult } from '../dicomweb/study-finder.js';
 import type { StudyPatient } from '../dicomweb/study-patient.js';
 import { patientFromHeader, type ReceivedPatient, type ReceivedStudy, readHeader, type StudyIndex } from '../dimse-receive/study-index.js';
 import type { SourceStudy } from '../domain/study.js';
 import { TRANSFER_SYNTAXES } from '../imaging/pixel-codecs.js';
 import type { SeriesCandidate } from '../imaging/series-selection.js';
 import type { Logger } from '../observability/log.js';
-import { type Lookup, pollUntilStable, type StudySource, StudySourceError } from './source.js';
+import { type StudySource, StudySourceError } from './source.js';
 
 const unique = (xs: string[]) => [...new Set(xs)];
 
@@ -43,6 +43,7 @@ export class ReceivedStudySource implements StudySource {
   waitForStudy(q: StudyQuery, opts: WaitOptions): Promise<WaitResult> {
     return pollUntilStable(
       {
+        holder: this.holder,
         look: (query) => this.look(query),
         // The receive folder is local: a failure to read it is not a peer that may answer next time.
         transient: () => undefined,

@@ -14,7 +14,7 @@
  * No module here may import jobs, http or cli.
  */
 import type { RetrievedSeries, RetrieveOptions } from '../dicomweb/retrieve.js';
-import type { MatchedBy, PollEvent, StudyQuery, WaitOptions, WaitResult } from '../dicomweb/study-finder.js';
+import type { StudyQuery, WaitOptions, WaitResult } from '../dicomweb/study-finder.js';
 import type { StudyPatient } from '../dicomweb/study-patient.js';
 import type { SourceStudy } from '../domain/study.js';
 import type { SeriesCandidate } from '../imaging/series-selection.js';
@@ -59,109 +59,5 @@ export class StudySourceError extends Error {
   ) {
     super(message);
     this.name = 'StudySourceError';
-  }
-}
-
-/** What one look at a source says about the order's study. */
-export type Lookup =
-  | {
-      status: 'found';
-      studyInstanceUid: string;
-      matchedBy: MatchedBy;
-      instances: number;
-      /** The source's own view of completeness (e.g. no file still being written); true when it has none. */
-      settled: boolean;
-      /** Why it is not settled, for the timeout reason. */
-      unsettled?: string;
-    }
-  | { status: 'not-found'; reason: string }
-  | { status: 'ambiguous'; reason: string }
-  | { status: 'unusable'; reason: string };
-
-export interface PollingLookup {
-  look(q: StudyQuery): Promise<Lookup>;
-  /** The message of a problem to poll through (the next look may not have it); undefined: let it propagate. */
-  transient(e: unknown): string | undefined;
-}
-
-const defaultSleep = (ms: number, signal?: AbortSignal) =>
-  new Promise<void>((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const t = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    const onAbort = () => {
-      clearTimeout(t);
-      reject(signal?.reason);
-    };
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
-
-/**
- * The wait of waitForStableStudy (src/dicomweb/study-finder.ts) over any lookup, with the same rules and timing:
- * the study must exist, hold at least one instance, keep the same count for `stableMs` and be settled by the
- * source's own account; the wait between looks grows from pollMs to maxPollMs while nothing changes.
- */
-export async function pollUntilStable(lookup: PollingLookup, q: StudyQuery, opts: WaitOptions): Promise<WaitResult> {
-  const now = opts.now ?? Date.now;
-  const sleep = opts.sleep ?? ((ms: number) => defaultSleep(ms, opts.signal));
-  const maxPoll = Math.max(opts.pollMs, opts.maxPollMs ?? opts.pollMs * 8);
-  const factor = Math.max(1, opts.backoff ?? 2);
-  const start = now();
-  const deadline = start + opts.deadlineMs;
-  let interval = opts.pollMs;
-  let polls = 0;
-  let last: { uid: string; count: number; since: number } | undefined;
-  let lastProblem = '';
-  for (;;) {
-    polls++;
-    const t = now();
-    let event: PollEvent;
-    try {
-      const found = await lookup.look(q);
-      if (found.status === 'ambiguous' || found.status === 'unusable') {
-        opts.onPoll?.({ poll: polls, elapsedMs: now() - start, status: found.status });
-        return { status: found.status, reason: found.reason, polls, waitedMs: now() - start };
-      }
-      if (found.status === 'not-found') {
-        lastProblem = found.reason;
-        last = undefined;
-        event = { poll: polls, elapsedMs: t - start, status: found.status };
-      } else {
-        const count = found.instances;
-        if (!last || last.uid !== found.studyInstanceUid || last.count !== count) {
-          last = { uid: found.studyInstanceUid, count, since: t };
-          interval = opts.pollMs;
-        }
-        const stableFor = t - last.since;
-        event = { poll: polls, elapsedMs: t - start, status: 'found', studyInstanceUid: last.uid, instances: count, stableForMs: stableFor };
-        if (count > 0 && stableFor >= opts.stableMs && found.settled) {
-          opts.onPoll?.(event);
-          return { status: 'ready', studyInstanceUid: last.uid, instances: count, matchedBy: found.matchedBy, polls, waitedMs: now() - start };
-        }
-        lastProblem = !found.settled
-          ? `the study was still arriving (${count} instances; ${found.unsettled ?? 'not settled'})`
-          : `the study was still changing (${count} instances, unchanged for ${stableFor} ms of the ${opts.stableMs} ms required)`;
-      }
-    } catch (e) {
-      const message = lookup.transient(e);
-      if (message === undefined) throw e;
-      lastProblem = `the source did not answer: ${message}`;
-      event = { poll: polls, elapsedMs: t - start, status: 'not-found', error: message };
-    }
-    const after = now();
-    const remaining = deadline - after;
-    if (remaining <= 0) {
-      opts.onPoll?.(event);
-      return { status: 'timeout', reason: `gave up after ${after - start} ms and ${polls} poll(s): ${lastProblem}`, polls, waitedMs: after - start };
-    }
-    let wait = interval;
-    if (last) wait = Math.min(wait, Math.max(1, last.since + opts.stableMs - after));
-    wait = Math.max(1, Math.min(wait, remaining));
-    event.nextPollMs = wait;
-    opts.onPoll?.(event);
-    await sleep(wait);
-    interval = Math.min(maxPoll, interval * factor);
   }
 }

@@ -11,11 +11,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { loadSeriesFromFiles } from '../../src/dicom/part10-series.js';
+import { pollUntilStable } from '../../src/dicomweb/study-finder.js';
 import { openStudyIndex } from '../../src/dimse-receive/receiver.js';
 import { selectSeries } from '../../src/imaging/series-selection.js';
 import { silentLogger } from '../../src/observability/log.js';
 import { ReceivedStudySource } from '../../src/study-sources/received.js';
-import { pollUntilStable } from '../../src/study-sources/source.js';
 import { writeCtSeries } from '../../src/synthetic/dicom-writer.js';
 import { generateChestCt } from '../../src/synthetic/phantom.js';
 
@@ -91,6 +91,7 @@ describe('received-study source', () => {
     const errors: string[] = [];
     const r = await pollUntilStable(
       {
+        holder: 'the test source',
         look: async () => {
           n++;
           if (n === 1) throw Object.assign(new Error('down'), { transient: true });
@@ -107,6 +108,7 @@ describe('received-study source', () => {
     await assert.rejects(
       pollUntilStable(
         {
+          holder: 'the test source',
           look: async () => {
             throw new Error('disk gone');
           },
