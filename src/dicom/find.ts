@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import dcmjs from 'dcmjs';
 import type { SourceStudy } from '../domain/study.js';
+import { numberValue, textValue } from './dataset-values.js';
 import { associationFailure, commonArgs, DIMSE_PEER, DimseError, type DimsePeer, runTool, scrub } from './dcmtk.js';
 import { definedOnly } from './defined.js';
 
@@ -87,29 +88,6 @@ export async function cFind(peer: DimsePeer, level: 'STUDY' | 'SERIES' | 'IMAGE'
   }
 }
 
-function first(a: Answer, key: string): unknown {
-  const v = a[key];
-  return Array.isArray(v) ? v[0] : v;
-}
-
-function text(a: Answer, key: string): string | undefined {
-  const v = first(a, key);
-  if (v === undefined || v === null) return undefined;
-  if (typeof v === 'object') {
-    const alpha = (v as { Alphabetic?: unknown }).Alphabetic;
-    return typeof alpha === 'string' && alpha.trim() ? alpha.trim() : undefined;
-  }
-  const s = String(v).trim();
-  return s ? s : undefined;
-}
-
-function numberOf(a: Answer, key: string): number | undefined {
-  const s = text(a, key);
-  if (s === undefined) return undefined;
-  const n = Number(s);
-  return Number.isFinite(n) ? n : undefined;
-}
-
 function values(a: Answer, key: string): string[] {
   const v = a[key];
   const list = Array.isArray(v) ? v : v === undefined || v === null ? [] : [v];
@@ -130,13 +108,13 @@ export async function findStudies(peer: DimsePeer, match: { studyInstanceUid?: s
   return answers
     .map((a) =>
       definedOnly<FoundStudy>({
-        studyInstanceUid: text(a, 'StudyInstanceUID') ?? '',
-        accessionNumber: text(a, 'AccessionNumber'),
-        patientId: text(a, 'PatientID'),
-        issuerOfPatientId: text(a, 'IssuerOfPatientID'),
-        patientName: text(a, 'PatientName'),
-        patientBirthDate: text(a, 'PatientBirthDate'),
-        numberOfStudyRelatedInstances: numberOf(a, 'NumberOfStudyRelatedInstances'),
+        studyInstanceUid: textValue(a, 'StudyInstanceUID') ?? '',
+        accessionNumber: textValue(a, 'AccessionNumber'),
+        patientId: textValue(a, 'PatientID'),
+        issuerOfPatientId: textValue(a, 'IssuerOfPatientID'),
+        patientName: textValue(a, 'PatientName'),
+        patientBirthDate: textValue(a, 'PatientBirthDate'),
+        numberOfStudyRelatedInstances: numberValue(a, 'NumberOfStudyRelatedInstances'),
       }),
     )
     .filter((s) => s.studyInstanceUid !== '');
@@ -164,15 +142,15 @@ export async function findSeries(peer: DimsePeer, studyInstanceUid: string): Pro
     .map((a) => {
       const orientation = values(a, 'ImageOrientationPatient').map(Number);
       return definedOnly<FoundSeries>({
-        seriesInstanceUid: text(a, 'SeriesInstanceUID') ?? '',
+        seriesInstanceUid: textValue(a, 'SeriesInstanceUID') ?? '',
         imageType: values(a, 'ImageType').map((v) => v.toUpperCase()),
-        modality: text(a, 'Modality'),
-        seriesNumber: numberOf(a, 'SeriesNumber'),
-        seriesDescription: text(a, 'SeriesDescription'),
-        numberOfSeriesRelatedInstances: numberOf(a, 'NumberOfSeriesRelatedInstances'),
-        sliceThickness: numberOf(a, 'SliceThickness'),
+        modality: textValue(a, 'Modality'),
+        seriesNumber: numberValue(a, 'SeriesNumber'),
+        seriesDescription: textValue(a, 'SeriesDescription'),
+        numberOfSeriesRelatedInstances: numberValue(a, 'NumberOfSeriesRelatedInstances'),
+        sliceThickness: numberValue(a, 'SliceThickness'),
         orientation: orientation.length >= 6 && orientation.every(Number.isFinite) ? orientation.slice(0, 6) : undefined,
-        kernel: text(a, 'ConvolutionKernel'),
+        kernel: textValue(a, 'ConvolutionKernel'),
       });
     })
     .filter((s) => s.seriesInstanceUid !== '');
@@ -194,26 +172,26 @@ export async function findSourceStudy(peer: DimsePeer, studyInstanceUid: string)
     PatientBirthDate: '',
     PatientSex: '',
   };
-  const a = (await cFind(peer, 'STUDY', keys)).find((x) => text(x, 'StudyInstanceUID') === studyInstanceUid);
+  const a = (await cFind(peer, 'STUDY', keys)).find((x) => textValue(x, 'StudyInstanceUID') === studyInstanceUid);
   if (!a) return null;
   return definedOnly<SourceStudy>({
     studyInstanceUid,
-    accessionNumber: text(a, 'AccessionNumber'),
-    studyId: text(a, 'StudyID'),
-    studyDate: text(a, 'StudyDate'),
-    studyTime: text(a, 'StudyTime'),
-    studyDescription: text(a, 'StudyDescription'),
-    referringPhysicianName: text(a, 'ReferringPhysicianName'),
-    patientName: text(a, 'PatientName'),
-    patientId: text(a, 'PatientID'),
-    issuerOfPatientId: text(a, 'IssuerOfPatientID'),
-    patientBirthDate: text(a, 'PatientBirthDate'),
-    patientSex: text(a, 'PatientSex'),
+    accessionNumber: textValue(a, 'AccessionNumber'),
+    studyId: textValue(a, 'StudyID'),
+    studyDate: textValue(a, 'StudyDate'),
+    studyTime: textValue(a, 'StudyTime'),
+    studyDescription: textValue(a, 'StudyDescription'),
+    referringPhysicianName: textValue(a, 'ReferringPhysicianName'),
+    patientName: textValue(a, 'PatientName'),
+    patientId: textValue(a, 'PatientID'),
+    issuerOfPatientId: textValue(a, 'IssuerOfPatientID'),
+    patientBirthDate: textValue(a, 'PatientBirthDate'),
+    patientSex: textValue(a, 'PatientSex'),
   });
 }
 
 /** The SOP Instance UIDs of one series (IMAGE-level C-FIND). */
 export async function findInstanceUids(peer: DimsePeer, studyInstanceUid: string, seriesInstanceUid: string): Promise<string[]> {
   const answers = await cFind(peer, 'IMAGE', { StudyInstanceUID: studyInstanceUid, SeriesInstanceUID: seriesInstanceUid, SOPInstanceUID: '' });
-  return answers.map((a) => text(a, 'SOPInstanceUID') ?? '').filter((u) => u !== '');
+  return answers.map((a) => textValue(a, 'SOPInstanceUID') ?? '').filter((u) => u !== '');
 }

@@ -15,6 +15,7 @@
 import { mkdir, readdir, readFile, rename, rm, rmdir, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import dcmjs from 'dcmjs';
+import { numberValue, textValue } from '../dicom/dataset-values.js';
 import type { Logger } from '../observability/log.js';
 
 export interface ReceivedPatient {
@@ -137,28 +138,6 @@ type Header = Record<string, unknown>;
 /** PS3.5 §9.1: digits and dots, at most 64 characters. */
 const UID = /^[0-9]+(\.[0-9]+)*$/;
 
-function first(a: Header, key: string): unknown {
-  const v = a[key];
-  return Array.isArray(v) ? v[0] : v;
-}
-
-function text(a: Header, key: string): string | undefined {
-  const v = first(a, key);
-  if (v === undefined || v === null) return undefined;
-  if (typeof v === 'object') {
-    const alpha = (v as { Alphabetic?: unknown }).Alphabetic;
-    return typeof alpha === 'string' && alpha.trim() ? alpha.trim() : undefined;
-  }
-  const s = String(v).trim();
-  return s ? s : undefined;
-}
-
-function num(a: Header, key: string): number | undefined {
-  const s = text(a, key);
-  const n = s === undefined ? Number.NaN : Number(s);
-  return Number.isFinite(n) ? n : undefined;
-}
-
 /** Every value of a multi-valued element, as numbers; undefined unless there are `n` finite ones at least. */
 function numbers(a: Header, key: string, n: number): number[] | undefined {
   const v = a[key];
@@ -206,7 +185,11 @@ export function readHeader(bytes: Buffer): Header {
   const h = dcmjs.data.DicomMetaDictionary.naturalizeDataset(dcmjs.data.DicomMessage.readFile(ab).dict) as Header;
   if (h.PixelData === undefined) return h;
   const want =
-    ((num(h, 'Rows') ?? 0) * (num(h, 'Columns') ?? 0) * (num(h, 'SamplesPerPixel') ?? 1) * (num(h, 'NumberOfFrames') ?? 1) * (num(h, 'BitsAllocated') ?? 16)) /
+    ((numberValue(h, 'Rows') ?? 0) *
+      (numberValue(h, 'Columns') ?? 0) *
+      (numberValue(h, 'SamplesPerPixel') ?? 1) *
+      (numberValue(h, 'NumberOfFrames') ?? 1) *
+      (numberValue(h, 'BitsAllocated') ?? 16)) /
     8;
   if (!pixelDataWhole(bytes, Math.ceil(want))) throw new Error('pixel data cut short');
   return h;
@@ -215,10 +198,10 @@ export function readHeader(bytes: Buffer): Header {
 /** The patient attributes of a data set read by readHeader (absent ones left out). */
 export function patientFromHeader(h: Header): ReceivedPatient {
   const p: ReceivedPatient = {};
-  const id = text(h, 'PatientID');
-  const issuer = text(h, 'IssuerOfPatientID');
-  const name = text(h, 'PatientName');
-  const birth = text(h, 'PatientBirthDate');
+  const id = textValue(h, 'PatientID');
+  const issuer = textValue(h, 'IssuerOfPatientID');
+  const name = textValue(h, 'PatientName');
+  const birth = textValue(h, 'PatientBirthDate');
   if (id !== undefined) p.patientId = id;
   if (issuer !== undefined) p.issuerOfPatientId = issuer;
   if (name !== undefined) p.patientName = name;
@@ -329,9 +312,9 @@ export class StudyIndex {
     } catch {
       h = undefined;
     }
-    const studyUid = h ? text(h, 'StudyInstanceUID') : undefined;
-    const seriesUid = h ? text(h, 'SeriesInstanceUID') : undefined;
-    const sopUid = h ? text(h, 'SOPInstanceUID') : undefined;
+    const studyUid = h ? textValue(h, 'StudyInstanceUID') : undefined;
+    const seriesUid = h ? textValue(h, 'SeriesInstanceUID') : undefined;
+    const sopUid = h ? textValue(h, 'SOPInstanceUID') : undefined;
     if (!h || !studyUid || !seriesUid || !sopUid) {
       // Maybe still being written: wait until it has not changed for the stable time.
       const p = this.pending.get(path);
@@ -342,17 +325,17 @@ export class StudyIndex {
       }
       if (now - Math.max(p.sinceMs, st.mtimeMs) < this.o.stableMs) return 'unreadable';
       this.pending.delete(path);
-      await this.quarantine(path, h ? 'no Study, Series or SOP Instance UID' : 'not a readable DICOM file', h ? text(h, 'SOPClassUID') : undefined);
+      await this.quarantine(path, h ? 'no Study, Series or SOP Instance UID' : 'not a readable DICOM file', h ? textValue(h, 'SOPClassUID') : undefined);
       return 'quarantined';
     }
     this.pending.delete(path);
     if (![studyUid, seriesUid, sopUid].every((u) => u.length <= 64 && UID.test(u))) {
-      await this.quarantine(path, 'a Study, Series or SOP Instance UID that is not a valid UID', text(h, 'SOPClassUID'));
+      await this.quarantine(path, 'a Study, Series or SOP Instance UID that is not a valid UID', textValue(h, 'SOPClassUID'));
       return 'quarantined';
     }
-    const modality = text(h, 'Modality') ?? '';
+    const modality = textValue(h, 'Modality') ?? '';
     if (modality !== 'CT') {
-      await this.quarantine(path, `modality ${modality || 'missing'}, not CT`, text(h, 'SOPClassUID'));
+      await this.quarantine(path, `modality ${modality || 'missing'}, not CT`, textValue(h, 'SOPClassUID'));
       return 'quarantined';
     }
     const entry: FileEntry = {
@@ -363,14 +346,14 @@ export class StudyIndex {
       studyInstanceUid: studyUid,
       seriesInstanceUid: seriesUid,
       sopInstanceUid: sopUid,
-      instanceNumber: num(h, 'InstanceNumber'),
+      instanceNumber: numberValue(h, 'InstanceNumber'),
       position: numbers(h, 'ImagePositionPatient', 3),
     };
     let study = this.studies.get(studyUid);
     if (!study) {
       study = {
         studyInstanceUid: studyUid,
-        accessionNumber: text(h, 'AccessionNumber'),
+        accessionNumber: textValue(h, 'AccessionNumber'),
         patient: patientFromHeader(h),
         series: new Map(),
         folders: new Set(),
@@ -382,12 +365,12 @@ export class StudyIndex {
     if (!series) {
       series = {
         modality,
-        seriesNumber: num(h, 'SeriesNumber'),
-        seriesDescription: text(h, 'SeriesDescription'),
+        seriesNumber: numberValue(h, 'SeriesNumber'),
+        seriesDescription: textValue(h, 'SeriesDescription'),
         imageType: texts(h, 'ImageType').map((t) => t.toUpperCase()),
-        sliceThickness: num(h, 'SliceThickness'),
+        sliceThickness: numberValue(h, 'SliceThickness'),
         orientation: numbers(h, 'ImageOrientationPatient', 6),
-        kernel: text(h, 'ConvolutionKernel'),
+        kernel: textValue(h, 'ConvolutionKernel'),
         files: new Map(),
       };
       study.series.set(seriesUid, series);
