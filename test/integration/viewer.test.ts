@@ -281,7 +281,7 @@ describe('OHIF viewer at /viewer (Chromium, gateway, Orthanc)', { skip: unlessPr
     const before = problems.length;
     const labelled = () =>
       page
-        .waitForFunction(() => /Volume: [\d.]+ ml/.test(document.body.textContent ?? ''), undefined, { timeout: 20_000, polling: 500 })
+        .waitForFunction(() => /Volume: [\d.]+ ml/.test(document.body.textContent ?? ''), undefined, { timeout: 30_000, polling: 500 })
         .then(() => true)
         .catch(() => false);
     await page.getByText('AI measurements (NOT FOR CLINICAL USE)').first().dblclick();
@@ -292,7 +292,9 @@ describe('OHIF viewer at /viewer (Chromium, gateway, Orthanc)', { skip: unlessPr
     if (!(await labelled())) {
       const box = await page.locator('canvas').first().boundingBox();
       if (box) await page.mouse.move(box.x + box.width / 2, box.y + box.height / 2);
-      for (let attempt = 0; attempt < 2 && !(await labelled()); attempt++) {
+      // Up to four fresh pages: on a loaded 2-core CI machine one recovery was not always enough (a CI run of 2026-12-05).
+      for (let attempt = 0; attempt < 4 && !(await labelled()); attempt++) {
+        problems.push(`info: SR measurement not drawn; fresh page ${attempt + 1}`);
         await page.reload();
         await page.getByText('AI measurements (NOT FOR CLINICAL USE)').first().waitFor({ timeout: 60_000 });
         await page.waitForTimeout(3000);
