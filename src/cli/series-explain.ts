@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { aeTitleProblem, DimseError, type DimsePeer } from '../dicom/dcmtk.js';
-import { type FoundSeries, findSeries, findStudies, matchValueProblem } from '../dicom/find.js';
+import { candidateFromFoundSeries, findSeries, findStudies, matchValueProblem } from '../dicom/find.js';
 import { DicomWebClient, type PacsAuth } from '../dicomweb/client.js';
 import { num, TAG } from '../dicomweb/dicom-json.js';
 import { PacsError } from '../dicomweb/errors.js';
@@ -272,21 +272,6 @@ async function gatherDicomWeb(
       study: await readStudyPatient(client, uid),
       series: seriesUid ? await readStudyPatient(client, uid, seriesUid) : null,
     }),
-  };
-}
-
-/** A C-FIND series answer as a selection candidate; what the PACS did not return stays unknown. */
-export function candidateFromFoundSeries(s: FoundSeries): SeriesCandidate {
-  return {
-    seriesInstanceUid: s.seriesInstanceUid,
-    seriesNumber: s.seriesNumber,
-    modality: s.modality?.toUpperCase(),
-    description: s.seriesDescription,
-    imageType: s.imageType,
-    sliceThickness: s.sliceThickness,
-    orientation: s.orientation,
-    numberOfInstances: s.numberOfSeriesRelatedInstances ?? 0,
-    kernel: s.kernel,
   };
 }
 

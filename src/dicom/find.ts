@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import dcmjs from 'dcmjs';
 import type { SourceStudy } from '../domain/study.js';
+import type { SeriesCandidate } from '../imaging/series-selection.js';
 import { numberValue, textValue } from './dataset-values.js';
 import { associationFailure, commonArgs, DIMSE_PEER, DimseError, type DimsePeer, runTool, scrub } from './dcmtk.js';
 import { definedOnly } from './defined.js';
@@ -154,6 +155,21 @@ export async function findSeries(peer: DimsePeer, studyInstanceUid: string): Pro
       });
     })
     .filter((s) => s.seriesInstanceUid !== '');
+}
+
+/** A C-FIND series answer as a selection candidate; what the PACS did not return stays unknown. */
+export function candidateFromFoundSeries(s: FoundSeries): SeriesCandidate {
+  return {
+    seriesInstanceUid: s.seriesInstanceUid,
+    seriesNumber: s.seriesNumber,
+    modality: s.modality?.toUpperCase(),
+    description: s.seriesDescription,
+    imageType: s.imageType,
+    sliceThickness: s.sliceThickness,
+    orientation: s.orientation,
+    numberOfInstances: s.numberOfSeriesRelatedInstances ?? 0,
+    kernel: s.kernel,
+  };
 }
 
 /** The study's attributes for the results (SEG, SR, KOS repeat them; absent ones left out); null when the PACS does not list it. */

@@ -15,7 +15,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DimseError, type DimsePeer } from '../dicom/dcmtk.js';
-import { findInstanceUids, findSeries, findSourceStudy, findStudies, matchValueProblem } from '../dicom/find.js';
+import { candidateFromFoundSeries, findInstanceUids, findSeries, findSourceStudy, findStudies, matchValueProblem } from '../dicom/find.js';
 import { cGetSeries, cMoveSeries } from '../dicom/get.js';
 import { loadSeriesFiles, SeriesInputError } from '../dicom/part10-series.js';
 import type { RetrievedSeries, RetrieveOptions } from '../dicomweb/retrieve.js';
@@ -112,19 +112,7 @@ export class DimseStudySource implements StudySource {
   async seriesCandidates(studyInstanceUid: string): Promise<SeriesCandidate[]> {
     const series = await findSeries(this.pacs, studyInstanceUid);
     return series
-      .map(
-        (s): SeriesCandidate => ({
-          seriesInstanceUid: s.seriesInstanceUid,
-          seriesNumber: s.seriesNumber,
-          modality: s.modality,
-          description: s.seriesDescription,
-          imageType: s.imageType,
-          sliceThickness: s.sliceThickness,
-          orientation: s.orientation,
-          numberOfInstances: s.numberOfSeriesRelatedInstances ?? 0,
-          kernel: s.kernel,
-        }),
-      )
+      .map(candidateFromFoundSeries)
       .sort(
         (a, b) =>
           (a.seriesNumber ?? Number.POSITIVE_INFINITY) - (b.seriesNumber ?? Number.POSITIVE_INFINITY) ||
